@@ -1,0 +1,9 @@
+"""Numba-compiled kernels, importable as ``sononet.kernels``.
+
+Pure functions over NumPy buffers, no Python-level loops over samples: the feature
+stage calls them on ragged batches (one flat buffer plus offsets) before log-mel.
+"""
+
+from .pad_trim import PAD_MODES, TRIM_MODES, pad_trim, pad_trim_ragged, ragged
+
+__all__ = ["PAD_MODES", "TRIM_MODES", "pad_trim", "pad_trim_ragged", "ragged"]

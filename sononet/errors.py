@@ -1,0 +1,62 @@
+"""The errors table: one row for every input that did not make it into the output.
+
+Bad input never stops a batch and never disappears: the invariant every stage keeps is
+``inputs == rows written + rows here``. Reasons are a closed set so summaries can count
+them and tests can name them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import pyarrow as pa
+
+REASONS = {
+    "zero_byte": "the file is empty (0 bytes)",
+    "corrupt": "the decoder could not parse the file (corrupt header or data)",
+    "truncated": "the file ends before the length its header declares",
+    "unsupported_format": "not an audio format libsndfile reads",
+    "empty_audio": "the file decodes to zero samples",
+    "silent": "every sample is zero",
+    "non_finite": "NaN or Inf samples",
+    "too_short": "shorter than the stated minimum duration",
+    "misnamed": "the file name does not follow the corpus naming scheme",
+    "unknown_label": "the label is not in the corpus label set",
+    "missing": "the file listed in the manifest does not exist",
+    "unreadable": "the file could not be opened (permissions or I/O error)",
+}
+
+SCHEMA = pa.schema([("path", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
+
+
+@dataclass(frozen=True)
+class ErrorRow:
+    path: str
+    reason: str
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        if self.reason not in REASONS:
+            raise ValueError(f"unknown error reason {self.reason!r}; expected one of {sorted(REASONS)}")
+
+
+class AudioError(Exception):
+    """A file that cannot become a clip; carries the errors-table reason."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        if reason not in REASONS:
+            raise ValueError(f"unknown error reason {reason!r}")
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def to_table(rows: list[ErrorRow]) -> pa.Table:
+    return pa.Table.from_pylist([asdict(r) for r in rows], schema=SCHEMA)
+
+
+def count_by_reason(rows: list[ErrorRow]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.reason] = counts.get(r.reason, 0) + 1
+    return dict(sorted(counts.items()))

@@ -1,0 +1,168 @@
+"""An experiment: prepare -> split -> train each model -> predict -> ensemble -> evaluate.
+
+This is ``sononet train-all``. Every stage is resumable: prepare skips finished shards,
+training continues from each model's last checkpoint (``resume=True``) and skips models
+marked done, and evaluation is recomputed from the predictions. The run directory gets
+the resolved spec first and a ``run.json`` whose status turns ``complete`` only at the
+very end, so a half-finished run never looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from sononet.corpus.splits import SplitConfig, assign_splits
+from sononet.features.reader import load_metadata
+from sononet.features.shards import atomic_write_json, read_manifest
+from sononet.prepare import PrepareConfig, format_summary, prepare, resolve_device
+from sononet.train.loop import TrainConfig, predict, train_model
+
+log = logging.getLogger(__name__)
+DEFAULT_MODELS = ("cnn", "bigru", "wav2vec2")
+META_COLUMNS = ("clip_id", "speaker", "sex", "intensity", "sentence")
+
+
+@dataclass
+class ExperimentConfig:
+    out: str = "runs/demo"  # run directory; shards go to <out>/shards unless prepare.out says otherwise
+    models: tuple[str, ...] = DEFAULT_MODELS
+    w2v2: str = (
+        "auto"  # tiny (random-init, offline), a hub id or a local dir; auto: tiny on CPU, base on CUDA
+    )
+    device: str = "auto"
+    resume: bool = True  # continue an interrupted run in the same directory
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def corpus_label(manifest: dict) -> str:
+    corpus = manifest["corpus"]
+    if corpus["kind"] == "cremad":
+        return "demo (synthetic)" if Path(corpus["root"]).name == "demo-corpus" else "cremad"
+    return f"{corpus['kind']}:{corpus['root']}"
+
+
+def _w2v2_overrides(choice: str, device: torch.device) -> tuple[dict, str]:
+    if choice == "auto":
+        choice = "facebook/wav2vec2-base" if device.type == "cuda" else "tiny"
+    if choice == "tiny":
+        return {"tiny": True}, "random-init tiny, not pretrained"
+    return {"tiny": False, "backbone": choice}, f"pretrained: {choice}"
+
+
+def _ensembles(preds: pd.DataFrame, labels: list[str], models: list[str]) -> pd.DataFrame:
+    """Average the class probabilities of trained models: all of them, and CNN + wav2vec2."""
+    prob_cols = [f"prob_{lab}" for lab in labels]
+    combos = {}
+    if len(models) > 1:
+        combos["ensemble"] = models
+    if {"cnn", "wav2vec2"} <= set(models) and len(models) > 2:
+        combos["cnn+wav2vec2"] = ["cnn", "wav2vec2"]
+    out = []
+    keys = ["clip_id", "split", "fold"]
+    for name, members in combos.items():
+        part = preds[preds.model.isin(members)]
+        mean = part.groupby(keys, sort=True)[prob_cols].mean().reset_index()
+        first = part.drop_duplicates(keys).set_index(keys)
+        mean = mean.join(first.drop(columns=prob_cols + ["model", "pred"]), on=keys)
+        mean["pred"] = [labels[i] for i in mean[prob_cols].to_numpy().argmax(axis=1)]
+        mean["model"] = name
+        out.append(mean)
+    return pd.concat(out, ignore_index=True) if out else preds.iloc[0:0]
+
+
+def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> dict:
+    from sononet.evaluate import write_evaluation
+    from sononet.jobs import write_spec
+    from sononet.models.registry import model_names
+
+    unknown = [m for m in cfg.models if m not in model_names()]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(model_names())}")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_spec(out / "spec.toml", cfg)
+    atomic_write_json(out / "run.json", {"status": "running", "started": time.time()})
+    t0 = time.perf_counter()
+    device = resolve_device(cfg.device)
+
+    summary = prepare(cfg.prepare, progress=progress)
+    log.info(format_summary(summary))
+    manifest = read_manifest(cfg.prepare.out)
+    labels = list(manifest["corpus"]["labels"])
+    meta = load_metadata(cfg.prepare.out, [*META_COLUMNS, "label"]).to_pandas()
+    present = sorted(set(meta.label))
+    if len(present) < 2:
+        raise ValueError(f"the data holds one class only ({present}); a classifier needs at least two labels")
+    labels = [lab for lab in labels if lab in present]
+    speaker_sex = meta.dropna(subset=["speaker"]).groupby("speaker").sex.first().to_dict()
+
+    w2v2_over, w2v2_note = _w2v2_overrides(cfg.w2v2, device)
+    train_cfg = cfg.train
+    train_cfg.model_overrides = {
+        **train_cfg.model_overrides,
+        "wav2vec2": {**w2v2_over, **train_cfg.model_overrides.get("wav2vec2", {})},
+    }
+    protocol = {
+        "corpus": corpus_label(manifest),
+        "split": cfg.split.protocol,
+        "folds": cfg.split.folds,
+        "seed": cfg.split.seed,
+        "pretrained": {"wav2vec2": w2v2_note},
+        "device": str(device),
+    }
+    all_preds = []
+    histories: dict[str, list[dict]] = {}
+    folds = max(1, cfg.split.folds)
+    for fold in range(folds):
+        splits = assign_splits(list(meta.clip_id), list(meta.speaker), speaker_sex, cfg.split, fold)
+        fold_dir = out / (f"fold-{fold}" if folds > 1 else ".")
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(fold_dir / "splits.json", splits)
+        for name in cfg.models:
+            model_dir = fold_dir / name
+            done = model_dir / "done.json"
+            if not (cfg.resume and done.exists()):
+                result = train_model(
+                    name, cfg.prepare.out, splits, labels, train_cfg, model_dir, device,
+                    resume=cfg.resume, meta={"feature_config": manifest["feature_config"], "protocol": protocol},
+                    progress=progress,
+                )  # fmt: skip
+                atomic_write_json(done, {"best_epoch": result.best_epoch, "epochs": len(result.history)})
+            histories[name if folds == 1 else f"{name}/fold-{fold}"] = json.loads(
+                (model_dir / "history.json").read_text()
+            )
+            from sononet.models.saving import load_model
+
+            model, saved = load_model(model_dir / "model")
+            eval_ids = [c for c, s in splits.items() if s in ("val", "test")]
+            preds = predict(model, saved["meta"], cfg.prepare.out, eval_ids, device)
+            preds["split"] = preds.clip_id.map(splits)
+            preds["model"] = name
+            preds["fold"] = fold
+            all_preds.append(preds)
+    predictions = pd.concat(all_preds, ignore_index=True).merge(
+        meta[list(META_COLUMNS)], on="clip_id", how="left"
+    )
+    predictions = pd.concat(
+        [predictions, _ensembles(predictions, labels, list(cfg.models))], ignore_index=True
+    )
+    predictions.to_parquet(out / "predictions.parquet", index=False)
+    metrics = write_evaluation(out, predictions, labels, protocol, histories)
+    elapsed = time.perf_counter() - t0
+    atomic_write_json(
+        out / "run.json", {"status": "complete", "seconds": round(elapsed, 1), "protocol": protocol}
+    )
+    return {"seconds": elapsed, "metrics": metrics, "protocol": protocol, "out": str(out)}
+
+
+def experiment_dict(cfg: ExperimentConfig) -> dict:
+    return asdict(cfg)

@@ -1,0 +1,87 @@
+"""A small 2-D CNN over log-mel spectrograms, the seed's first model made length-aware.
+
+Four blocks of conv3x3 -> ReLU -> max-pool 2x2 -> batch-norm -> dropout, then a mean over
+frequency and over the valid time frames, then a linear head. After every block the frames
+that lie wholly in the padding are zeroed again, so in eval mode a clip's logits do not
+depend on how much padding its batch added.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from sononet.models.pooling import ClipHead, HeadConfig, check_lengths, length_mask, masked_mean
+
+
+@dataclass
+class CNNConfig(HeadConfig):
+    n_mels: int = 128  # mel bands of the input; must match the features
+    channels: tuple[int, ...] = (16, 32, 64, 128)  # per block; half the seed's 32-64-128-256 so CPU epochs stay short
+    dropouts: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)  # per block, growing with depth as in the seed
+
+    def check(self) -> None:
+        self.check_head()
+        if len(self.channels) != len(self.dropouts) or not self.channels:
+            raise ValueError(
+                f"channels and dropouts need one entry per block. Found {self.channels} and {self.dropouts}"
+            )
+        if self.n_mels < 2 ** len(self.channels):
+            raise ValueError(f"n_mels must be >= 2**blocks = {2 ** len(self.channels)}. Found: {self.n_mels}")
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, dropout: float) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, kernel_size=3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.norm = nn.BatchNorm2d(c_out)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C_in, F, T) -> (B, C_out, F // 2, T // 2)."""
+        return self.drop(self.norm(self.pool(torch.relu(self.conv(x)))))
+
+
+class EmotionCNN(nn.Module):
+    def __init__(self, cfg: CNNConfig) -> None:
+        super().__init__()
+        cfg.check()
+        self.config = cfg
+        widths = (1, *cfg.channels)
+        self.blocks = nn.ModuleList(
+            ConvBlock(c_in, c_out, p) for c_in, c_out, p in zip(widths[:-1], widths[1:], cfg.dropouts)
+        )
+        self.head = ClipHead(cfg.channels[-1], cfg)
+
+    def describe(self) -> str:
+        return f"CNN {'-'.join(map(str, self.config.channels))}, trained from scratch"
+
+    def forward(
+        self,
+        x: Tensor,
+        lengths: Tensor | None = None,
+        labels: Tensor | None = None,
+        intensity: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Log-mel (B, n_mels, T) with valid frame counts (B,) -> (logits (B, n_classes), loss or None)."""
+        if x.dim() != 3 or x.shape[1] != self.config.n_mels:
+            want = f"(B, {self.config.n_mels}, T)"
+            raise ValueError(f"expected log-mel of shape {want}. Found: {tuple(x.shape)}")
+        batch, _, n_frames = x.shape
+        if n_frames < 2 ** len(self.blocks):
+            need = 2 ** len(self.blocks)
+            raise ValueError(f"need at least {need} frames, one per pooling step. Found: {n_frames}")
+        lengths = check_lengths(lengths, batch, n_frames, x.device)
+        x = x.unsqueeze(1)  # (B, 1, n_mels, T)
+        x = x * length_mask(lengths, n_frames)[:, None, None, :].to(x.dtype)
+        for block in self.blocks:
+            x = block(x)  # (B, C, F/2, T/2)
+            # Keep only pooled frames built wholly from valid input; floor, so padding never leaks in.
+            lengths = (lengths // 2).clamp(min=1)
+            x = x * length_mask(lengths, x.shape[-1])[:, None, None, :].to(x.dtype)
+        x = x.mean(dim=2).transpose(1, 2)  # (B, T', C): mean over frequency
+        z = masked_mean(x, length_mask(lengths, x.shape[1]))  # (B, C)
+        return self.head(z, labels, intensity)

@@ -1,0 +1,150 @@
+"""Self-contained model directories: weights, full config and the caller's metadata, nothing else needed.
+
+Layout of a saved model::
+
+    DIR/config.json         {"model": name, "model_config": {...}, "meta": {...}, "describe": ...}
+    DIR/model.safetensors   state dict (for wav2vec2: everything except the encoder)
+    DIR/backbone/           wav2vec2 only: the fine-tuned encoder, via save_pretrained, so
+                            transformers' AutoModel.from_pretrained(DIR/backbone) also reads it
+
+As in nanoGPT's checkpoints, the model's arguments travel with the weights: :func:`load_model`
+rebuilds the model from ``config.json`` alone, with no training data and no hub access.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from sononet import __version__
+from sononet.models.backbone import BackboneNotFoundError
+from sononet.models.registry import get_spec
+
+FORMAT_VERSION = 1  # bump when the directory layout changes; older readers refuse newer dirs
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+BACKBONE_DIR = "backbone"
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):  # numpy arrays/scalars and tensors, e.g. normalisation statistics
+        return obj.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+def save_model(directory: str | Path, model: nn.Module, name: str, meta: dict[str, Any]) -> Path:
+    """Write ``model`` (registered as ``name``) and ``meta`` (labels, feature config, normalisation
+    statistics, protocol...) to ``directory``. ``config.json`` is written last, so its presence
+    marks a complete save."""
+    spec = get_spec(name)
+    if not isinstance(model, spec.model_cls):
+        raise ValueError(f"model is a {type(model).__name__}, but {name!r} expects {spec.model_cls.__name__}")
+    doc = {
+        "format_version": FORMAT_VERSION,
+        "sononet_version": __version__,
+        "model": name,
+        "describe": model.describe(),
+        "model_config": dataclasses.asdict(model.config),
+        "meta": meta,
+    }
+    try:  # fail before writing anything
+        text = json.dumps(doc, indent=2, default=_json_default)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"meta must be JSON-serialisable (lists, dicts, numbers, strings): {e}") from e
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = model.state_dict()
+    if spec.input_kind == "wave":
+        model.backbone.save_pretrained(directory / BACKBONE_DIR)
+        state = {k: v for k, v in state.items() if not k.startswith("backbone.")}
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, directory / WEIGHTS_FILE)
+    tmp = directory / f".{CONFIG_FILE}.tmp"
+    tmp.write_text(text + "\n")
+    os.replace(tmp, directory / CONFIG_FILE)
+    return directory
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: not a saved SonoNet model (or an unfinished save)")
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path} must hold a JSON object. Found: {type(doc).__name__}")
+    missing = [k for k in ("model", "model_config") if k not in doc]
+    if missing:
+        raise ValueError(f"{path} lacks required key(s) {missing}")
+    if doc.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has format_version {doc['format_version']}; this SonoNet reads up to {FORMAT_VERSION}"
+        )
+    return doc
+
+
+def _config_from_dict(config_cls: type, values: dict[str, Any], path: Path) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"{path}: unknown model_config key(s) {unknown} for {config_cls.__name__}")
+    # JSON has no tuples; restore them so the rebuilt config equals the saved one.
+    kwargs = {
+        k: tuple(v) if isinstance(v, list) and str(fields[k].type).startswith("tuple") else v
+        for k, v in values.items()
+    }
+    return config_cls(**kwargs)
+
+
+def load_model(
+    directory: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model saved by :func:`save_model`, in eval mode, and return it with its config.json."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"model directory {directory} does not exist")
+    config_path = directory / CONFIG_FILE
+    doc = _read_config(config_path)
+    spec = get_spec(doc["model"])
+    cfg = _config_from_dict(spec.config_cls, doc["model_config"], config_path)
+
+    if spec.input_kind == "wave":
+        backbone = directory / BACKBONE_DIR
+        if not (backbone / "config.json").is_file():
+            raise FileNotFoundError(f"{backbone / 'config.json'} is missing: the saved encoder is incomplete")
+        try:
+            model = spec.model_cls(cfg, weights_from=backbone)
+        except BackboneNotFoundError as e:
+            cause = e.__cause__ or e  # the transformers error names the missing file
+            raise FileNotFoundError(f"could not read the saved encoder in {backbone}: {cause}") from e
+    else:
+        model = spec.model_cls(cfg)
+
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} is missing")
+    try:
+        state = load_file(weights)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{weights} is corrupt or not a safetensors file: {e}") from e
+    skip = "backbone." if spec.input_kind == "wave" else None  # the encoder came from backbone/
+    expected = {k for k in model.state_dict() if not (skip and k.startswith(skip))}
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ValueError(
+            f"{weights} does not match model {doc['model']!r}: missing {missing}, unexpected {unexpected}"
+        )
+    try:
+        pass
+    except RuntimeError as e:  # shape mismatch: weights from a different config
+        raise ValueError(f"{weights} does not fit the model in {config_path}: {e}") from e
+    return model.to(map_location).eval(), doc

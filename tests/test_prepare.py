@@ -1,0 +1,138 @@
+"""The prepare stage: shards, manifest, errors table, resume and crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+from conftest import write_cremad_like
+from test_audio import write_bad_inputs
+
+from sononet.features.reader import ShardStream, load_metadata
+from sononet.features.shards import ConfigMismatchError, read_manifest, sha256_file, shard_paths, tensor_numpy
+from sononet.prepare import PrepareConfig, prepare
+
+FAST = {"mel_backend": "torchaudio", "device": "cpu", "workers": 2}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    root = tmp_path_factory.mktemp("prep")
+    data = root / "cremad"
+    write_cremad_like(data, [str(2001 + i) for i in range(4)], ["DFA", "IEO"])
+    # Bad inputs with CREMA-D names, so they reach the decoder rather than the name check.
+    bad = root / "bad"
+    expected = write_bad_inputs(bad)
+    for i, (name, reason) in enumerate(sorted(expected.items())):
+        if reason is not None or name in ("stereo.wav", "rate44k.flac", "clipped.wav", "long.ogg"):
+            os.replace(bad / name, data / f"2009_{['DFA', 'IEO', 'TIE', 'IOM'][i % 4]}_{'ANGDISFEAHAPNEUSAD'[3 * (i % 6) : 3 * (i % 6) + 3]}_{['LO', 'MD', 'HI', 'XX'][i // 4 % 4]}{Path(name).suffix}")
+    sf.write(data / "badly_named.wav", np.ones(16_000, np.float32) * 0.1, 16_000)
+    out = root / "shards"
+    summary = prepare(PrepareConfig(data=str(data), out=str(out), shard_size=16, **FAST), progress=False)
+    return data, out, summary
+
+
+def test_every_input_is_in_shards_or_errors(prepared: tuple[Path, Path, dict]) -> None:
+    data, out, summary = prepared
+    inputs = {str(p) for p in data.iterdir() if p.is_file() and p.name != "VideoDemographics.csv"}
+    in_shards = set(load_metadata(out)["source_path"].to_pylist())
+    errors = pq.read_table(out / "errors.parquet").to_pylist()
+    in_errors = {e["path"] for e in errors}
+    assert in_shards | in_errors == inputs and not in_shards & in_errors
+    assert summary["files_seen"] == len(inputs) == summary["clips_written"] + summary["errors"]
+    assert set(summary["errors_by_reason"]) == {
+        "zero_byte", "corrupt", "truncated", "unsupported_format", "empty_audio", "silent", "non_finite",
+        "too_short", "misnamed",
+    }  # fmt: skip
+
+
+def test_shard_contents(prepared: tuple[Path, Path, dict]) -> None:
+    _, out, summary = prepared
+    manifest = read_manifest(out)
+    assert manifest["complete"] and manifest["config_hash"] == summary["config_hash"]
+    for entry in manifest["shards"].values():
+        assert sha256_file(out / entry["file"]) == entry["sha256"]
+    table = pq.read_table(shard_paths(out)[0])
+    mel = tensor_numpy(table["mel"])
+    wave = tensor_numpy(table["wave"])
+    assert mel.shape[1:] == (128, 94) and mel.dtype == np.float16
+    assert wave.shape[1:] == (48_000,) and wave.dtype == np.int16
+    meta = load_metadata(out).to_pandas()
+    assert set(meta.sex.dropna()) == {"Male", "Female"}
+    flags = {f for fl in meta["flags"] for f in fl}
+    assert {"downmixed", "resampled", "clipped", "long", "padded"} <= flags
+    short = meta[meta.n_samples < 48_000].iloc[0]
+    assert short.n_frames == -(-short.n_samples // 512)
+
+
+def test_rerun_is_a_noop_and_configs_do_not_mix(prepared: tuple[Path, Path, dict]) -> None:
+    data, out, _ = prepared
+    before = {p.name: sha256_file(p) for p in shard_paths(out)}
+    again = prepare(PrepareConfig(data=str(data), out=str(out), shard_size=16, **FAST), progress=False)
+    assert again["shards_skipped_as_done"] == again["shards"]
+    assert {p.name: sha256_file(p) for p in shard_paths(out)} == before
+    with pytest.raises(ConfigMismatchError, match="shard_size"):
+        prepare(PrepareConfig(data=str(data), out=str(out), shard_size=8, **FAST), progress=False)
+
+
+def test_stream_yields_each_selected_clip_once(prepared: tuple[Path, Path, dict]) -> None:
+    _, out, _ = prepared
+    meta = load_metadata(out).to_pandas()
+    ids = list(meta.clip_id[::2])
+    labels = sorted(set(meta.label))
+    stream = ShardStream(out, ids, labels, "mel", batch_size=5, window_shards=2, seed=1)
+    seen = [cid for batch in stream for cid in batch.clip_ids]
+    assert sorted(seen) == sorted(ids) and len(stream) == -(-len(ids) // 5)
+    stream.set_epoch(1)
+    assert [c for b in stream for c in b.clip_ids] != seen  # reshuffled per epoch
+    # Two DDP ranks see disjoint halves (padded to equal counts), together everything.
+    ranks = [ShardStream(out, ids, labels, "wave", 4, rank=r, world_size=2) for r in range(2)]
+    parts = [[c for b in s for c in b.clip_ids] for s in ranks]
+    assert len(parts[0]) == len(parts[1]) and set(parts[0]) | set(parts[1]) == set(ids)
+
+
+def _run_prepare(data: Path, out: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "sononet", "prepare", "--data", str(data), "--out", str(out), "--shard-size", "8",
+           "--mel-backend", "torchaudio", "--device", "cpu"]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_kill_after_first_shard_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    data = tmp_path / "cremad"
+    write_cremad_like(data, [str(2001 + i) for i in range(4)], ["DFA", "IEO", "TIE", "IOM", "IWW", "TAI"])
+    ref = tmp_path / "ref"
+    subprocess.run(_run_prepare(data, ref).args, check=True, capture_output=True)
+    crashed = tmp_path / "crashed"
+    proc = _run_prepare(data, crashed)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        manifest = crashed / "manifest.json"
+        if manifest.exists() and json.loads(manifest.read_text())["shards"]:
+            break
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = json.loads((crashed / "manifest.json").read_text())
+    assert not state["complete"], "prepare finished before it could be killed; make the corpus larger"
+    assert 1 <= len(state["shards"]) < len(json.loads((ref / "manifest.json").read_text())["shards"])
+    subprocess.run(_run_prepare(data, crashed).args, check=True, capture_output=True)
+    want = {p.name: sha256_file(p) for p in shard_paths(ref)}
+    assert {p.name: sha256_file(p) for p in shard_paths(crashed)} == want
+    assert not list(crashed.glob(".*tmp*")) or all(p.stat().st_size >= 0 for p in crashed.glob(".*tmp*"))
+
+
+def test_empty_corpus_is_a_clear_error(tmp_path: Path) -> None:
+    data = tmp_path / "c"
+    data.mkdir()
+    (data / "2001_DFA_ANG_XX.wav").write_bytes(b"")
+    with pytest.raises(ValueError, match="no usable audio"):
+        prepare(PrepareConfig(data=str(data), out=str(tmp_path / "o"), **FAST), progress=False)
