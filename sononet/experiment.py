@@ -43,10 +43,19 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def corpus_label(manifest: dict) -> str:
+def corpus_label(manifest: dict, clip_ids: list[str]) -> str:
+    """Name the corpus for every table: real CREMA-D only when every clip is an official one."""
+    from sononet.corpus.cremad import read_audio_manifest
+    from sononet.corpus.demo import MARKER_FILE
+
     corpus = manifest["corpus"]
     if corpus["kind"] == "cremad":
-        return "demo (synthetic)" if Path(corpus["root"]).name == "demo-corpus" else "cremad"
+        if (Path(corpus["root"]) / MARKER_FILE).exists():
+            return "demo (synthetic)"
+        official = {Path(r["file"]).stem for r in read_audio_manifest()}
+        if set(clip_ids) <= official:
+            return "cremad"
+        return f"cremad-named folder:{corpus['root']}"
     return f"{corpus['kind']}:{corpus['root']}"
 
 
@@ -54,7 +63,8 @@ def _w2v2_overrides(choice: str, device: torch.device) -> tuple[dict, str]:
     if choice == "auto":
         choice = "facebook/wav2vec2-base" if device.type == "cuda" else "tiny"
     if choice == "tiny":
-        return {"tiny": True}, "random-init tiny, not pretrained"
+        # Random-init weights need a from-scratch learning rate, not the fine-tuning one.
+        return {"tiny": True, "lr": 5e-4}, "random-init tiny, not pretrained"
     return {"tiny": False, "backbone": choice}, f"pretrained: {choice}"
 
 
@@ -112,7 +122,7 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> dict:
         "wav2vec2": {**w2v2_over, **train_cfg.model_overrides.get("wav2vec2", {})},
     }
     protocol = {
-        "corpus": corpus_label(manifest),
+        "corpus": corpus_label(manifest, list(meta.clip_id)),
         "split": cfg.split.protocol,
         "folds": cfg.split.folds,
         "seed": cfg.split.seed,

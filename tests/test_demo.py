@@ -177,6 +177,7 @@ def test_refuses_folder_with_other_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
+        ({"seed": -1}, "seed must be >= 0. Found: -1"),
         ({"n_actors": 0}, "n_actors must be between 1 and 999. Found: 0"),
         ({"sample_rate": 4000}, "sample_rate must be at least 8000 Hz. Found: 4000"),
         ({"clip_spread": -1.0}, "must be >= 0. Found: -1.0"),

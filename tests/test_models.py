@@ -340,6 +340,22 @@ def test_save_refuses_unserialisable_meta_before_writing(tmp_path):
         save_model(tmp_path / "m", build("cnn"), "bigru", {})
 
 
+def test_saving_again_replaces_the_model_but_never_a_foreign_directory(tmp_path):
+    x, lengths = make_batch("mel")
+    first, second = build("cnn").eval(), build("cnn", channels=(8, 16, 32, 64)).eval()
+    save_model(tmp_path / "m", first, "cnn", {"epoch": 1})
+    save_model(tmp_path / "m", second, "cnn", {"epoch": 2})
+    loaded, doc = load_model(tmp_path / "m")
+    assert doc["meta"] == {"epoch": 2} and loaded.config.channels == (8, 16, 32, 64)
+    torch.testing.assert_close(loaded(x, lengths)[0], second(x, lengths)[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no staging leftovers
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="refusing to overwrite"):
+        save_model(tmp_path / "runs", first, "cnn", {})
+    assert (tmp_path / "runs" / "notes.txt").read_text() == "keep me"
+
+
 def _break_config(d, edit):
     doc = json.loads((d / "config.json").read_text())
     edit(doc)

@@ -36,7 +36,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import butter, lfilter, sosfilt
 
-from sononet.corpus.cremad import DEMOGRAPHICS_FILE, EMOTIONS, SENTENCES, parse_name
+from sononet.corpus.cremad import DEMOGRAPHICS_FILE, EMOTIONS, INTENSITIES, SENTENCES, parse_name
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,8 @@ class DemoConfig:
     max_duration: float = 3.5  # seconds; stays under the pipeline's 3 s pad/trim + margin
 
     def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0. Found: {self.seed}")
         if not 1 <= self.n_actors <= 999:
             raise ValueError(f"n_actors must be between 1 and 999. Found: {self.n_actors}")
         if self.sample_rate < 8000:
@@ -212,7 +214,7 @@ def _band_sos(low: float, high: float, sr: int) -> np.ndarray:
 
 
 def _segments(
-    syllables: list[tuple[str, str, bool]], prosody: np.ndarray, actor: _Actor, config: DemoConfig, rng
+    syllables: list[tuple[str, str, bool]], prosody: np.ndarray, config: DemoConfig, rng: np.random.Generator
 ) -> tuple[np.ndarray, list[tuple]]:
     """Lay out the clip: lengths in samples of silence, (onset, vowel) per syllable, silence."""
     sr = config.sample_rate
@@ -252,7 +254,7 @@ def _synthesize(config: DemoConfig, actor: _Actor, sentence: str, emotion: str, 
         a_idx,
         SENTENCES.index(sentence),
         EMOTIONS.index(emotion),
-        "LOMDHIXX".index(intensity),
+        INTENSITIES.index(intensity),
     ]
     rng = np.random.default_rng(key)
     sr = config.sample_rate
@@ -266,7 +268,7 @@ def _synthesize(config: DemoConfig, actor: _Actor, sentence: str, emotion: str, 
         (tok.split("-")[0], tok.split("-")[1].rstrip("*"), tok.endswith("*"))
         for tok in _SENTENCE_SYLLABLES[sentence].split()
     ]
-    lengths, kinds = _segments(syllables, prosody, actor, config, rng)
+    lengths, kinds = _segments(syllables, prosody, config, rng)
     n = int(lengths.sum())
     ends = np.cumsum(lengths)
     starts = ends - lengths

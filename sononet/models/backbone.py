@@ -3,7 +3,11 @@
 Two families are supported:
 
 * the wav2vec2 family (wav2vec2, HuBERT, WavLM, data2vec-audio, UniSpeech...): raw 16 kHz waveform
-  plus an attention mask; frame counts come from the model's own conv arithmetic.
+  plus an attention mask; frame counts come from the model's own conv arithmetic. Checkpoints
+  with ``feat_extract_norm="group"`` (wav2vec2-base, HuBERT-base) normalise the first conv over
+  the whole padded clip, so for them the amount of padding changes valid frames noticeably:
+  keep one fixed padded length (3 s) for training and inference, as the pipeline does. "layer"
+  checkpoints (wav2vec2-large-lv60, WavLM-large, the tiny test model) are exactly padding-free.
 * Whisper encoders: log-mel ``input_features`` computed inside :meth:`SpeechEncoder.forward` with
   the checkpoint's own ``WhisperFeatureExtractor`` (per clip, trimmed to its valid length, padded
   to Whisper's fixed 30 s window). Only the encoder is kept; the decoder is dropped at load.
@@ -183,7 +187,9 @@ class SpeechEncoder(nn.Module):
         """
         if self.is_whisper:
             clips = [w[:n].detach().float().cpu().numpy() for w, n in zip(wave, lengths.tolist())]
-            feats = self.whisper_features(clips, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+            feats = self.whisper_features(
+                clips, sampling_rate=SAMPLE_RATE, return_tensors="pt", device=str(wave.device)
+            )
             mel = feats["input_features"].to(device=wave.device, dtype=wave.dtype)  # (B, n_mels, 3000)
             out = self.model(mel, output_hidden_states=all_layers)
         else:

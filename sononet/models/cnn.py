@@ -19,7 +19,12 @@ from sononet.models.pooling import ClipHead, HeadConfig, check_lengths, length_m
 @dataclass
 class CNNConfig(HeadConfig):
     n_mels: int = 128  # mel bands of the input; must match the features
-    channels: tuple[int, ...] = (16, 32, 64, 128)  # per block; half the seed's 32-64-128-256 so CPU epochs stay short
+    channels: tuple[int, ...] = (
+        16,
+        32,
+        64,
+        128,
+    )  # per block; half the seed's 32-64-128-256 so CPU epochs stay short
     dropouts: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)  # per block, growing with depth as in the seed
 
     def check(self) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,7 @@ def _json_default(obj: Any) -> Any:
 
 def save_model(directory: str | Path, model: nn.Module, name: str, meta: dict[str, Any]) -> Path:
     """Write ``model`` (registered as ``name``) and ``meta`` (labels, feature config, normalisation
-    statistics, protocol...) to ``directory``. ``config.json`` is written last, so its presence
-    marks a complete save."""
+    statistics, protocol...) to ``directory``, replacing an earlier save there as a whole."""
     spec = get_spec(name)
     if not isinstance(model, spec.model_cls):
         raise ValueError(f"model is a {type(model).__name__}, but {name!r} expects {spec.model_cls.__name__}")
@@ -60,16 +60,27 @@ def save_model(directory: str | Path, model: nn.Module, name: str, meta: dict[st
     except (TypeError, ValueError) as e:
         raise ValueError(f"meta must be JSON-serialisable (lists, dicts, numbers, strings): {e}") from e
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = Path(directory).absolute()
+    if directory.is_file() or (
+        directory.exists() and any(directory.iterdir()) and not (directory / CONFIG_FILE).is_file()
+    ):
+        raise ValueError(f"{directory} exists and is not a saved SonoNet model; refusing to overwrite it")
+    # Write a sibling directory, then swap it in: a crash never leaves a half-new model behind.
+    staging = directory.with_name(f".{directory.name}.saving")
+    previous = directory.with_name(f".{directory.name}.previous")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     state = model.state_dict()
     if spec.input_kind == "wave":
-        model.backbone.save_pretrained(directory / BACKBONE_DIR)
+        model.backbone.save_pretrained(staging / BACKBONE_DIR)
         state = {k: v for k, v in state.items() if not k.startswith("backbone.")}
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, directory / WEIGHTS_FILE)
-    tmp = directory / f".{CONFIG_FILE}.tmp"
-    tmp.write_text(text + "\n")
-    os.replace(tmp, directory / CONFIG_FILE)
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, staging / WEIGHTS_FILE)
+    (staging / CONFIG_FILE).write_text(text + "\n")
+    if directory.exists():
+        shutil.rmtree(previous, ignore_errors=True)
+        os.replace(directory, previous)
+    os.replace(staging, directory)
+    shutil.rmtree(previous, ignore_errors=True)
     return directory
 
 
@@ -109,9 +120,11 @@ def load_model(
     directory: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model saved by :func:`save_model`, in eval mode, and return it with its config.json."""
-    directory = Path(directory)
+    directory = Path(directory).absolute()
     if not directory.is_dir():
-        raise FileNotFoundError(f"model directory {directory} does not exist")
+        previous = directory.with_name(f".{directory.name}.previous")
+        hint = f"; an interrupted save left the previous model in {previous}" if previous.is_dir() else ""
+        raise FileNotFoundError(f"model directory {directory} does not exist{hint}")
     config_path = directory / CONFIG_FILE
     doc = _read_config(config_path)
     spec = get_spec(doc["model"])
@@ -144,7 +157,7 @@ def load_model(
             f"{weights} does not match model {doc['model']!r}: missing {missing}, unexpected {unexpected}"
         )
     try:
-        pass
+        model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatch: weights from a different config
         raise ValueError(f"{weights} does not fit the model in {config_path}: {e}") from e
     return model.to(map_location).eval(), doc

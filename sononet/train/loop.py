@@ -130,7 +130,7 @@ def train_model(
         mean, std = mel_band_stats(shards, train_ids)
         norm = {"mean": torch.from_numpy(mean), "std": torch.from_numpy(std)}
     augment = (MelAugment(cfg.augment) if kind == "mel" else WaveAugment(cfg.augment)).to(device)
-    lr = getattr(getattr(model, "cfg", None), "lr", None) or cfg.lr
+    lr = getattr(model.config, "lr", None) or cfg.lr
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(

@@ -1,0 +1,75 @@
+"""Benchmark 4: ``sononet prepare`` end to end, and whether its memory stays flat in corpus size.
+
+A CREMA-D-shaped corpus (real file names, durations from the official manifest, synthetic
+sound) is written to a temporary folder, then ``python -m sononet prepare`` runs on it in a
+child process, exactly as a user would start it; we record wall time, the child's own peak
+RSS, and prepare's summary (its timer starts after imports). Then the same at ``scale``
+times the clips (copies of the corpus under new actor ids): since prepare holds at most two
+shards at a time, peak RSS should stay within 10 %.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from sononet.bench.corpus import cremad_like, folder_bytes, write_wavs
+from sononet.bench.timing import run_child
+
+log = logging.getLogger(__name__)
+RSS_TOLERANCE = 0.10  # "flat": the larger corpus may use at most 10 % more peak memory
+
+
+def prepare_once(n_clips: int, device: str, workers: int, tmp: Path, keep: bool = False) -> dict:
+    """Generate ``n_clips`` WAVs, run prepare on them in a child, measure, clean up."""
+    from sononet.features.shards import SUMMARY
+
+    data, out = tmp / f"corpus-{n_clips}", tmp / f"shards-{n_clips}"
+    t0 = time.perf_counter()
+    write_wavs(data, cremad_like(n_clips))
+    gen_s = time.perf_counter() - t0
+    wav_mb = folder_bytes(data, "*.wav") / 2**20
+    command = [sys.executable, "-m", "sononet", "prepare", "--data", str(data), "--out", str(out),
+               "--device", device, "--workers", str(workers)]  # fmt: skip
+    log.info("prepare bench: %d clips (%.0f MB of WAV, written in %.1f s)", n_clips, wav_mb, gen_s)
+    child = run_child(command, tmp / f"prepare-{n_clips}.log")
+    if child.returncode != 0:
+        raise RuntimeError(f"prepare exited with {child.returncode}:\n{child.tail()}")
+    summary = json.loads((out / SUMMARY).read_text())
+    result = {
+        "clips": n_clips,
+        "clips_written": summary["clips_written"],
+        "errors": summary["errors"],
+        "shards": summary["shards"],
+        "wall_s": child.wall_s,  # what the user waits: interpreter, imports, backend timing included
+        "prepare_s": summary["seconds"],  # prepare's own timer, after imports
+        "clips_per_s": n_clips / child.wall_s,
+        "shards_per_s": summary["shards"] / child.wall_s,
+        "peak_rss_mb": child.peak_rss_mb,
+        "mel_backend": summary["mel_backend"],
+        "device": summary["device"],
+        "wav_mb": wav_mb,
+        "shard_mb": folder_bytes(out, "*.parquet") / 2**20,
+        "generate_s": gen_s,
+        "command": " ".join(command),
+    }
+    if not keep:
+        shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+    return result
+
+
+def run_prepare(n_clips: int, scale: int, device: str, workers: int, tmp: Path, keep: bool = False) -> dict:
+    runs = [prepare_once(n_clips, device, workers, tmp, keep)]
+    if scale > 1:
+        runs.append(prepare_once(n_clips * scale, device, workers, tmp, keep))
+    result: dict = {"rows": runs, "scale": scale}
+    if len(runs) == 2:
+        ratio = runs[1]["peak_rss_mb"] / runs[0]["peak_rss_mb"]
+        result["rss_ratio"] = ratio
+        result["rss_flat"] = ratio <= 1.0 + RSS_TOLERANCE
+    return result
