@@ -47,7 +47,13 @@ class Decoded:
     flags: tuple[str, ...]
 
 
-def _open_info(path: Path) -> sf._SoundFileInfo:
+def probe(path: str | Path) -> sf._SoundFileInfo:
+    """Open a file's header (no samples decoded) or raise AudioError with the reason.
+
+    Catches what the header alone shows: missing, zero-byte, unreadable, unsupported,
+    corrupt and truncated files.
+    """
+    path = Path(path)
     try:
         size = path.stat().st_size
     except FileNotFoundError as e:
@@ -57,7 +63,7 @@ def _open_info(path: Path) -> sf._SoundFileInfo:
     if size == 0:
         raise AudioError("zero_byte")
     try:
-        return sf.info(str(path))
+        info = sf.info(str(path))
     except sf.LibsndfileError as e:
         msg = str(e)
         if "Format not recognised" in msg or "not supported" in msg.lower():
@@ -65,6 +71,10 @@ def _open_info(path: Path) -> sf._SoundFileInfo:
         raise AudioError("corrupt", msg) from e
     except OSError as e:
         raise AudioError("unreadable", str(e)) from e
+    m = _TRUNCATED_RE.search(info.extra_info or "")
+    if m and int(m.group(1)) > int(m.group(2)):
+        raise AudioError("truncated", f"header declares {m.group(1)} data bytes, file holds {m.group(2)}")
+    return info
 
 
 def read_window(
@@ -99,11 +109,8 @@ def load_audio(
         AudioError: with an errors-table reason when the file cannot become a clip.
     """
     path = Path(path)
-    info = _open_info(path)
+    info = probe(path)
     flags: list[str] = []
-    m = _TRUNCATED_RE.search(info.extra_info or "")
-    if m and int(m.group(1)) > int(m.group(2)):
-        raise AudioError("truncated", f"header declares {m.group(1)} data bytes, file holds {m.group(2)}")
     if info.frames <= 0:
         raise AudioError("empty_audio", "0 frames")
     duration = info.frames / info.samplerate

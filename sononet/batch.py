@@ -37,7 +37,6 @@ import logging
 import os
 import sys
 import time
-import tomllib
 import traceback
 from pathlib import Path
 from typing import Any
@@ -95,14 +94,9 @@ def rebase_paths(cfg: Any, root: Path) -> Any:
 
 def resolve_job(spec: str, overrides: list[str], root: Path) -> tuple[str, Any]:
     """(job, config) from the spec and overrides, with paths under ``root``."""
-    from sononet.jobs import apply_overrides, find_spec, load_spec
+    from sononet.jobs import load_spec
 
     job, cfg = load_spec(spec, overrides)
-    if job == "train-all":
-        # The shard folder belongs to the run unless the spec put it elsewhere.
-        raw = apply_overrides(tomllib.loads(find_spec(spec).read_text()), list(overrides))
-        if "out" not in raw.get("prepare", {}):
-            cfg.prepare = dataclasses.replace(cfg.prepare, out=str(Path(cfg.out) / "shards"))
     return job, rebase_paths(cfg, root)
 
 

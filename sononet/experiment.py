@@ -42,6 +42,10 @@ class ExperimentConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        if not self.prepare.out:  # the shards belong to the run unless placed elsewhere
+            self.prepare.out = str(Path(self.out) / "shards")
+
 
 def corpus_label(manifest: dict, clip_ids: list[str]) -> str:
     """Name the corpus for every table: real CREMA-D only when every clip is an official one."""

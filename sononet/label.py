@@ -18,6 +18,9 @@ Output rows: every input file gets exactly one ``window = "file"`` row (``window
 A file longer than the window is streamed (never held whole) and cut into windows of
 ``window_s`` every ``hop_s``; the last window ends at the file's end, so every window is real
 audio, and each gets its own row; the file row holds the mean of its windows' probabilities.
+The hop defaults to the window (no overlap): every second is labelled once, so the file mean
+weighs all of it equally and a long file costs one forward pass per 3 s; ``--hop`` smaller
+gives smoother per-window tracks at proportional cost.
 A file no longer than the window is one clip, padded as in training.
 
 Parts ``<out>.parts/part-<shard>-<k>.parquet`` (``part_size`` files each) are written
@@ -44,10 +47,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from sononet.audio import AudioConfig
+    from sononet.errors import AudioError
 
 log = logging.getLogger(__name__)
 FORMAT = "sononet-labels/1"
@@ -89,7 +98,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 def resolve_shard(
     index: int | None, count: int | None, env: Mapping[str, str] = os.environ
 ) -> tuple[int, int]:
-    """This process's shard: explicit values, else an Indexed Job's or torchrun's variables, else 0/1."""
+    """(i, n): explicit values, else an Indexed Job's or torchrun's variables, else (0, 1)."""
     if index is None and count is None:
         index, count = 0, 1
         for i_key, n_key in (("JOB_COMPLETION_INDEX", "JOB_COMPLETIONS"), ("RANK", "WORLD_SIZE")):
@@ -217,9 +226,8 @@ class Labeller:
                 x, lengths = waves, n_valid
             n = len(clips)
             batch = Batch(x, lengths, torch.zeros(n, dtype=torch.long), torch.full((n,), -100), [])
-            logits, _ = self.model(
-                model_inputs(batch, self.kind, self.norm, self.device), lengths.to(self.device)
-            )
+            x = model_inputs(batch, self.kind, self.norm, self.device)
+            logits, _ = self.model(x, lengths.to(self.device))
             return torch.softmax(logits.float(), dim=-1).cpu().numpy()
 
 
@@ -234,14 +242,14 @@ class Source:
     orig_channels: int | None = None
     samples: np.ndarray | None = None  # (n,) mono at the model rate when the file fits one window
     info: Any = None  # soundfile info of a long file, streamed by `stream_windows`
-    error: Any = None  # AudioError
+    error: AudioError | None = None
     windows: list[tuple[int, int]] = field(default_factory=list)  # (start, valid samples) per window
     probs: list[np.ndarray] = field(default_factory=list)
 
 
-def open_source(path: str, audio: Any, window_s: float) -> Source:
+def open_source(path: str, audio: AudioConfig, window_s: float) -> Source:
     """Hash and probe a file; decode it whole only when it fits one window."""
-    from sononet.audio import _TRUNCATED_RE, _open_info, load_audio
+    from sononet.audio import load_audio, probe
     from sononet.errors import AudioError
     from sononet.features.shards import sha256_file
 
@@ -249,27 +257,21 @@ def open_source(path: str, audio: Any, window_s: float) -> Source:
     with contextlib.suppress(OSError):  # missing/unreadable: the probe below names the reason
         src.sha256 = sha256_file(path)
     try:
-        info = _open_info(Path(path))
-        src.duration_s, src.orig_sr, src.orig_channels = (
-            info.frames / info.samplerate,
-            info.samplerate,
-            info.channels,
-        )
+        info = probe(path)
+        src.orig_sr, src.orig_channels = info.samplerate, info.channels
+        src.duration_s = info.frames / info.samplerate
         if src.duration_s <= window_s:
             src.samples = load_audio(path, audio).samples
         else:
-            m = _TRUNCATED_RE.search(info.extra_info or "")
-            if m and int(m.group(1)) > int(m.group(2)):
-                raise AudioError(
-                    "truncated", f"header declares {m.group(1)} data bytes, file holds {m.group(2)}"
-                )
             src.info = info
     except AudioError as e:
         src.error = e
     return src
 
 
-def stream_windows(src: Source, length: int, hop: int, audio: Any) -> Iterator[tuple[int, np.ndarray]]:
+def stream_windows(
+    src: Source, length: int, hop: int, audio: AudioConfig
+) -> Iterator[tuple[int, np.ndarray]]:
     """(start sample, clip) windows of a long file, decoded ``BLOCK_S`` at a time.
 
     Holds at most one window plus one block. Raises AudioError (non_finite, silent, corrupt) when
@@ -284,7 +286,7 @@ def stream_windows(src: Source, length: int, hop: int, audio: Any) -> Iterator[t
     rs = None
     if sr != audio.sample_rate:
         rs = soxr.ResampleStream(sr, audio.sample_rate, 1, dtype="float32", quality=audio.resample_quality)
-    buf, pos, nxt, end, sound = np.zeros(0, np.float32), 0, 0, 0, False
+    buf, pos, nxt, end, read, sound = np.zeros(0, np.float32), 0, 0, 0, 0, False
     try:
         with sf.SoundFile(src.path) as f:
             blocks = f.blocks(blocksize=sr * BLOCK_S, dtype="float32", always_2d=True)
@@ -292,10 +294,10 @@ def stream_windows(src: Source, length: int, hop: int, audio: Any) -> Iterator[t
                 if data is None:  # flush the resampler's delay line
                     chunk = rs.resample_chunk(np.zeros(0, np.float32), last=True) if rs else buf[:0]
                 else:
+                    read += data.shape[0]
                     if not np.isfinite(data).all():
-                        raise AudioError(
-                            "non_finite", f"NaN/Inf samples near {pos / audio.sample_rate:.1f} s"
-                        )
+                        span = f"{(read - data.shape[0]) / sr:.1f}-{read / sr:.1f} s"
+                        raise AudioError("non_finite", f"NaN/Inf samples within {span}")
                     sound = sound or bool(data.any())
                     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
                     chunk = rs.resample_chunk(mono) if rs else mono
@@ -316,7 +318,9 @@ def stream_windows(src: Source, length: int, hop: int, audio: Any) -> Iterator[t
         yield total - length, buf[-length:].copy()
 
 
-def prefetch(fn: Callable[[str], Source], items: Iterable[str], pool: ThreadPoolExecutor, depth: int):
+def prefetch(
+    fn: Callable[[str], Source], items: Iterable[str], pool: ThreadPoolExecutor, depth: int
+) -> Iterator[Source]:
     """``fn`` over ``items`` in order, ``depth`` calls ahead in ``pool``."""
     futures: deque = deque()
     for item in items:
@@ -355,7 +359,7 @@ def _rows(src: Source, labels: list[str], sr: int, ident: str) -> list[dict]:
     return rows
 
 
-def schema(labels: list[str]):
+def schema(labels: list[str]) -> pa.Schema:
     import pyarrow as pa
 
     cols = [("path", pa.string()), ("window", pa.string()), ("window_index", pa.int32()),
@@ -369,7 +373,10 @@ def schema(labels: list[str]):
     return pa.schema(cols)
 
 
-def label_files(files: list[str], lab: Labeller, cfg: LabelConfig, window: tuple[int, int], pool, bar=None):
+def label_files(
+    files: list[str], lab: Labeller, cfg: LabelConfig, window: tuple[int, int], pool: ThreadPoolExecutor,
+    bar: Any = None,
+) -> tuple[pa.Table, dict]:  # fmt: skip
     """One part: files -> (Arrow table, stats). Memory: one batch of windows plus prefetched clips."""
     import pyarrow as pa
 
@@ -426,12 +433,9 @@ def _load_state(path: Path, fingerprint: dict, shard: int) -> dict:
     if not path.exists():
         return {"fingerprint": fingerprint, "shard": shard, "parts": {}, "complete": False}
     state = json.loads(path.read_text())
-    changed = sorted(k for k in fingerprint if state["fingerprint"].get(k) != fingerprint[k])
+    changed = ", ".join(sorted(k for k in fingerprint if state["fingerprint"].get(k) != fingerprint[k]))
     if changed:
-        raise ValueError(
-            f"{path} was written with a different {', '.join(changed)}; "
-            f"delete {path.parent} or choose another --out"
-        )
+        raise ValueError(f"{path} was written with a different {changed}; delete it or use another --out")
     return state
 
 
@@ -442,11 +446,8 @@ def _add_stats(stats: Iterable[dict]) -> dict:
         for k in total:
             total[k] += s[k]
         reasons.update(s["errors_by_reason"])
-    return {
-        **total,
-        "error_files": total["files"] - total["ok_files"],
-        "errors_by_reason": dict(sorted(reasons.items())),
-    }
+    total["error_files"] = total["files"] - total["ok_files"]
+    return {**total, "errors_by_reason": dict(sorted(reasons.items()))}
 
 
 def label(cfg: LabelConfig, progress: bool = True) -> dict:
@@ -469,9 +470,8 @@ def label(cfg: LabelConfig, progress: bool = True) -> dict:
     window_s = cfg.window_s or lab.features.clip_samples / sr
     hop_s = cfg.hop_s or window_s
     if window_s < MIN_WINDOW_S or not 0 < hop_s <= window_s:
-        raise ValueError(
-            f"need window_s >= {MIN_WINDOW_S} and 0 < hop_s <= window_s. Found: {window_s}, {hop_s}"
-        )
+        rule = f"need window_s >= {MIN_WINDOW_S} and 0 < hop_s <= window_s"
+        raise ValueError(f"{rule}. Found: {window_s}, {hop_s}")
     window = (round(window_s * sr), round(hop_s * sr))
     mine = files[shard::n]
     chunks = [mine[i : i + cfg.part_size] for i in range(0, len(mine), cfg.part_size)]
@@ -481,20 +481,15 @@ def label(cfg: LabelConfig, progress: bool = True) -> dict:
     state = _load_state(state_path, _fingerprint(files, lab, window, n, cfg.part_size), shard)
     state["n_parts"] = len(chunks)
 
-    def done(k: int) -> bool:
-        entry = state["parts"].get(str(k))
-        return (
-            entry is not None
-            and (out_dir / entry["file"]).exists()
-            and sha256_file(out_dir / entry["file"]) == entry["sha256"]
-        )
+    def done(k: int) -> bool:  # listed, present and unchanged
+        entry = state["parts"].get(str(k), {"file": ".missing"})
+        path = out_dir / entry["file"]
+        return path.exists() and sha256_file(path) == entry["sha256"]
 
     todo = [k for k in range(len(chunks)) if not done(k)]
     state["complete"] = not todo
     atomic_write_json(state_path, state)
-    bar = tqdm(
-        total=len(mine), unit="file", desc=f"label {shard}/{n}", disable=not progress, dynamic_ncols=True
-    )
+    bar = tqdm(total=len(mine), unit="file", desc=f"label {shard}/{n}", disable=not progress)
     bar.update(len(mine) - sum(len(chunks[k]) for k in todo))
     processed = 0
     with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
@@ -518,9 +513,7 @@ def label(cfg: LabelConfig, progress: bool = True) -> dict:
     atomic_write_json(state_path, state)
     if n == 1:
         return merge(cfg.out)
-    log.info(
-        "shard %d/%d done; after every shard finishes: sononet label --merge --out %s", shard, n, cfg.out
-    )
+    log.info("shard %d/%d done; when all are: sononet label --merge --out %s", shard, n, cfg.out)
     return summary
 
 
@@ -533,13 +526,9 @@ def merge(out: str | Path) -> dict:
     out, pdir = Path(out), parts_dir(out)
     states = [json.loads(p.read_text()) for p in sorted(pdir.glob("state-*.json"))]
     if not states:
-        raise FileNotFoundError(
-            f"no label state in {pdir}; run `sononet label PATH --model M --out {out}` first"
-        )
+        raise FileNotFoundError(f"no label state in {pdir}; run `sononet label PATH --model M --out {out}`")
     if len({json.dumps(s["fingerprint"], sort_keys=True) for s in states}) > 1:
-        raise ValueError(
-            f"{pdir} mixes runs with different inputs, models or shard counts; relabel into a new --out"
-        )
+        raise ValueError(f"{pdir} mixes runs of different inputs, models or shard counts; use a new --out")
     n = states[0]["fingerprint"]["shards"]
     by_shard = {s["shard"]: s for s in states}
     missing = [i for i in range(n) if i not in by_shard]
@@ -549,14 +538,11 @@ def merge(out: str | Path) -> dict:
             f"cannot merge {pdir}: of {n} shards, {missing or 'none'} never started and "
             f"{unfinished or 'none'} did not finish; rerun those (same command and --shard) first"
         )
-    paths = [
-        pdir / s["parts"][k]["file"] for _, s in sorted(by_shard.items()) for k in sorted(s["parts"], key=int)
-    ]
+    parts = [(s, k) for _, s in sorted(by_shard.items()) for k in sorted(s["parts"], key=int)]
+    paths = [pdir / s["parts"][k]["file"] for s, k in parts]
     lost = [p.name for p in paths if not p.exists()]
     if lost:
-        raise FileNotFoundError(
-            f"{pdir} lacks listed part(s) {lost}; rerun the labelling command to redo them"
-        )
+        raise FileNotFoundError(f"{pdir} lacks listed part(s) {lost}; rerun the labelling command")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     writer = None
@@ -572,6 +558,7 @@ def merge(out: str | Path) -> dict:
     now = sum(s["files_labelled_now"] for s in shard_sums)
     summary = {
         **_add_stats(shard_sums), "shards": n, "parts": len(paths), "out": str(out),
+        "ignored_non_audio": shard_sums[0]["ignored_non_audio"],
         "seconds": seconds, "files_per_s": round(now / seconds, 1) if seconds > 0 else None,
         **{k: shard_sums[0][k] for k in ("model_id", "device", "mel_backend", "window_s", "hop_s")},
     }  # fmt: skip
@@ -594,11 +581,7 @@ def format_summary(s: dict) -> str:
 @click.option("--out", type=click.Path(), default="labels.parquet", help="Output; parts in <out>.parts/.")
 @click.option("--window", type=float, default=None, help="Window seconds [default: the model's clip, 3 s].")
 @click.option("--hop", type=float, default=None, help="Seconds between windows [default: --window].")
-@click.option(
-    "--shard",
-    default=None,
-    help="i/n [default: JOB_COMPLETION_INDEX/JOB_COMPLETIONS, RANK/WORLD_SIZE or 0/1].",
-)
+@click.option("--shard", default=None, help="i/n [default: from JOB_COMPLETION_INDEX or RANK, else 0/1].")
 @click.option("--merge", "merge_only", is_flag=True, help="Only combine all shards' parts into --out.")
 @click.option("--device", default="auto", help="auto | cpu | cuda | cuda:N.")
 @click.option("--batch-size", type=int, default=64, help="Windows per forward pass.")

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class PrepareConfig:
     data: str | None = None  # CREMA-D folder, manifest CSV/Parquet or audiofolder; None = demo corpus
-    out: str = "runs/demo/shards"  # shard folder; a rerun resumes here
+    out: str = ""  # shard folder; a rerun resumes here (train-all: <run>/shards)
     shard_size: int = 256  # inputs per shard: ~30 MB files, and the bound on memory
     workers: int = 2  # decode threads; the machine's cores are a good start
     device: str = "auto"  # cuda when present, else cpu
@@ -150,6 +150,8 @@ def featurize(waves: np.ndarray, logmel: LogMel, device: torch.device, batch: in
 
 def prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
     """Run the stage; returns (and writes) the summary. Safe to rerun: finished shards are kept."""
+    if not cfg.out:
+        raise ValueError("prepare needs an output folder: pass --out DIR")
     t0 = time.perf_counter()
     corpus = open_corpus(cfg)
     if not corpus.clips:

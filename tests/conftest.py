@@ -23,7 +23,9 @@ def tone(seconds: float, sr: int = 16_000, f0: float = 150.0, seed: int = 0, cha
     return np.stack([x] * channels, axis=1) if channels > 1 else x
 
 
-def write_cremad_like(root: Path, actors: list[str], sentences: list[str], emotions=EMOTIONS, seconds=1.2) -> list[Path]:
+def write_cremad_like(
+    root: Path, actors: list[str], sentences: list[str], emotions=EMOTIONS, seconds=1.2
+) -> list[Path]:
     """CREMA-D-named WAVs whose pitch depends on emotion, with a demographics table."""
     root.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -31,7 +33,12 @@ def write_cremad_like(root: Path, actors: list[str], sentences: list[str], emoti
         for s_i, sentence in enumerate(sentences):
             for e_i, emotion in enumerate(emotions):
                 p = root / f"{actor}_{sentence}_{emotion}_XX.wav"
-                sf.write(p, tone(seconds + 0.1 * s_i, f0=110 + 25 * e_i + 5 * a_i, seed=a_i * 100 + s_i * 10 + e_i), 16_000, subtype="PCM_16")
+                sf.write(
+                    p,
+                    tone(seconds + 0.1 * s_i, f0=110 + 25 * e_i + 5 * a_i, seed=a_i * 100 + s_i * 10 + e_i),
+                    16_000,
+                    subtype="PCM_16",
+                )
                 paths.append(p)
     with open(root / "VideoDemographics.csv", "w") as f:
         f.write('"ActorID","Age","Sex","Race","Ethnicity"\n')

@@ -9,12 +9,23 @@ import soundfile as sf
 from conftest import tone, write_cremad_like
 
 from sononet.corpus import detect_kind, load_corpus
-from sononet.corpus.cremad import N_CLIPS, parse_name, read_audio_manifest, read_demographics, read_voice_votes
+from sononet.corpus.cremad import (
+    N_CLIPS,
+    parse_name,
+    read_audio_manifest,
+    read_demographics,
+    read_voice_votes,
+)
 from sononet.corpus.splits import SplitConfig, assign_splits, speaker_folds, speaker_split
 
 
 def test_parse_name() -> None:
-    assert parse_name("1001_DFA_ANG_XX") == {"actor": "1001", "sentence": "DFA", "emotion": "ANG", "intensity": "XX"}
+    assert parse_name("1001_DFA_ANG_XX") == {
+        "actor": "1001",
+        "sentence": "DFA",
+        "emotion": "ANG",
+        "intensity": "XX",
+    }
     assert parse_name("1001_DFA_ANG") is None
     assert parse_name("1001_DFA_ANG_ZZ") is None
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from sononet.kernels import pad_trim, pad_trim_ragged, ragged
 
 

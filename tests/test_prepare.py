@@ -17,6 +17,7 @@ import soundfile as sf
 from conftest import write_cremad_like
 from test_audio import write_bad_inputs
 
+from sononet.corpus.cremad import EMOTIONS, SENTENCES
 from sononet.features.reader import ShardStream, load_metadata
 from sononet.features.shards import ConfigMismatchError, read_manifest, sha256_file, shard_paths, tensor_numpy
 from sononet.prepare import PrepareConfig, prepare
@@ -32,9 +33,11 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict
     # Bad inputs with CREMA-D names, so they reach the decoder rather than the name check.
     bad = root / "bad"
     expected = write_bad_inputs(bad)
-    for i, (name, reason) in enumerate(sorted(expected.items())):
-        if reason is not None or name in ("stereo.wav", "rate44k.flac", "clipped.wav", "long.ogg"):
-            os.replace(bad / name, data / f"2009_{['DFA', 'IEO', 'TIE', 'IOM'][i % 4]}_{'ANGDISFEAHAPNEUSAD'[3 * (i % 6) : 3 * (i % 6) + 3]}_{['LO', 'MD', 'HI', 'XX'][i // 4 % 4]}{Path(name).suffix}")
+    decodable_oddities = ("stereo.wav", "rate44k.flac", "clipped.wav", "long.ogg")
+    names = [n for n, reason in sorted(expected.items()) if reason is not None or n in decodable_oddities]
+    for i, name in enumerate(names):
+        stem = f"2009_{SENTENCES[i % 12]}_{EMOTIONS[i // 12]}_XX"
+        os.replace(bad / name, data / f"{stem}{Path(name).suffix}")
     sf.write(data / "badly_named.wav", np.ones(16_000, np.float32) * 0.1, 16_000)
     out = root / "shards"
     summary = prepare(PrepareConfig(data=str(data), out=str(out), shard_size=16, **FAST), progress=False)

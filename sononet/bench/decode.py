@@ -43,6 +43,13 @@ def run_decode(n_files: int, repeats: int, workers: int, tmp: Path) -> dict:
 
             for threads, fn in ((1, serial), (workers, pooled)):
                 t = time_call(fn, repeats)
-                rows.append({"input": label, "threads": threads, "clips_per_s": len(paths) / t.median_s,
-                             "audio_s_per_s": audio_seconds / t.median_s, **t.to_dict()})  # fmt: skip
+                rows.append(
+                    {
+                        "input": label,
+                        "threads": threads,
+                        "clips_per_s": len(paths) / t.median_s,
+                        "audio_s_per_s": audio_seconds / t.median_s,
+                        **t.to_dict(),
+                    }
+                )
     return {"files": n_files, "mean_duration_s": audio_seconds / n_files, "rows": rows}

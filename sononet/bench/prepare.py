@@ -33,8 +33,20 @@ def prepare_once(n_clips: int, device: str, workers: int, tmp: Path, keep: bool 
     write_wavs(data, cremad_like(n_clips))
     gen_s = time.perf_counter() - t0
     wav_mb = folder_bytes(data, "*.wav") / 2**20
-    command = [sys.executable, "-m", "sononet", "prepare", "--data", str(data), "--out", str(out),
-               "--device", device, "--workers", str(workers)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "sononet",
+        "prepare",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--device",
+        device,
+        "--workers",
+        str(workers),
+    ]
     log.info("prepare bench: %d clips (%.0f MB of WAV, written in %.1f s)", n_clips, wav_mb, gen_s)
     child = run_child(command, tmp / f"prepare-{n_clips}.log")
     if child.returncode != 0:

@@ -2,19 +2,24 @@
 
 A median over a few repetitions shrugs off the odd slow run that a shared machine causes;
 min and max are kept so a reader can see the spread. Peak RSS comes from ``wait4`` on the
-one child, not ``getrusage(RUSAGE_CHILDREN)``, which is the maximum over *every* child the
+one command, not ``getrusage(RUSAGE_CHILDREN)``, which is the maximum over *every* child the
 benchmark ever waited for and so could not show a smaller second run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import statistics
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")  # read by torch and numba at start
 
 
 @dataclass
@@ -48,12 +53,52 @@ def time_call(
     return Timing(statistics.median(times), min(times), max(times), repeats)
 
 
+@contextlib.contextmanager
+def pinned_threads(threads: int | None) -> Iterator[None]:
+    """Pin torch, numba and (through the environment) every child to ``threads``, then restore."""
+    if threads is None:
+        yield
+        return
+    import numba
+    import torch
+
+    saved_env = {v: os.environ.get(v) for v in THREAD_VARS}
+    saved = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(threads)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    os.environ.update({v: str(threads) for v in THREAD_VARS})
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        numba.set_num_threads(saved[1])
+        for var, value in saved_env.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+
+
+# A fork (or vfork) child's peak RSS starts at its parent's: the kernel keeps the pre-exec
+# high-water mark. So a tiny launcher process starts the real command and reports its wait4
+# rusage: the command's floor is then the launcher's ~10 MB, not this process's gigabyte.
+_LAUNCHER = """
+import os, subprocess, sys
+p = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(p.pid, 0)
+code = os.waitstatus_to_exitcode(status)
+with open(sys.argv[1], "w") as f:
+    f.write(f"{usage.ru_maxrss} {code}")
+sys.exit(code if code >= 0 else 1)
+"""
+
+
 @dataclass
 class ChildRun:
     command: list[str]
     returncode: int
     wall_s: float
-    peak_rss_mb: float  # the child's own maximum resident set size
+    peak_rss_mb: float  # the command's own maximum resident set size
     log: str  # path of its combined stdout/stderr
 
     def tail(self, lines: int = 20) -> str:
@@ -61,21 +106,22 @@ class ChildRun:
 
 
 def run_child(command: list[str], log_path: str | Path, timeout_s: float = 3600.0) -> ChildRun:
-    """Run ``command``, output to ``log_path``; returns wall time and its peak RSS (Linux ``wait4``)."""
+    """Run ``command``, output to ``log_path``; returns wall time and its own peak RSS (Linux)."""
     log_path = Path(log_path)
+    usage_path = log_path.with_suffix(".rusage")
+    usage_path.unlink(missing_ok=True)
+    launcher = [sys.executable, "-c", _LAUNCHER, str(usage_path), *command]
     with log_path.open("wb") as log:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = t0 + timeout_s
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid == proc.pid:
-                break
-            if time.perf_counter() > deadline:
-                proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.02)
+        proc = subprocess.Popen(launcher, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the command with it
+            proc.wait()
+            raise RuntimeError(f"{command[:4]} ran past {timeout_s:.0f} s and was killed; see {log_path}") from None
         wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)  # tell Popen it was reaped
-    return ChildRun(command, proc.returncode, wall, usage.ru_maxrss / 1024.0, str(log_path))
+    if not usage_path.exists():
+        raise RuntimeError(f"the launcher for {command[:4]} failed before running it; see {log_path}")
+    maxrss_kb, code = (int(v) for v in usage_path.read_text().split())
+    return ChildRun(command, code, wall, maxrss_kb / 1024.0, str(log_path))

@@ -85,8 +85,9 @@ def bench_model(name: str, device: str, batch: int, warmup: int, steps: int, w2v
     return row
 
 
-def run_train(
-    models: tuple[str, ...], devices: list[str], batch: int, warmup: int, steps: int, w2v2: str
-) -> dict:
+def run_train(models: tuple[str, ...], devices: list[str], batch: int, warmup: int, steps: int, w2v2: str) -> dict:
     rows = [bench_model(m, d, batch, warmup, steps, w2v2) for d in devices for m in models]
-    return {"rows": rows, "note": "random inputs; wav2vec2 is the random-init tiny encoder unless w2v2 names weights"}
+    return {
+        "rows": rows,
+        "note": "random inputs; wav2vec2 is the random-init tiny encoder unless w2v2 names weights",
+    }

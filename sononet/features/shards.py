@@ -74,7 +74,9 @@ def tensor_array(values: np.ndarray) -> pa.FixedShapeTensorArray:
     if values.shape[0] == 0:  # a chunk whose every file was refused still writes a (typed) shard
         value_type = pa.from_numpy_dtype(values.dtype)
         storage = pa.array([], pa.list_(value_type, int(np.prod(values.shape[1:]))))
-        return pa.ExtensionArray.from_storage(pa.fixed_shape_tensor(value_type, list(values.shape[1:])), storage)
+        return pa.ExtensionArray.from_storage(
+            pa.fixed_shape_tensor(value_type, list(values.shape[1:])), storage
+        )
     return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(values))
 
 

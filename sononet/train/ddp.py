@@ -53,6 +53,21 @@ def all_reduce_mean(value: float, info: DistInfo) -> float:
     return float(t.item()) / info.world_size
 
 
+def average_buffers(model: torch.nn.Module, info: DistInfo) -> None:
+    """Average floating-point buffers (BatchNorm running stats) across ranks.
+
+    DDP keeps parameters in sync through gradients, but each rank updates its BatchNorm
+    statistics from its own batches; averaging them each epoch makes validation, early
+    stopping and the saved model the same on every rank.
+    """
+    if not info.enabled:
+        return
+    for buf in model.buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf)
+            buf /= info.world_size
+
+
 def weights_digest(model: torch.nn.Module) -> str:
     """sha256 of every parameter and buffer, to check that ranks ended identical."""
     h = hashlib.sha256()

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from sononet.features.reader import Batch, ShardStream, load_metadata
 from sononet.train.augment import AugmentConfig, MelAugment, WaveAugment
-from sononet.train.ddp import DistInfo, all_reduce_mean, gather_digests
+from sononet.train.ddp import DistInfo, all_reduce_mean, average_buffers, gather_digests
 from sononet.train.normalize import mel_band_stats, normalize_mel, normalize_wave
 
 log = logging.getLogger(__name__)
@@ -203,6 +203,7 @@ def train_model(
             tot_correct += float((logits.argmax(-1) == labels_t).sum())
             tot_n += n
             bar.set_postfix(loss=f"{tot_loss / tot_n:.3f}", acc=f"{tot_correct / tot_n:.3f}")
+        average_buffers(model, dist)
         val_loss, val_acc = evaluate_loss(model, val_stream, kind, norm, device, cfg.amp)
         train_loss = all_reduce_mean(tot_loss / max(tot_n, 1), dist)
         train_acc = all_reduce_mean(tot_correct / max(tot_n, 1), dist)

@@ -1,0 +1,163 @@
+"""Training: end to end above chance, exact resume, DDP replicas in sync, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import write_cremad_like
+from sklearn.metrics import balanced_accuracy_score
+
+from sononet.corpus.splits import SplitConfig, assign_splits
+from sononet.experiment import ExperimentConfig, run_experiment
+from sononet.features.reader import load_metadata
+from sononet.prepare import PrepareConfig, prepare
+from sononet.train.augment import AugmentConfig
+from sononet.train.ddp import weights_digest
+from sononet.train.loop import TrainConfig, train_model
+
+CPU = torch.device("cpu")
+LABELS = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    write_cremad_like(root / "data", [str(2001 + i) for i in range(10)], ["DFA", "IEO"])
+    out = root / "shards"
+    prepare(
+        PrepareConfig(
+            data=str(root / "data"), out=str(out), shard_size=40, mel_backend="torchaudio", device="cpu"
+        ),
+        progress=False,
+    )
+    return out
+
+
+def splits_for(shards: Path) -> dict[str, str]:
+    meta = load_metadata(shards, ["clip_id", "speaker", "sex"]).to_pandas()
+    sexes = meta.groupby("speaker").sex.first().to_dict()
+    return assign_splits(list(meta.clip_id), list(meta.speaker), sexes, SplitConfig(seed=0))
+
+
+def test_experiment_beats_chance_and_writes_everything(shards: Path, tmp_path: Path) -> None:
+    cfg = ExperimentConfig(
+        out=str(tmp_path / "run"),
+        models=("cnn", "wav2vec2"),
+        w2v2="tiny",
+        device="cpu",
+        prepare=PrepareConfig(
+            data=str(shards.parent / "data"),
+            out=str(shards),
+            shard_size=40,
+            mel_backend="torchaudio",
+            device="cpu",
+        ),
+        train=TrainConfig(epochs=6, batch_size=16, patience=6),
+    )
+    result = run_experiment(cfg, progress=False)
+    run = Path(result["out"])
+    for name in (
+        "report.md",
+        "metrics.json",
+        "predictions.parquet",
+        "spec.toml",
+        "splits.json",
+        "cnn/model/config.json",
+    ):
+        assert (run / name).exists(), name
+    assert json.loads((run / "run.json").read_text())["status"] == "complete"
+    preds = pd.read_parquet(run / "predictions.parquet")
+    test = preds[(preds.model == "cnn") & (preds.split == "test")]
+    ua = balanced_accuracy_score(test["true"], test["pred"])
+    assert ua > 0.45, f"CNN UA {ua:.2f} is not clearly above chance (0.17)"
+    assert set(preds.model) == {"cnn", "wav2vec2", "ensemble"}
+    report = (run / "report.md").read_text()
+    assert "random-init tiny, not pretrained" in report and "speaker-disjoint" in report
+
+
+def test_resume_continues_exactly(shards: Path, tmp_path: Path) -> None:
+    splits = splits_for(shards)
+    cfg = TrainConfig(epochs=3, batch_size=16, augment=AugmentConfig(noise_std=0.1))
+    straight = train_model("cnn", shards, splits, LABELS, cfg, tmp_path / "a", CPU, progress=False)
+    first = TrainConfig(epochs=1, batch_size=16, augment=AugmentConfig(noise_std=0.1))
+    train_model("cnn", shards, splits, LABELS, first, tmp_path / "b", CPU, progress=False)
+    resumed = train_model(
+        "cnn", shards, splits, LABELS, cfg, tmp_path / "b", CPU, resume=True, progress=False
+    )
+    assert resumed.digests == straight.digests
+    assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in straight.history]
+
+
+def test_corrupt_checkpoint_is_a_clear_error(shards: Path, tmp_path: Path) -> None:
+    ckpt = tmp_path / "m" / "checkpoint"
+    ckpt.mkdir(parents=True)
+    (ckpt / "last.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="checkpoint .* is unreadable"):
+        train_model(
+            "cnn",
+            shards,
+            splits_for(shards),
+            LABELS,
+            TrainConfig(epochs=1),
+            tmp_path / "m",
+            CPU,
+            resume=True,
+            progress=False,
+        )
+
+
+def test_ddp_two_ranks_end_identical(shards: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+           "-m", "sononet", "train", "--shards", str(shards), "--model", "cnn", "--out", str(tmp_path / "ddp"),
+           "--epochs", "2", "--batch-size", "8", "--device", "cpu"]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    check = json.loads((tmp_path / "ddp" / "ddp_check.json").read_text())
+    assert check["world_size"] == 2 and len(set(check["digests"])) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"models": ("cnn", "transformer-xl")}, "unknown model"),
+        ({"split": SplitConfig(folds=20)}, "needs at least 20 speakers"),
+    ],
+)
+def test_bad_experiment_input(shards: Path, tmp_path: Path, change: dict, message: str) -> None:
+    cfg = ExperimentConfig(
+        out=str(tmp_path / "run"), device="cpu",
+        prepare=PrepareConfig(data=str(shards.parent / "data"), out=str(shards), shard_size=40, mel_backend="torchaudio"),
+        **change,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        run_experiment(cfg, progress=False)
+    assert (
+        not (tmp_path / "run" / "run.json").exists()
+        or "complete" not in (tmp_path / "run" / "run.json").read_text()
+    )
+
+
+def test_one_class_is_refused(tmp_path: Path) -> None:
+    write_cremad_like(tmp_path / "data", ["2001", "2002", "2003"], ["DFA"], emotions=("ANG",))
+    cfg = ExperimentConfig(
+        out=str(tmp_path / "run"), device="cpu",
+        prepare=PrepareConfig(data=str(tmp_path / "data"), out=str(tmp_path / "run" / "shards"), mel_backend="torchaudio"),
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="one class"):
+        run_experiment(cfg, progress=False)
+
+
+def test_digest_sees_every_weight() -> None:
+    a = torch.nn.Linear(3, 2)
+    before = weights_digest(a)
+    with torch.no_grad():
+        a.bias[0] += 1e-6
+    assert weights_digest(a) != before
