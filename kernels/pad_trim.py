@@ -30,16 +30,13 @@ def _pad_trim_kernel(
         n = offsets[i + 1] - start
         if n >= length:
             skip = (n - length) // 2 if trim_center else 0
-            for j in range(length):
-                out[i, j] = flat[start + skip + j]
+            out[i, :] = flat[start + skip : start + skip + length]
         else:
+            # Each output sample is written once: zeros, clip, zeros (no zero-fill then copy).
             lead = (length - n) // 2 if pad_center else 0
-            for j in range(lead):
-                out[i, j] = 0.0
-            for j in range(n):
-                out[i, lead + j] = flat[start + j]
-            for j in range(lead + n, length):
-                out[i, j] = 0.0
+            out[i, :lead] = 0.0
+            out[i, lead : lead + n] = flat[start : start + n]
+            out[i, lead + n :] = 0.0
 
 
 def _check_modes(pad: str, trim: str) -> None:

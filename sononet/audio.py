@@ -31,9 +31,7 @@ CLIP_FRACTION = 1e-3  # flag a file as clipped when more than 0.1 % of samples s
 @dataclass
 class AudioConfig:
     sample_rate: int = 16_000  # what the mel front-end and wav2vec2 expect
-    min_duration_s: float = (
-        0.3  # below this there is too little speech to classify (CREMA-D's shortest: 1.27 s)
-    )
+    min_duration_s: float = 0.3  # below this there is too little speech to classify (CREMA-D's shortest: 1.27 s)
     long_duration_s: float = 60.0  # longer files are flagged "long"; only the needed part is decoded
     resample_quality: str = "HQ"  # soxr quality: HQ is transparent for speech and fast
 
@@ -77,9 +75,7 @@ def probe(path: str | Path) -> sf._SoundFileInfo:
     return info
 
 
-def read_window(
-    path: str | Path, start_s: float, duration_s: float, cfg: AudioConfig = AudioConfig()
-) -> np.ndarray:
+def read_window(path: str | Path, start_s: float, duration_s: float, cfg: AudioConfig = AudioConfig()) -> np.ndarray:
     """Decode ``duration_s`` seconds from ``start_s`` as mono float32 at ``cfg.sample_rate``."""
     info = sf.info(str(path))
     start = int(round(start_s * info.samplerate))

@@ -46,9 +46,7 @@ def main(verbose: bool) -> None:
 def _prepare_options(f):
     for opt in reversed(
         [
-            click.option(
-                "--shard-size", type=int, default=256, help="Clips per Parquet shard (bounds memory)."
-            ),
+            click.option("--shard-size", type=int, default=256, help="Clips per Parquet shard (bounds memory)."),
             click.option("--workers", type=int, default=2, help="Decode threads."),
             click.option("--device", default="auto", help="auto | cpu | cuda | cuda:N."),
             click.option(
@@ -64,9 +62,7 @@ def _prepare_options(f):
 
 
 @main.command()
-@click.option(
-    "--data", type=click.Path(exists=True), help="CREMA-D folder, manifest CSV/Parquet or audiofolder."
-)
+@click.option("--data", type=click.Path(exists=True), help="CREMA-D folder, manifest CSV/Parquet or audiofolder.")
 @click.option("--demo", is_flag=True, help="Use the generated synthetic demo corpus (no download).")
 @click.option("--out", type=click.Path(), required=True, help="Shard folder; a rerun resumes here.")
 @_prepare_options
@@ -98,9 +94,7 @@ def prepare(
 @main.command()
 @click.option("--to", "to", type=click.Path(), required=True, help="Folder for the 7,442 WAV files.")
 @click.option("--jobs", type=int, default=8, help="Parallel downloads.")
-@click.option(
-    "--base-url", default=None, help="Mirror URL ending in AudioWAV/ (default: the official LFS media URL)."
-)
+@click.option("--base-url", default=None, help="Mirror URL ending in AudioWAV/ (default: the official LFS media URL).")
 @click.option("--limit", type=int, default=None, help="Fetch only the first N files (for a quick check).")
 def download(to: str, jobs: int, base_url: str | None, limit: int | None) -> None:
     """Download CREMA-D's audio, verified by size and sha256; resumable.
@@ -122,9 +116,7 @@ def download(to: str, jobs: int, base_url: str | None, limit: int | None) -> Non
 
 def _experiment_options(f):
     opts = [
-        click.option(
-            "--data", type=click.Path(exists=True), default=None, help="Corpus; default: the demo corpus."
-        ),
+        click.option("--data", type=click.Path(exists=True), default=None, help="Corpus; default: the demo corpus."),
         click.option(
             "--out",
             type=click.Path(),
@@ -137,7 +129,7 @@ def _experiment_options(f):
             default="auto",
             help="tiny | hub id | local dir; auto: tiny on CPU, wav2vec2-base on CUDA.",
         ),
-        click.option("--epochs", type=int, default=None, help="Max epochs [default: 12 on CPU, 40 on CUDA]."),
+        click.option("--epochs", type=int, default=None, help="Max epochs [default: 6 on CPU, 40 on CUDA]."),
         click.option("--batch-size", type=int, default=32),
         click.option("--folds", type=int, default=1, help="Speaker-grouped k-fold CV (>= 3); 1 = one split."),
         click.option(
@@ -191,7 +183,7 @@ def experiment_config(**kw):
     data = kw["data"]
     out = kw["out"] or ("runs/demo" if data is None else f"runs/{Path(data).resolve().name.lower()}")
     on_cuda = kw["device"].startswith("cuda") or (kw["device"] == "auto" and torch.cuda.is_available())
-    epochs = kw["epochs"] or (40 if on_cuda else 12)
+    epochs = kw["epochs"] or (40 if on_cuda else 6)
     models = tuple(m.strip() for m in kw["models"].split(",") if m.strip())
     return ExperimentConfig(
         out=out,
@@ -213,13 +205,9 @@ def experiment_config(**kw):
 
 
 @main.command()
-@click.option(
-    "--shards", type=click.Path(exists=True), required=True, help="Shard folder from `sononet prepare`."
-)
+@click.option("--shards", type=click.Path(exists=True), required=True, help="Shard folder from `sononet prepare`.")
 @click.option("--model", "name", required=True, help="cnn | bigru | wav2vec2.")
-@click.option(
-    "--out", type=click.Path(), required=True, help="Model run folder (checkpoint, model/, history)."
-)
+@click.option("--out", type=click.Path(), required=True, help="Model run folder (checkpoint, model/, history).")
 @click.option("--epochs", type=int, default=12)
 @click.option("--batch-size", type=int, default=32)
 @click.option("--seed", type=int, default=0)
@@ -268,27 +256,23 @@ def train(
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, model_overrides={"wav2vec2": over})
         result = train_model(name, shards, splits, labels, cfg, out, dev, resume=resume, dist=info)
         if info.is_main:
-            atomic_write_json(
-                Path(out) / "ddp_check.json", {"world_size": info.world_size, "digests": result.digests}
-            )
+            atomic_write_json(Path(out) / "ddp_check.json", {"world_size": info.world_size, "digests": result.digests})
             click.echo(f"best epoch {result.best_epoch}; model in {result.model_dir}")
         ddp.shutdown(info)
     except USER_ERRORS as e:
         _fail(e)
 
 
-def _register_optional() -> None:
-    """Commands whose modules keep their heavy imports inside the command."""
-    for module, attr in (("sononet.label", "label_command"), ("sononet.bench", "bench_command")):
-        try:
-            mod = __import__(module, fromlist=[attr])
-        except ImportError:
-            continue
-        if hasattr(mod, attr):
-            main.add_command(getattr(mod, attr))
+def _register() -> None:
+    """Commands that live beside their stage; their modules keep heavy imports inside the command."""
+    from sononet.bench import bench_command
+    from sononet.label import label_command
+
+    main.add_command(label_command)
+    main.add_command(bench_command)
 
 
-_register_optional()
+_register()
 
 if __name__ == "__main__":
     main()

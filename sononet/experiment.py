@@ -33,9 +33,7 @@ META_COLUMNS = ("clip_id", "speaker", "sex", "intensity", "sentence")
 class ExperimentConfig:
     out: str = "runs/demo"  # run directory; shards go to <out>/shards unless prepare.out says otherwise
     models: tuple[str, ...] = DEFAULT_MODELS
-    w2v2: str = (
-        "auto"  # tiny (random-init, offline), a hub id or a local dir; auto: tiny on CPU, base on CUDA
-    )
+    w2v2: str = "auto"  # tiny (random-init, offline), a hub id or a local dir; auto: tiny on CPU, base on CUDA
     device: str = "auto"
     resume: bool = True  # continue an interrupted run in the same directory
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
@@ -67,8 +65,8 @@ def _w2v2_overrides(choice: str, device: torch.device) -> tuple[dict, str]:
     if choice == "auto":
         choice = "facebook/wav2vec2-base" if device.type == "cuda" else "tiny"
     if choice == "tiny":
-        # Random-init weights need a from-scratch learning rate, not the fine-tuning one.
-        return {"tiny": True, "lr": 5e-4}, "random-init tiny, not pretrained"
+        # Random-init weights train from scratch: the conv encoder too, at a from-scratch rate.
+        return {"tiny": True, "lr": 5e-4, "freeze_feature_encoder": False}, "random-init tiny, not pretrained"
     return {"tiny": False, "backbone": choice}, f"pretrained: {choice}"
 
 
@@ -163,18 +161,12 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> dict:
             preds["model"] = name
             preds["fold"] = fold
             all_preds.append(preds)
-    predictions = pd.concat(all_preds, ignore_index=True).merge(
-        meta[list(META_COLUMNS)], on="clip_id", how="left"
-    )
-    predictions = pd.concat(
-        [predictions, _ensembles(predictions, labels, list(cfg.models))], ignore_index=True
-    )
+    predictions = pd.concat(all_preds, ignore_index=True).merge(meta[list(META_COLUMNS)], on="clip_id", how="left")
+    predictions = pd.concat([predictions, _ensembles(predictions, labels, list(cfg.models))], ignore_index=True)
     predictions.to_parquet(out / "predictions.parquet", index=False)
     metrics = write_evaluation(out, predictions, labels, protocol, histories)
     elapsed = time.perf_counter() - t0
-    atomic_write_json(
-        out / "run.json", {"status": "complete", "seconds": round(elapsed, 1), "protocol": protocol}
-    )
+    atomic_write_json(out / "run.json", {"status": "complete", "seconds": round(elapsed, 1), "protocol": protocol})
     return {"seconds": elapsed, "metrics": metrics, "protocol": protocol, "out": str(out)}
 
 

@@ -137,9 +137,7 @@ def find_spec(name_or_path: str) -> Path:
     if candidate.is_file():
         return candidate
     known = sorted(p.stem for p in JOBS_DIR.glob("*.toml")) if JOBS_DIR.is_dir() else []
-    raise SpecError(
-        f"no job spec {name_or_path!r}: not a file, and not one of {', '.join(known) or '(none found)'}"
-    )
+    raise SpecError(f"no job spec {name_or_path!r}: not a file, and not one of {', '.join(known) or '(none found)'}")
 
 
 def load_spec(name_or_path: str, overrides: list[str] | None = None) -> tuple[str, Any]:

@@ -177,7 +177,10 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
     skipped = len(chunks) - len(todo)
     bar = tqdm(total=len(corpus.clips), unit="clip", desc="prepare", disable=not progress, dynamic_ncols=True)
     bar.update(len(corpus.clips) - sum(len(chunks[k]) for k in todo))
-    with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
+    # Decoding runs one chunk ahead in `pool`; Parquet encoding of shard k overlaps the features
+    # of shard k+1 in `writer_pool` (one writer, so the manifest is updated in order).
+    with ThreadPoolExecutor(max_workers=cfg.workers) as pool, ThreadPoolExecutor(max_workers=1) as writer_pool:
+        pending: Future | None = None
         for k, results in _decoded_chunks(chunks, todo, pool, cfg):
             good = [(c, d, sha) for c, d, sha in results if isinstance(d, Decoded)]
             errors = [d for _, d, _ in results if isinstance(d, ErrorRow)]
@@ -188,8 +191,13 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
                 cfg.features.trim,
             )
             mel = featurize(waves, logmel, device, cfg.mel_batch)
-            writer.write(k, build_table(good, mel, waves, cfg.features), errors, inputs=len(chunks[k]))
+            table = build_table(good, mel, waves, cfg.features)
+            if pending is not None:
+                pending.result()
+            pending = writer_pool.submit(writer.write, k, table, errors, len(chunks[k]))
             bar.update(len(chunks[k]))
+        if pending is not None:
+            pending.result()
     bar.close()
     seconds = time.perf_counter() - t0
     all_errors = list(corpus.errors)
@@ -215,9 +223,10 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
         "config_hash": cfg.features.hash(),
     }
     if rows == 0:
+        reasons = ", ".join(f"{k} {v}" for k, v in count_by_reason(all_errors).items())
         raise ValueError(
-            f"no usable audio in {corpus.root}: all {corpus.n_files} files refused "
-            f"({', '.join(f'{k} {v}' for k, v in count_by_reason(all_errors).items())}); see {writer.out / 'errors-*.parquet'}"
+            f"no usable audio in {corpus.root}: all {corpus.n_files} files refused ({reasons}); "
+            f"see {writer.out}/errors-*.parquet"
         )
     if rows + len(all_errors) != corpus.n_files:
         raise RuntimeError(f"lost files: {corpus.n_files} seen, {rows} written, {len(all_errors)} errors")

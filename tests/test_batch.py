@@ -127,9 +127,7 @@ def test_failure_is_one_line_and_an_event(tmp_path: Path) -> None:
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("sononet-batch: prepare failed: ValueError:") and "empty" in last
     failed = [e for e in events(tmp_path / "shards") if e.get("event") == "failed"]
-    assert (
-        failed and failed[0]["data"]["type"] == "ValueError" and "Traceback" in failed[0]["data"]["traceback"]
-    )
+    assert failed and failed[0]["data"]["type"] == "ValueError" and "Traceback" in failed[0]["data"]["traceback"]
 
 
 def test_label_folder_job_with_a_model_in_the_workdir(tmp_path: Path) -> None:
@@ -160,12 +158,8 @@ def test_console_script_is_installed_and_fails_cleanly(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("sononet-batch")
     if not exe.exists():
         pytest.skip(f"no console script beside {sys.executable}; install with pip install -e '.[dev]'")
-    proc = subprocess.run(
-        [str(exe), "nope", "--out", str(tmp_path)], capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 2 and proc.stderr.strip().startswith(
-        "sononet-batch: bad spec: no job spec 'nope'"
-    )
+    proc = subprocess.run([str(exe), "nope", "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("sononet-batch: bad spec: no job spec 'nope'")
 
 
 # --- Dockerfile ------------------------------------------------------------------------------
@@ -206,16 +200,12 @@ def test_dockerfile_entrypoint_and_default_job_exist() -> None:
 
 def test_dockerignore_keeps_what_the_image_copies() -> None:
     patterns = [
-        p.strip()
-        for p in (REPO / ".dockerignore").read_text().splitlines()
-        if p.strip() and not p.startswith("#")
+        p.strip() for p in (REPO / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")
     ]
     copied = [src for op, arg in dockerfile() if op == "COPY" for src in arg.split()[:-1]]
     assert copied and all((REPO / src).exists() or src == "README.md" for src in copied)
     for src in copied:
-        assert not any(fnmatch(src, p) for p in patterns), (
-            f".dockerignore drops {src}, which the Dockerfile copies"
-        )
+        assert not any(fnmatch(src, p) for p in patterns), f".dockerignore drops {src}, which the Dockerfile copies"
     for heavy in ("runs", "data", ".git", "venv"):
         assert any(fnmatch(heavy, p) for p in patterns)
 
@@ -227,9 +217,7 @@ def test_dockerfile_installs_like_the_readme() -> None:
     install = [arg for op, arg in dockerfile() if op == "RUN" and "pip install" in arg]
     assert len(install) == 1
     wanted = re.findall(r"pip install [^\n`&]+", readme.read_text())  # up to `&& pytest`, if any
-    assert any(w.strip() in install[0] for w in wanted), (
-        f"Dockerfile runs {install[0]!r}; README says {wanted}"
-    )
+    assert any(w.strip() in install[0] for w in wanted), f"Dockerfile runs {install[0]!r}; README says {wanted}"
 
 
 # --- Kubernetes ------------------------------------------------------------------------------
@@ -248,9 +236,7 @@ def check_container(spec: dict, tmp_path: Path) -> tuple[str, object, dict]:
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     assert container["image"].endswith(f"sononet-batch:{version}")
     env = {e["name"]: e.get("value", f"value-of-{e['name']}") for e in container.get("env", [])}
-    args = [
-        re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in container["args"]
-    ]  # KeyError = undefined
+    args = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in container["args"]]  # KeyError = undefined
     ctx = cli.make_context("sononet-batch", args)
     job, cfg = resolve_job(ctx.params["job"], list(ctx.params["overrides"]), tmp_path)
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}

@@ -34,9 +34,7 @@ def _wavs(root: Path) -> list[Path]:
 
 
 def _digest(root: Path, pattern: str = "*") -> dict[str, str]:
-    return {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.glob(pattern)) if p.is_file()
-    }
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.glob(pattern)) if p.is_file()}
 
 
 def _read(root: Path, stem: str) -> np.ndarray:
@@ -115,9 +113,7 @@ def test_emotion_is_encoded_in_prosody(demo_dir: Path) -> None:
 
 def test_intensity_scales_the_emotion(demo_dir: Path) -> None:
     def level(intensity: str) -> float:
-        return float(
-            np.mean([_active_rms_db(_read(demo_dir, f"{2001 + a}_IEO_ANG_{intensity}")) for a in range(4)])
-        )
+        return float(np.mean([_active_rms_db(_read(demo_dir, f"{2001 + a}_IEO_ANG_{intensity}")) for a in range(4)]))
 
     assert level("HI") > level("MD") > level("LO")
 
@@ -125,10 +121,7 @@ def test_intensity_scales_the_emotion(demo_dir: Path) -> None:
 def test_sentences_and_actors_differ(demo_dir: Path) -> None:
     durations = {s: np.mean([sf.info(demo_dir / f"2001_{s}_NEU_XX.wav").duration]) for s in SENTENCES}
     assert durations["ITH"] > durations["TSI"]  # ten syllables against five
-    f0 = {
-        a: np.median([_f0_hz(_read(demo_dir, f"{a}_{s}_NEU_XX")) for s in SENTENCES])
-        for a in range(2001, 2005)
-    }
+    f0 = {a: np.median([_f0_hz(_read(demo_dir, f"{a}_{s}_NEU_XX")) for s in SENTENCES]) for a in range(2001, 2005)}
     assert max(f0[2001], f0[2003]) < 150 < min(f0[2002], f0[2004])  # male, female, male, female
 
 

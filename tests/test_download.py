@@ -273,9 +273,7 @@ def test_stalled_server_times_out_and_resumes(mirror: Mirror, tmp_path: Path) ->
     assert (tmp_path / "stall.wav").read_bytes() == mirror.blobs["stall.wav"]
 
 
-def test_file_mirror_and_env_override(
-    mirror: Mirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_file_mirror_and_env_override(mirror: Mirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = tmp_path / "mirror"
     src.mkdir()
     (src / "ok.wav").write_bytes(mirror.blobs["ok.wav"])
@@ -283,9 +281,7 @@ def test_file_mirror_and_env_override(
     dst.mkdir()
     (dst / "ok.wav.part").write_bytes(b"x" * 100)  # file:// ignores Range: rewritten from zero
     monkeypatch.setenv(dl.URL_ENV, src.as_uri())
-    s = download_cremad(
-        dst, manifest=mirror.manifest("ok.wav", "short.wav"), config=replace(FAST, attempts=3)
-    )
+    s = download_cremad(dst, manifest=mirror.manifest("ok.wav", "short.wav"), config=replace(FAST, attempts=3))
     assert (dst / "ok.wav").read_bytes() == mirror.blobs["ok.wav"]
     assert s.failed[0][0] == "short.wav" and "not in the mirror" in s.failed[0][1] and s.retried == 0
     assert _leftovers(dst) == []

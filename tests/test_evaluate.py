@@ -285,9 +285,7 @@ def test_crowd_voice_only_baseline_over_all_cremad_clips() -> None:
 def test_crowd_baseline_skips_clips_without_a_vote() -> None:
     votes = load_voice_vote_sets()
     assert votes["1001_IEO_ANG_MD"] == ("ANG", "DIS")  # "A:D" in summaryTable.csv
-    crowd = crowd_baseline(
-        ["1001_IEO_NEU_XX", "1001_IEO_ANG_MD", "9999_XXX_ANG_XX"], ["NEU", "ANG", "ANG"], EMOTIONS
-    )
+    crowd = crowd_baseline(["1001_IEO_NEU_XX", "1001_IEO_ANG_MD", "9999_XXX_ANG_XX"], ["NEU", "ANG", "ANG"], EMOTIONS)
     assert crowd["n_with_vote"] == 2 and crowd["n_skipped_no_vote"] == 1 and crowd["n_ties"] == 1
     assert crowd["accuracy"] == pytest.approx(0.5)  # NEU right, the A:D tie counts as wrong
     # read_voice_votes-style (label, level) pairs are accepted too.

@@ -109,9 +109,7 @@ def norm_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def run(inp: Path | str, model: Path, out: Path, **kw) -> dict:
-    cfg = LabelConfig(
-        input=str(inp), model=str(model), out=str(out), mel_backend="torchaudio", device="cpu", **kw
-    )
+    cfg = LabelConfig(input=str(inp), model=str(model), out=str(out), mel_backend="torchaudio", device="cpu", **kw)
     return label(cfg, progress=False)
 
 
@@ -174,23 +172,17 @@ def test_short_file_matches_the_training_feature_path(folder, model_dir, labelle
 
     df, _, _ = labelled
     path = folder[0] / "rate44k.wav"
-    wave = pad_trim(
-        [load_audio(path, AudioConfig()).samples], FEATURES.clip_samples, FEATURES.pad, FEATURES.trim
-    )
+    wave = pad_trim([load_audio(path, AudioConfig()).samples], FEATURES.clip_samples, FEATURES.pad, FEATURES.trim)
     mel = featurize(wave, LogMel(FEATURES, "torchaudio"), torch.device("cpu"), 8).astype(np.float16)
     model, doc = load_model(model_dir)
     norm = doc["meta"]["norm"]
-    x = normalize_mel(
-        torch.from_numpy(mel.astype(np.float32)), torch.tensor(norm["mean"]), torch.tensor(norm["std"])
-    )
+    x = normalize_mel(torch.from_numpy(mel.astype(np.float32)), torch.tensor(norm["mean"]), torch.tensor(norm["std"]))
     frames = torch.tensor([-(-int(2.5 * 16_000) // FEATURES.hop_length)])
     with torch.no_grad():
         want = torch.softmax(model(x, frames)[0], dim=-1).numpy()[0]
     row = df[(df.path == str(path)) & (df.window == "file")]
     # Equal to float precision here; skipping the fp16 storage rounding alone moves it by ~3e-6.
-    np.testing.assert_allclose(
-        row[[f"prob_{lab}" for lab in LABELS]].to_numpy()[0], want, rtol=1e-6, atol=1e-7
-    )
+    np.testing.assert_allclose(row[[f"prob_{lab}" for lab in LABELS]].to_numpy()[0], want, rtol=1e-6, atol=1e-7)
 
 
 def test_streamed_windows_equal_whole_file_decode(tmp_path: Path) -> None:
@@ -217,18 +209,14 @@ def test_two_shards_merged_equal_one_run(folder, model_dir, labelled, tmp_path: 
     merged = run(folder[0], model_dir, out, merge=True)
     assert merged["files"] == labelled[1]["files"] and merged["shards"] == 2
 
-    pd.testing.assert_frame_equal(
-        norm_rows(pd.read_parquet(out)), norm_rows(labelled[0]), check_exact=False, rtol=1e-5
-    )
+    pd.testing.assert_frame_equal(norm_rows(pd.read_parquet(out)), norm_rows(labelled[0]), check_exact=False, rtol=1e-5)
 
 
 class KilledError(Exception):
     pass
 
 
-def test_resume_after_a_crash_redoes_only_missing_parts(
-    folder, model_dir, labelled, tmp_path, monkeypatch
-) -> None:
+def test_resume_after_a_crash_redoes_only_missing_parts(folder, model_dir, labelled, tmp_path, monkeypatch) -> None:
     out = tmp_path / "resume.parquet"
     real = label_mod.label_files
     calls: list[int] = []

@@ -130,9 +130,7 @@ def test_extra_padding_and_batching_do_not_change_logits(name):
     with torch.no_grad():
         base, _ = model(x, lengths)
         padded, _ = model(pad_more(x, extra), lengths)
-        one_by_one = torch.cat(
-            [model(x[i : i + 1, ..., :n], None)[0] for i, n in enumerate(lengths.tolist())]
-        )
+        one_by_one = torch.cat([model(x[i : i + 1, ..., :n], None)[0] for i, n in enumerate(lengths.tolist())])
         # Control: without lengths the padding is read as signal, so the test can tell.
         blind, _ = model(pad_more(x, extra), None)
     torch.testing.assert_close(padded, base, atol=1e-5, rtol=1e-5)
@@ -262,12 +260,7 @@ def test_freezing_options_freeze_what_they_say():
     assert frozen(build("wav2vec2", freeze_feature_encoder=False)) == {True}
 
     k1 = build("wav2vec2", freeze_layers=1).backbone.model
-    assert (
-        frozen(k1.feature_extractor)
-        == frozen(k1.feature_projection)
-        == frozen(k1.encoder.layers[0])
-        == {False}
-    )
+    assert frozen(k1.feature_extractor) == frozen(k1.feature_projection) == frozen(k1.encoder.layers[0]) == {False}
     assert frozen(k1.encoder.layers[1]) == frozen(k1.encoder.layer_norm) == {True}
 
     probe = build("wav2vec2", freeze_backbone=True).train()
@@ -302,9 +295,7 @@ def _round_trip(model, name, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     loaded, doc = load_model(tmp_path / name)
     assert not loaded.training and loaded.config == model.config
-    assert doc["meta"]["labels"] == META["labels"] and doc["meta"]["norm_mean"] == pytest.approx(
-        [-1, -1 / 3, 1 / 3, 1]
-    )
+    assert doc["meta"]["labels"] == META["labels"] and doc["meta"]["norm_mean"] == pytest.approx([-1, -1 / 3, 1 / 3, 1])
     assert doc["describe"] == model.describe() == loaded.describe()
     with torch.no_grad():
         torch.testing.assert_close(loaded(x, lengths)[0], before, atol=0, rtol=0)

@@ -2,7 +2,7 @@
 
 ::
 
-    sononet bench --device cpu                    # full CPU run, 15-25 min on 2 cores
+    sononet bench --device cpu                    # full CPU run, ~10 min on 2 cores
     sononet bench --device cuda --out results/bench
     sononet bench --tiny --out /tmp/bench         # smoke sizes, under a minute
     sononet bench --only mel,pad_trim --repeats 9

@@ -32,9 +32,7 @@ N_CLIPS = 7442
 DEMOGRAPHICS_FILE = "VideoDemographics.csv"
 
 # Emotion is validated separately so a typo'd emotion is "unknown_label", not "misnamed".
-NAME_RE = re.compile(
-    r"^(?P<actor>\d{4})_(?P<sentence>[A-Z]{3})_(?P<emotion>[A-Z]{3})_(?P<intensity>LO|MD|HI|XX)$"
-)
+NAME_RE = re.compile(r"^(?P<actor>\d{4})_(?P<sentence>[A-Z]{3})_(?P<emotion>[A-Z]{3})_(?P<intensity>LO|MD|HI|XX)$")
 
 
 def _data_file(name: str):
@@ -129,9 +127,7 @@ def load_cremad(root: str | Path) -> Corpus:
             )
             continue
         if fields["emotion"] not in EMOTIONS:
-            errors.append(
-                ErrorRow(str(p), "unknown_label", f"emotion {fields['emotion']!r} not in {EMOTIONS}")
-            )
+            errors.append(ErrorRow(str(p), "unknown_label", f"emotion {fields['emotion']!r} not in {EMOTIONS}"))
             continue
         actor = fields["actor"]
         demo = demographics.get(actor, {})

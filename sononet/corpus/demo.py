@@ -129,9 +129,7 @@ class DemoConfig:
     n_actors: int = 16  # 1,312 clips: enough for 12/4 speaker-disjoint splits, ~1 min of CPU training
     sample_rate: int = 16000  # CREMA-D's rate, so the pipeline never resamples the demo
     noise_dbfs: float = -50.0  # background noise level: audible room tone, SNR ~25 dB like CREMA-D
-    clip_spread: float = (
-        1.0  # per-clip prosody variation (x _CLIP_SD); with actor_spread, ~60 % speaker-disjoint
-    )
+    clip_spread: float = 1.0  # per-clip prosody variation (x _CLIP_SD); with actor_spread, ~60 % speaker-disjoint
     actor_spread: float = 1.0  # per-actor idiosyncrasy in habits and in how each emotion is acted
     min_duration: float = 1.5  # seconds; CREMA-D clips run ~1.3-5 s, mean 2.5 s
     max_duration: float = 3.5  # seconds; stays under the pipeline's 3 s pad/trim + margin
@@ -234,9 +232,7 @@ def _segments(
         lead, trail = lead + extra / 2, trail + extra / 2
     secs = np.concatenate([[lead], speech.ravel(), [trail]])
     lengths = np.maximum(np.round(secs * sr).astype(np.int64), 1)
-    total_n = int(
-        np.clip(lengths.sum(), np.ceil(config.min_duration * sr), np.floor(config.max_duration * sr))
-    )
+    total_n = int(np.clip(lengths.sum(), np.ceil(config.min_duration * sr), np.floor(config.max_duration * sr)))
     lengths[-1] += total_n - lengths.sum()  # rounding must not break the duration bounds
     kinds: list[tuple] = [("sil",)]
     for onset, vowel, stressed in syllables:
@@ -259,11 +255,7 @@ def _synthesize(config: DemoConfig, actor: _Actor, sentence: str, emotion: str, 
     rng = np.random.default_rng(key)
     sr = config.sample_rate
     scale = _INTENSITY_SCALE.get(intensity) or rng.uniform(0.7, 1.3)  # XX: unspecified, near MD
-    prosody = (
-        actor.habit
-        + actor.expression[emotion] * scale
-        + rng.standard_normal(7) * _CLIP_SD * (config.clip_spread)
-    )
+    prosody = actor.habit + actor.expression[emotion] * scale + rng.standard_normal(7) * _CLIP_SD * (config.clip_spread)
     syllables = [
         (tok.split("-")[0], tok.split("-")[1].rstrip("*"), tok.endswith("*"))
         for tok in _SENTENCE_SYLLABLES[sentence].split()
@@ -341,9 +333,7 @@ def _synthesize(config: DemoConfig, actor: _Actor, sentence: str, emotion: str, 
     for i, kind in enumerate(kinds):  # /h/ onsets: aspiration only
         if kind[0] == "onset" and kind[1] == "h":
             m = int(lengths[i])
-            excitation[starts[i] : ends[i]] += (
-                0.5 * np.sin(np.pi * np.arange(m) / m) * aspiration[starts[i] : ends[i]]
-            )
+            excitation[starts[i] : ends[i]] += 0.5 * np.sin(np.pi * np.arange(m) / m) * aspiration[starts[i] : ends[i]]
 
     # Spectral tilt: pre-emphasis when bright, one-pole low-pass when dark.
     b_tilt, a_tilt = 0.7 * max(tilt, 0.0), 0.8 * max(-tilt, 0.0)

@@ -315,9 +315,7 @@ class _Fetcher:
             logger.debug("%s attempt %d/%d: %s", row.file, attempt, self.cfg.attempts, reason)
             if attempt < self.cfg.attempts and self.stop.wait(self._delay(attempt, retry_after)):
                 return self._failed(row, part, attempt, "interrupted")
-        return self._failed(
-            row, part, self.cfg.attempts, f"gave up after {self.cfg.attempts} attempts: {reason}"
-        )
+        return self._failed(row, part, self.cfg.attempts, f"gave up after {self.cfg.attempts} attempts: {reason}")
 
     def _failed(self, row: ManifestRow, part: Path, attempts: int, reason: str) -> _Outcome:
         kept = part.stat().st_size if part.exists() else 0
@@ -349,9 +347,7 @@ class _Fetcher:
                 self._discard(part)
                 raise _TransientError(f"HTTP 416 for bytes={offset}-; restarting from zero") from None
             if e.code == 429 or e.code >= 500:
-                raise _TransientError(
-                    f"HTTP {e.code} {e.reason}", _retry_after(e.headers.get("Retry-After"))
-                ) from None
+                raise _TransientError(f"HTTP {e.code} {e.reason}", _retry_after(e.headers.get("Retry-After"))) from None
             raise _FinalError(f"HTTP {e.code} {e.reason}") from None
         except urllib.error.URLError as e:
             if isinstance(e.reason, FileNotFoundError):  # file:// mirror
@@ -400,9 +396,7 @@ class _Fetcher:
         digest = _sha256(part)
         if digest != row.sha256:
             self._discard(part)
-            raise _TransientError(
-                f"sha256 mismatch: got {digest[:12]}..., manifest says {row.sha256[:12]}..."
-            )
+            raise _TransientError(f"sha256 mismatch: got {digest[:12]}..., manifest says {row.sha256[:12]}...")
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -32,9 +32,7 @@ def _read_table(path: Path) -> list[dict]:
         table = pacsv.read_csv(
             path,
             parse_options=pacsv.ParseOptions(delimiter=delimiter),
-            convert_options=pacsv.ConvertOptions(
-                strings_can_be_null=True, column_types={"speaker": "string"}
-            ),
+            convert_options=pacsv.ConvertOptions(strings_can_be_null=True, column_types={"speaker": "string"}),
         )
     missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
@@ -101,9 +99,7 @@ def load_audiofolder(root: str | Path) -> Corpus:
             continue
         rel = p.relative_to(root)
         if len(rel.parts) < 2:
-            errors.append(
-                ErrorRow(str(p), "unknown_label", "file sits directly under the root, not in a label folder")
-            )
+            errors.append(ErrorRow(str(p), "unknown_label", "file sits directly under the root, not in a label folder"))
             continue
         if p.suffix.lower() not in AUDIO_SUFFIXES:
             errors.append(ErrorRow(str(p), "unsupported_format", f"suffix {p.suffix or '(none)'}"))

@@ -38,9 +38,7 @@ class SplitConfig:
                 f"split fractions must be positive and sum to 1. Found: {self.train}/{self.val}/{self.test}"
             )
         if self.folds < 1 or self.folds == 2:
-            raise ValueError(
-                f"folds must be 1 (no CV) or >= 3 (test, val and train folds). Found: {self.folds}"
-            )
+            raise ValueError(f"folds must be 1 (no CV) or >= 3 (test, val and train folds). Found: {self.folds}")
 
     @property
     def protocol(self) -> str:
@@ -78,13 +76,10 @@ def speaker_split(speakers: dict[str, str | None], cfg: SplitConfig) -> dict[str
         taken[k] += 1
     n_train, n_val, n_test = _counts(len(speakers), fractions)
     assignment = {
-        spk: "test" if i < n_test else "val" if i < n_test + n_val else "train"
-        for i, spk in enumerate(interleaved)
+        spk: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, spk in enumerate(interleaved)
     }
     if min(n_train, n_val, n_test) < 1:
-        raise ValueError(
-            f"{len(speakers)} speakers are too few for fractions {fractions}; every split needs one"
-        )
+        raise ValueError(f"{len(speakers)} speakers are too few for fractions {fractions}; every split needs one")
     return assignment
 
 
@@ -117,9 +112,7 @@ def random_split(clip_ids: Sequence[str], cfg: SplitConfig) -> dict[str, str]:
     rng = np.random.default_rng(cfg.seed)
     n_train, n_val, n_test = _counts(len(clip_ids), (cfg.train, cfg.val, cfg.test))
     order = [clip_ids[i] for i in rng.permutation(len(clip_ids))]
-    return {
-        cid: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, cid in enumerate(order)
-    }
+    return {cid: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, cid in enumerate(order)}
 
 
 def assign_splits(

@@ -63,9 +63,7 @@ def crowd_baseline(
     if tie_policy not in TIE_POLICIES:
         raise ValueError(f"tie_policy must be one of {TIE_POLICIES}. Found: {tie_policy!r}")
     if len(clip_ids) != len(y_true):
-        raise ValueError(
-            f"clip_ids and y_true must have the same length. Found: {len(clip_ids)} and {len(y_true)}"
-        )
+        raise ValueError(f"clip_ids and y_true must have the same length. Found: {len(clip_ids)} and {len(y_true)}")
     votes = load_voice_vote_sets() if votes is None else votes
     true, pred = [], []
     n_ties = 0

@@ -49,9 +49,7 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
     return np.bincount(codes, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
-def _bootstrap_confusions(
-    y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, n_boot: int, seed: int
-) -> np.ndarray:
+def _bootstrap_confusions(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, n_boot: int, seed: int) -> np.ndarray:
     """Confusion matrices of ``n_boot`` resamples of the clips (with replacement).  # (B, K, K)"""
     n = len(y_true)
     kk = n_classes * n_classes
@@ -63,9 +61,7 @@ def _bootstrap_confusions(
         b = min(chunk, n_boot - start)
         idx = rng.integers(0, n, size=(b, n))  # (b, n)
         shifted = codes[idx] + (np.arange(b) * kk)[:, None]  # each replicate gets its own K*K slots
-        out[start : start + b] = np.bincount(shifted.ravel(), minlength=b * kk).reshape(
-            b, n_classes, n_classes
-        )
+        out[start : start + b] = np.bincount(shifted.ravel(), minlength=b * kk).reshape(b, n_classes, n_classes)
     return out
 
 
@@ -115,18 +111,14 @@ def calibration(probs: np.ndarray, y_true: np.ndarray, n_bins: int = N_ECE_BINS)
         mean_conf = float(sum_conf[i] / c) if c else None
         if c:
             ece += c / len(conf) * abs(acc - mean_conf)
-        bins.append(
-            {"lo": i / n_bins, "hi": (i + 1) / n_bins, "count": c, "accuracy": acc, "confidence": mean_conf}
-        )
+        bins.append({"lo": i / n_bins, "hi": (i + 1) / n_bins, "count": c, "accuracy": acc, "confidence": mean_conf})
     return {"ece": float(ece), "n_bins": n_bins, "bins": bins}
 
 
 def _check_probs(probs: Any, n: int, n_classes: int) -> np.ndarray:
     probs = np.asarray(probs, dtype=np.float64)
     if probs.shape != (n, n_classes):
-        raise ValueError(
-            f"probs must have shape (n_clips, n_labels) = ({n}, {n_classes}). Found: {probs.shape}"
-        )
+        raise ValueError(f"probs must have shape (n_clips, n_labels) = ({n}, {n_classes}). Found: {probs.shape}")
     if not np.isfinite(probs).all():
         raise ValueError(f"probs must be finite. Found {int((~np.isfinite(probs)).sum())} NaN/Inf values")
     if (probs < 0).any() or (probs > 1 + 1e-6).any():
@@ -161,9 +153,7 @@ def compute_metrics(
     """
     labels = _check_labels(labels)
     if len(y_true) != len(y_pred):
-        raise ValueError(
-            f"y_true and y_pred must have the same length. Found: {len(y_true)} and {len(y_pred)}"
-        )
+        raise ValueError(f"y_true and y_pred must have the same length. Found: {len(y_true)} and {len(y_pred)}")
     if len(y_true) == 0:
         raise ValueError("cannot compute metrics on zero clips. Found: empty y_true")
     if n_boot < 0:

@@ -42,9 +42,7 @@ def check_predictions(predictions: pd.DataFrame, labels: Sequence[str]) -> pd.Da
             f"predictions lacks required columns {missing}; expected {list(REQUIRED)} plus "
             f"{prob_columns(labels)}. Found columns: {list(predictions.columns)}"
         )
-    extra_probs = sorted(
-        c for c in predictions.columns if c.startswith(PROB_PREFIX) and c not in prob_columns(labels)
-    )
+    extra_probs = sorted(c for c in predictions.columns if c.startswith(PROB_PREFIX) and c not in prob_columns(labels))
     if extra_probs:
         raise ValueError(
             f"labels mismatch: predictions has probability columns {extra_probs} for labels not in {labels}"
@@ -52,9 +50,7 @@ def check_predictions(predictions: pd.DataFrame, labels: Sequence[str]) -> pd.Da
     frame = predictions.copy()
     for col in ("true", "pred"):
         if frame[col].isna().any():
-            raise ValueError(
-                f"column {col!r} must not hold missing labels. Found {int(frame[col].isna().sum())}"
-            )
+            raise ValueError(f"column {col!r} must not hold missing labels. Found {int(frame[col].isna().sum())}")
         frame[col] = frame[col].astype(str)
         unknown = sorted(set(frame[col]) - set(labels))
         if unknown:
@@ -76,9 +72,7 @@ def check_predictions(predictions: pd.DataFrame, labels: Sequence[str]) -> pd.Da
         )
     probs = frame[prob_columns(labels)].to_numpy(dtype=np.float64)
     if not np.isfinite(probs).all():
-        raise ValueError(
-            f"probability columns must be finite. Found {int((~np.isfinite(probs)).sum())} NaN/Inf"
-        )
+        raise ValueError(f"probability columns must be finite. Found {int((~np.isfinite(probs)).sum())} NaN/Inf")
     return frame
 
 

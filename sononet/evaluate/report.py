@@ -101,9 +101,7 @@ def _pct(m: Mapping[str, Any]) -> str:
     return f"{100 * m['value']:.1f} [{100 * m['ci_low']:.1f}, {100 * m['ci_high']:.1f}]"
 
 
-def _headline_rows(
-    models: Mapping[str, Any], protocol: Mapping[str, Any]
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _headline_rows(models: Mapping[str, Any], protocol: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(numeric table for CSV, formatted table for Markdown), one row per (model, split)."""
     numeric, shown = [], []
     for model, splits in models.items():
@@ -183,9 +181,7 @@ def _baselines(frame: pd.DataFrame, models: Mapping[str, Any], labels: list[str]
     test_acc = {m: s["test"]["pooled"]["accuracy"]["value"] for m, s in models.items() if "test" in s}
     clips = frame[frame["split"] == "test"].drop_duplicates("clip_id")
     crowd = crowd_baseline(clips["clip_id"].tolist(), clips["true"].tolist(), labels)
-    crowd_first = crowd_baseline(
-        clips["clip_id"].tolist(), clips["true"].tolist(), labels, tie_policy="first"
-    )
+    crowd_first = crowd_baseline(clips["clip_id"].tolist(), clips["true"].tolist(), labels, tie_policy="first")
     return {
         "seed": {"source": SEED_SOURCE, "accuracy": SEED_ACCURACY, "ours_test_accuracy": test_acc},
         "crowd_voice_only": crowd,
@@ -225,9 +221,7 @@ def write_evaluation(
         if long.empty:
             continue
         breakdowns[by] = long
-        files[f"by_{by}"] = write_table(
-            long, out / "tables" / f"by_{by}", protocol, f"Accuracy and UA by {by}"
-        )
+        files[f"by_{by}"] = write_table(long, out / "tables" / f"by_{by}", protocol, f"Accuracy and UA by {by}")
 
     for model, history in histories.items():
         if history:
@@ -240,9 +234,7 @@ def write_evaluation(
         baselines = _baselines(frame, models, labels)
         seed_df = seed_comparison(baselines["seed"]["ours_test_accuracy"])
         title = "Test accuracy vs the seed's reported accuracy"
-        files["seed_comparison"] = write_table(
-            seed_df, out / "tables" / "seed_comparison", protocol, title, ".1f"
-        )
+        files["seed_comparison"] = write_table(seed_df, out / "tables" / "seed_comparison", protocol, title, ".1f")
 
     numeric, shown = _headline_rows(models, protocol)
     files["headline"] = write_table(numeric, out / "tables" / "headline", protocol, "Headline metrics")
@@ -259,9 +251,7 @@ def write_evaluation(
             "breakdowns": {by: df.to_dict(orient="records") for by, df in breakdowns.items()},
             "baselines": baselines,
             "checks": checks,
-            "files": {
-                k: {kk: str(Path(v).relative_to(out)) for kk, v in d.items()} for k, d in files.items()
-            },
+            "files": {k: {kk: str(Path(v).relative_to(out)) for kk, v in d.items()} for k, d in files.items()},
         }
     )
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False), encoding="utf-8")
@@ -285,9 +275,7 @@ def _report_markdown(
         lines += [LEAKY_BANNER.format(split=protocol.get("split")), ""]
     shared = checks["speakers_shared_between_splits"]
     if shared and checks["speaker_disjoint_claimed"]:
-        detail = "; ".join(
-            f"fold {f}: {', '.join(s[:5])}{' …' if len(s) > 5 else ''}" for f, s in shared.items()
-        )
+        detail = "; ".join(f"fold {f}: {', '.join(s[:5])}{' …' if len(s) > 5 else ''}" for f, s in shared.items())
         lines += [
             "> **Warning:** the protocol says speaker-disjoint, but speakers appear in more than one "
             f"split ({detail}).",

@@ -77,9 +77,7 @@ def write_table(
     stem.parent.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = stem.with_suffix(".csv"), stem.with_suffix(".md")
     with_protocol_columns(df, protocol).to_csv(csv_path, index=False)
-    md_path.write_text(
-        f"# {title}\n\n{protocol_line(protocol)}\n\n{markdown_table(df, floatfmt)}", encoding="utf-8"
-    )
+    md_path.write_text(f"# {title}\n\n{protocol_line(protocol)}\n\n{markdown_table(df, floatfmt)}", encoding="utf-8")
     return {"csv": str(csv_path), "md": str(md_path)}
 
 

@@ -115,19 +115,14 @@ class ShardStream:
         table = table.filter(keep)
         unknown = sorted(set(table["label"].to_pylist()) - set(self.label_index))
         if unknown:
-            raise ValueError(
-                f"{path.name} holds labels {unknown} outside the label set {list(self.label_index)}"
-            )
+            raise ValueError(f"{path.name} holds labels {unknown} outside the label set {list(self.label_index)}")
         values = tensor_numpy(table[col]) if table.num_rows else np.zeros((0,), np.float32)
         return {
             "x": values,
             "lengths": table[length_col].to_numpy().astype(np.int64),
             "labels": np.array([self.label_index[lab] for lab in table["label"].to_pylist()], np.int64),
             "intensity": np.array(
-                [
-                    INTENSITY_LABELS.index(i) if i in INTENSITY_LABELS else -100
-                    for i in table["intensity"].to_pylist()
-                ],
+                [INTENSITY_LABELS.index(i) if i in INTENSITY_LABELS else -100 for i in table["intensity"].to_pylist()],
                 np.int64,
             ),
             "clip_ids": np.array(table["clip_id"].to_pylist(), dtype=object),

@@ -74,9 +74,7 @@ def tensor_array(values: np.ndarray) -> pa.FixedShapeTensorArray:
     if values.shape[0] == 0:  # a chunk whose every file was refused still writes a (typed) shard
         value_type = pa.from_numpy_dtype(values.dtype)
         storage = pa.array([], pa.list_(value_type, int(np.prod(values.shape[1:]))))
-        return pa.ExtensionArray.from_storage(
-            pa.fixed_shape_tensor(value_type, list(values.shape[1:])), storage
-        )
+        return pa.ExtensionArray.from_storage(pa.fixed_shape_tensor(value_type, list(values.shape[1:])), storage)
     return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(values))
 
 
@@ -124,9 +122,7 @@ class ShardWriter:
     def write(self, index: int, table: pa.Table, errors: list[ErrorRow], inputs: int) -> dict:
         """Write shard ``index`` (clips) and its errors, then record both in the manifest."""
         if table.num_rows + len(errors) != inputs:
-            raise RuntimeError(
-                f"shard {index}: {inputs} inputs but {table.num_rows} rows + {len(errors)} errors"
-            )
+            raise RuntimeError(f"shard {index}: {inputs} inputs but {table.num_rows} rows + {len(errors)} errors")
         path = self.out / shard_name(index)
         atomic_write_table(path, table)
         err_path = self.out / f"errors-{index:05d}.parquet"
@@ -158,9 +154,7 @@ class ShardWriter:
 def read_manifest(directory: str | Path) -> dict:
     path = Path(directory) / MANIFEST
     if not path.exists():
-        raise FileNotFoundError(
-            f"no {MANIFEST} in {directory}; run `sononet prepare --out {directory}` first"
-        )
+        raise FileNotFoundError(f"no {MANIFEST} in {directory}; run `sononet prepare --out {directory}` first")
     manifest = json.loads(path.read_text())
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} manifest. Found format: {manifest.get('format')!r}")

@@ -93,9 +93,7 @@ def _resolve(source: str) -> tuple[str, bool]:
 class SpeechEncoder(nn.Module):
     """A transformers speech encoder returning every layer's frames and a valid-frame mask."""
 
-    def __init__(
-        self, model: PreTrainedModel, whisper_features: WhisperFeatureExtractor | None = None
-    ) -> None:
+    def __init__(self, model: PreTrainedModel, whisper_features: WhisperFeatureExtractor | None = None) -> None:
         super().__init__()
         self.model = model
         self.whisper_features = whisper_features  # only for Whisper: its log-mel front end
@@ -177,9 +175,7 @@ class SpeechEncoder(nn.Module):
             out = self.model._get_feat_extract_output_lengths(lengths)
         return out.clamp(min=1, max=n_frames)
 
-    def forward(
-        self, wave: Tensor, lengths: Tensor, all_layers: bool = False
-    ) -> tuple[tuple[Tensor, ...], Tensor]:
+    def forward(self, wave: Tensor, lengths: Tensor, all_layers: bool = False) -> tuple[tuple[Tensor, ...], Tensor]:
         """Waveform (B, S) and valid samples (B,) -> (frames per layer, each (B, F, H); mask (B, F)).
 
         With ``all_layers`` the tuple holds the embedding output and every layer (n_layers + 1),

@@ -45,9 +45,7 @@ class HeadConfig:
                     f"Found {len(self.class_weights)}: {self.class_weights}"
                 )
             if any(not w >= 0 for w in self.class_weights) or sum(self.class_weights) <= 0:
-                raise ValueError(
-                    f"class_weights must be non-negative and not all zero. Found: {self.class_weights}"
-                )
+                raise ValueError(f"class_weights must be non-negative and not all zero. Found: {self.class_weights}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive. Found: {self.lr}")
 

@@ -110,15 +110,12 @@ def _config_from_dict(config_cls: type, values: dict[str, Any], path: Path) -> A
         raise ValueError(f"{path}: unknown model_config key(s) {unknown} for {config_cls.__name__}")
     # JSON has no tuples; restore them so the rebuilt config equals the saved one.
     kwargs = {
-        k: tuple(v) if isinstance(v, list) and str(fields[k].type).startswith("tuple") else v
-        for k, v in values.items()
+        k: tuple(v) if isinstance(v, list) and str(fields[k].type).startswith("tuple") else v for k, v in values.items()
     }
     return config_cls(**kwargs)
 
 
-def load_model(
-    directory: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(directory: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model saved by :func:`save_model`, in eval mode, and return it with its config.json."""
     directory = Path(directory).absolute()
     if not directory.is_dir():
@@ -153,9 +150,7 @@ def load_model(
     expected = {k for k in model.state_dict() if not (skip and k.startswith(skip))}
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
-        raise ValueError(
-            f"{weights} does not match model {doc['model']!r}: missing {missing}, unexpected {unexpected}"
-        )
+        raise ValueError(f"{weights} does not match model {doc['model']!r}: missing {missing}, unexpected {unexpected}")
     try:
         model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatch: weights from a different config

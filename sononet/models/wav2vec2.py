@@ -60,9 +60,7 @@ class EmotionWav2Vec2(nn.Module):
         self.backbone = SpeechEncoder.load(source, layerdrop=cfg.layerdrop)
         n_layers = len(self.backbone.layers)
         if cfg.freeze_layers > n_layers:
-            raise ValueError(
-                f"freeze_layers must be <= {n_layers}, the encoder's depth. Found: {cfg.freeze_layers}"
-            )
+            raise ValueError(f"freeze_layers must be <= {n_layers}, the encoder's depth. Found: {cfg.freeze_layers}")
         if cfg.freeze_backbone:
             self.backbone.freeze_feature_encoder()
             self.backbone.requires_grad_(False)

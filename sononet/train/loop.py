@@ -69,9 +69,7 @@ def _amp_context(device: torch.device, enabled: bool) -> torch.autocast:
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=on)
 
 
-def model_inputs(
-    batch: Batch, kind: str, norm: dict[str, torch.Tensor], device: torch.device
-) -> torch.Tensor:
+def model_inputs(batch: Batch, kind: str, norm: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
     x = batch.x.to(device, non_blocking=True)
     if kind == "mel":
         return normalize_mel(x, norm["mean"].to(device), norm["std"].to(device))
@@ -118,9 +116,7 @@ def train_model(
     train_meta = train_meta[train_meta.clip_id.isin(set(train_ids))]
     if cfg.class_weights:
         counts = Counter(train_meta.label)
-        overrides["class_weights"] = [
-            len(train_meta) / (len(labels) * max(counts.get(lab, 0), 1)) for lab in labels
-        ]
+        overrides["class_weights"] = [len(train_meta) / (len(labels) * max(counts.get(lab, 0), 1)) for lab in labels]
     if cfg.intensity_aux and train_meta.intensity.isin(["LO", "MD", "HI"]).any():
         overrides.update(n_intensity=3, aux_weight=cfg.aux_weight)
     model = build_model(name, n_classes=len(labels), **overrides).to(device)

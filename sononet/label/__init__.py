@@ -1,0 +1,154 @@
+"""Label any folder of audio with a trained model, in bounded memory, resumably, in shards.
+
+::
+
+    sononet label recordings/ --model runs/demo/cnn/model --out labels.parquet
+    sononet label calls.txt --model runs/cremad/cnn/model --out calls.parquet --window 3 --hop 1.5
+    sononet label manifest.csv --model M --out labels.parquet --shard 0/4   # one of 4 machines
+    sononet label --merge --out labels.parquet                              # after all 4 finished
+
+Input: a folder (walked recursively; files with an extension libsndfile knows), a ``.txt``
+list of paths, a manifest CSV/TSV/Parquet with a ``path`` column (relative paths are relative
+to the list), or one file. Any rate and channel count: decoding, downmix, resampling and the
+bad-input checks are ``sononet.audio``'s, and the features are rebuilt from the model's saved
+config (pad/trim kernel, log-mel, the training split's normalisation via ``model_inputs``).
+
+Output rows: every input file gets exactly one ``window = "file"`` row (``window_index`` -1),
+``status`` ok or error with the errors-table reason, so ``count(file rows) == inputs``.
+A file longer than the window is streamed (never held whole) and cut into windows of
+``window_s`` every ``hop_s``; the last window ends at the file's end, so every window is real
+audio, and each gets its own row; the file row holds the mean of its windows' probabilities.
+The hop defaults to the window (no overlap): every second is labelled once, so the file mean
+weighs all of it equally and a long file costs one forward pass per 3 s; ``--hop`` smaller
+gives smoother per-window tracks at proportional cost.
+A file no longer than the window is one clip, padded as in training.
+
+Parts ``<out>.parts/part-<shard>-<k>.parquet`` (``part_size`` files each) are written
+atomically and listed in ``state-<shard>.json`` with a fingerprint of (file list, model,
+window, shards); a rerun skips listed parts and refuses a changed fingerprint. The sorted
+file list is dealt round-robin: shard i of n takes files i, i+n, ... (``--shard i/n``, or
+``JOB_COMPLETION_INDEX``/``JOB_COMPLETIONS`` in a Kubernetes Indexed Job, or torchrun's
+``RANK``/``WORLD_SIZE``). Query without merging::
+
+    duckdb -c "select label, count(*) from 'labels.parts/part-*.parquet' where window = 'file' group by 1"
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from sononet.label.cli import label_command as label_command
+from sononet.label.inputs import audio_suffixes as audio_suffixes
+from sononet.label.inputs import list_inputs as list_inputs
+from sononet.label.inputs import parse_shard as parse_shard
+from sononet.label.inputs import resolve_shard as resolve_shard
+from sononet.label.labeller import Labeller as Labeller
+from sononet.label.labeller import model_id as model_id
+from sononet.label.parts import FORMAT as FORMAT
+from sononet.label.parts import _add_stats, _fingerprint, _load_state
+from sononet.label.parts import format_summary as format_summary
+from sononet.label.parts import label_files as label_files
+from sononet.label.parts import merge as merge
+from sononet.label.parts import parts_dir as parts_dir
+from sononet.label.parts import schema as schema
+from sononet.label.parts import summary_path as summary_path
+from sononet.label.windows import BLOCK_S as BLOCK_S
+from sononet.label.windows import Source as Source
+from sononet.label.windows import open_source as open_source
+from sononet.label.windows import prefetch as prefetch
+from sononet.label.windows import stream_windows as stream_windows
+
+log = logging.getLogger(__name__)
+MIN_WINDOW_S = 1.0  # under 1 s a window holds too little prosody (and too few frames for the CNN)
+
+
+@dataclass
+class LabelConfig:
+    input: str | None = None  # folder, .txt path list, manifest CSV/TSV/Parquet (`path` column) or file
+    model: str | None = None  # saved model directory (holds config.json)
+    out: str = "labels.parquet"  # merged output; parts and state go to <out>.parts/
+    window_s: float | None = None  # None = the model's clip length (3 s): the input length it learned on
+    hop_s: float | None = None  # None = window_s: no overlap, each second labelled once, rows independent
+    batch_size: int = 64  # windows per forward pass; the memory bound with prefetch = 2 batches
+    part_size: int = 1000  # files per part: the unit of resume and of output memory
+    shard_index: int | None = None  # None = JOB_COMPLETION_INDEX or RANK from the environment, else 0
+    shard_count: int | None = None  # None = JOB_COMPLETIONS or WORLD_SIZE from the environment, else 1
+    device: str = "auto"  # cuda when present, else cpu
+    workers: int = 2  # decode threads (soundfile and soxr release the GIL)
+    mel_backend: str = "auto"  # as in prepare: both backends pass the librosa parity test
+    merge: bool = False  # only combine every shard's finished parts into `out`
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "part_size", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive. Found: {getattr(self, name)}")
+
+
+def label(cfg: LabelConfig, progress: bool = True) -> dict:
+    """Label this process's shard; with one shard (or ``cfg.merge``) also write ``cfg.out``."""
+    if cfg.merge:
+        return merge(cfg.out)
+    if cfg.input is None or cfg.model is None:
+        raise ValueError("labelling needs an input path and a model directory (or merge = true)")
+    from tqdm import tqdm
+
+    from sononet.features.shards import atomic_write_json, atomic_write_table, sha256_file
+
+    t0 = time.perf_counter()
+    shard, n = resolve_shard(cfg.shard_index, cfg.shard_count)
+    files, ignored = list_inputs(cfg.input)
+    if not files:
+        raise ValueError(f"no audio files in {cfg.input} ({ignored} files with other extensions ignored)")
+    lab = Labeller(cfg.model, cfg.device, cfg.mel_backend)
+    sr = lab.features.sample_rate
+    window_s = cfg.window_s or lab.features.clip_samples / sr
+    hop_s = cfg.hop_s or window_s
+    if window_s < MIN_WINDOW_S or not 0 < hop_s <= window_s:
+        rule = f"need window_s >= {MIN_WINDOW_S} and 0 < hop_s <= window_s"
+        raise ValueError(f"{rule}. Found: {window_s}, {hop_s}")
+    window = (round(window_s * sr), round(hop_s * sr))
+    mine = files[shard::n]
+    chunks = [mine[i : i + cfg.part_size] for i in range(0, len(mine), cfg.part_size)]
+    out_dir = parts_dir(cfg.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_path = out_dir / f"state-{shard:05d}.json"
+    state = _load_state(state_path, _fingerprint(files, lab, window, n, cfg.part_size), shard)
+    state["n_parts"] = len(chunks)
+
+    def done(k: int) -> bool:  # listed, present and unchanged
+        entry = state["parts"].get(str(k), {"file": ".missing"})
+        path = out_dir / entry["file"]
+        return path.exists() and sha256_file(path) == entry["sha256"]
+
+    todo = [k for k in range(len(chunks)) if not done(k)]
+    state["complete"] = not todo
+    atomic_write_json(state_path, state)
+    bar = tqdm(total=len(mine), unit="file", desc=f"label {shard}/{n}", disable=not progress)
+    bar.update(len(mine) - sum(len(chunks[k]) for k in todo))
+    processed = 0
+    with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
+        for k in todo:
+            table, stats = label_files(chunks[k], lab, cfg, window, pool, bar)
+            path = out_dir / f"part-{shard:05d}-{k:05d}.parquet"
+            atomic_write_table(path, table)
+            state["parts"][str(k)] = {"file": path.name, "sha256": sha256_file(path), **stats}
+            atomic_write_json(state_path, state)
+            processed += stats["files"]
+    bar.close()
+    seconds = time.perf_counter() - t0
+    summary = {
+        **_add_stats(state["parts"].values()), "shard": f"{shard}/{n}", "parts": len(chunks),
+        "parts_skipped_as_done": len(chunks) - len(todo), "files_labelled_now": processed,
+        "ignored_non_audio": ignored, "seconds": round(seconds, 3),
+        "files_per_s": round(processed / seconds, 1) if seconds > 0 else None, "model_id": lab.id,
+        "device": str(lab.device), "mel_backend": lab.mel_backend, "window_s": window_s, "hop_s": hop_s,
+    }  # fmt: skip
+    state.update(complete=True, summary=summary)
+    atomic_write_json(state_path, state)
+    if n == 1:
+        return merge(cfg.out)
+    log.info("shard %d/%d done; when all are: sononet label --merge --out %s", shard, n, cfg.out)
+    return summary

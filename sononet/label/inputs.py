@@ -1,0 +1,80 @@
+"""Which files to label and which share of them is this process's: input lists and shards."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n)."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"shard must look like i/n, e.g. 0/4. Found: {text!r}") from None
+    return resolve_shard(i, n)
+
+
+def resolve_shard(index: int | None, count: int | None, env: Mapping[str, str] = os.environ) -> tuple[int, int]:
+    """(i, n): explicit values, else an Indexed Job's or torchrun's variables, else (0, 1)."""
+    if index is None and count is None:
+        index, count = 0, 1
+        for i_key, n_key in (("JOB_COMPLETION_INDEX", "JOB_COMPLETIONS"), ("RANK", "WORLD_SIZE")):
+            if i_key in env:
+                if n_key not in env:
+                    raise ValueError(f"{i_key} is set but {n_key} is not; set it to the number of shards")
+                index, count = int(env[i_key]), int(env[n_key])
+                break
+    elif index is None or count is None:
+        raise ValueError(f"shard_index and shard_count go together. Found: {index}, {count}")
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard index must be in [0, count) with count >= 1. Found: {index}/{count}")
+    return index, count
+
+
+def audio_suffixes() -> set[str]:
+    import soundfile as sf
+
+    from sononet.corpus import AUDIO_SUFFIXES
+
+    known = {f".{k.lower()}" for k in sf.available_formats() if k != "RAW"}  # RAW needs rate flags
+    return known | set(AUDIO_SUFFIXES) | {".oga", ".wave"}
+
+
+def list_inputs(source: str | Path) -> tuple[list[str], int]:
+    """(sorted absolute paths, files ignored for an unknown extension). Listed paths are never ignored."""
+    src = Path(source)
+    if not src.exists():
+        raise FileNotFoundError(f"input does not exist: {src}")
+    ignored = 0
+    if src.is_dir():
+        suffixes, paths = audio_suffixes(), []
+        for dirpath, dirnames, filenames in os.walk(src):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                if name.startswith(".") or name.endswith(".part"):
+                    continue
+                if Path(name).suffix.lower() in suffixes:
+                    paths.append(str(Path(dirpath, name).absolute()))
+                else:
+                    ignored += 1
+    elif src.suffix.lower() in (".txt", ".lst"):
+        lines = (ln.strip() for ln in src.read_text().splitlines())
+        paths = [str((src.parent / ln).absolute()) for ln in lines if ln and not ln.startswith("#")]
+    elif src.suffix.lower() in (".csv", ".tsv", ".parquet"):
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+
+        if src.suffix.lower() == ".parquet":
+            table = pq.read_table(src)
+        else:
+            delim = "\t" if src.suffix.lower() == ".tsv" else ","
+            table = pacsv.read_csv(src, parse_options=pacsv.ParseOptions(delimiter=delim))
+        if "path" not in table.column_names:
+            raise ValueError(f"manifest {src} needs a `path` column. Found: {table.column_names}")
+        cells = (str(v).strip() for v in table["path"].to_pylist() if v is not None)
+        paths = [str((src.parent / v).absolute()) for v in cells if v]
+    else:
+        paths = [str(src.absolute())]
+    return sorted(set(paths)), ignored

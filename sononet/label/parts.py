@@ -1,0 +1,209 @@
+"""One part of output rows, its resume state, and the merge of every shard's parts into one file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sononet.label.labeller import Labeller
+from sononet.label.windows import Source, open_source, prefetch, stream_windows
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from sononet.label import LabelConfig
+
+FORMAT = "sononet-labels/1"
+
+
+def parts_dir(out: str | Path) -> Path:
+    return Path(out).with_suffix(".parts")
+
+
+def summary_path(out: str | Path) -> Path:
+    return Path(out).with_suffix(".summary.json")
+
+
+def _rows(src: Source, labels: list[str], sr: int, ident: str) -> list[dict]:
+    from sononet import __version__
+
+    base = {
+        "path": src.path, "duration_s": src.duration_s, "orig_sr": src.orig_sr,
+        "orig_channels": src.orig_channels, "source_sha256": src.sha256, "model_id": ident,
+        "sononet_version": __version__,
+    }  # fmt: skip
+    if src.error is not None:
+        return [{**base, "window": "file", "window_index": -1, "n_windows": 0, "status": "error",
+                 "error_reason": src.error.reason, "error_detail": src.error.detail}]  # fmt: skip
+
+    def pred(p: np.ndarray) -> dict:
+        probs = {f"prob_{lab}": float(q) for lab, q in zip(labels, p)}
+        return {"label": labels[int(p.argmax())], "confidence": float(p.max()), **probs, "status": "ok"}
+
+    probs = np.stack(src.probs)  # (n_windows, n_classes)
+    rows = []
+    if len(src.windows) > 1:
+        for i, ((start, n), p) in enumerate(zip(src.windows, probs)):
+            rows.append({**base, "window": "window", "window_index": i, "start_s": start / sr,
+                         "end_s": (start + n) / sr, "n_windows": 1, **pred(p)})  # fmt: skip
+    end = src.duration_s
+    rows.append({**base, "window": "file", "window_index": -1, "start_s": 0.0, "end_s": end,
+                 "n_windows": len(src.windows), **pred(probs.mean(axis=0))})  # fmt: skip
+    return rows
+
+
+def schema(labels: list[str]) -> pa.Schema:
+    import pyarrow as pa
+
+    cols = [("path", pa.string()), ("window", pa.string()), ("window_index", pa.int32()),
+            ("start_s", pa.float64()), ("end_s", pa.float64()), ("label", pa.string()),
+            ("confidence", pa.float32())]  # fmt: skip
+    cols += [(f"prob_{lab}", pa.float32()) for lab in labels]
+    cols += [("n_windows", pa.int32()), ("duration_s", pa.float64()), ("orig_sr", pa.int32()),
+             ("orig_channels", pa.int16()), ("source_sha256", pa.string()), ("status", pa.string()),
+             ("error_reason", pa.string()), ("error_detail", pa.string()), ("model_id", pa.string()),
+             ("sononet_version", pa.string())]  # fmt: skip
+    return pa.schema(cols)
+
+
+def label_files(
+    files: list[str], lab: Labeller, cfg: LabelConfig, window: tuple[int, int], pool: ThreadPoolExecutor,
+    bar: Any = None,
+) -> tuple[pa.Table, dict]:  # fmt: skip
+    """One part: files -> (Arrow table, stats). Memory: one batch of windows plus prefetched clips."""
+    import pyarrow as pa
+
+    from sononet.audio import AudioConfig
+    from sononet.errors import AudioError
+
+    length, hop = window
+    audio = AudioConfig(sample_rate=lab.features.sample_rate)
+    window_s = length / audio.sample_rate
+    sources: list[Source] = []
+    pending: list[tuple[Source, np.ndarray]] = []
+
+    def flush() -> None:
+        if pending:
+            for (src, _), p in zip(pending, lab.predict([c for _, c in pending], length)):
+                src.probs.append(p)
+            pending.clear()
+
+    for src in prefetch(lambda p: open_source(p, audio, window_s), files, pool, 2 * cfg.batch_size):
+        sources.append(src)
+        if src.error is None:
+            clips = [(0, src.samples)] if src.samples is not None else stream_windows(src, length, hop, audio)
+            src.samples = None  # the pending batch holds it now; a part must not keep 1,000 clips
+            try:
+                for start, clip in clips:
+                    src.windows.append((start, min(clip.shape[0], length)))
+                    pending.append((src, clip))
+                    if len(pending) >= cfg.batch_size:
+                        flush()
+            except AudioError as e:
+                src.error = e
+        if bar is not None:
+            bar.update(1)
+    flush()
+    rows = [r for src in sources for r in _rows(src, lab.labels, audio.sample_rate, lab.id)]
+    errors = Counter(s.error.reason for s in sources if s.error is not None)
+    stats = {
+        "files": len(sources), "ok_files": len(sources) - sum(errors.values()),
+        "errors_by_reason": dict(errors), "rows": len(rows),
+        "windows": sum(len(s.windows) for s in sources if s.error is None),
+    }  # fmt: skip
+    return pa.Table.from_pylist(rows, schema=schema(lab.labels)), stats
+
+
+def _fingerprint(files: list[str], lab: Labeller, window: tuple[int, int], n: int, part_size: int) -> dict:
+    return {
+        "format": FORMAT, "files_sha256": hashlib.sha256("\n".join(files).encode()).hexdigest()[:16],
+        "n_files": len(files), "model_id": lab.id, "feature_config": lab.features.hash(),
+        "window_samples": window[0], "hop_samples": window[1], "shards": n, "part_size": part_size,
+    }  # fmt: skip
+
+
+def _load_state(path: Path, fingerprint: dict, shard: int) -> dict:
+    if not path.exists():
+        return {"fingerprint": fingerprint, "shard": shard, "parts": {}, "complete": False}
+    state = json.loads(path.read_text())
+    changed = ", ".join(sorted(k for k in fingerprint if state["fingerprint"].get(k) != fingerprint[k]))
+    if changed:
+        raise ValueError(f"{path} was written with a different {changed}; delete it or use another --out")
+    return state
+
+
+def _add_stats(stats: Iterable[dict]) -> dict:
+    total: dict[str, Any] = {"files": 0, "ok_files": 0, "windows": 0, "rows": 0}
+    reasons: Counter = Counter()
+    for s in stats:
+        for k in total:
+            total[k] += s[k]
+        reasons.update(s["errors_by_reason"])
+    total["error_files"] = total["files"] - total["ok_files"]
+    return {**total, "errors_by_reason": dict(sorted(reasons.items()))}
+
+
+def merge(out: str | Path) -> dict:
+    """Combine all shards' parts into ``out``, one part in memory at a time, after checking all finished."""
+    import pyarrow.parquet as pq
+
+    from sononet.features.shards import atomic_write_json
+
+    out, pdir = Path(out), parts_dir(out)
+    states = [json.loads(p.read_text()) for p in sorted(pdir.glob("state-*.json"))]
+    if not states:
+        raise FileNotFoundError(f"no label state in {pdir}; run `sononet label PATH --model M --out {out}`")
+    if len({json.dumps(s["fingerprint"], sort_keys=True) for s in states}) > 1:
+        raise ValueError(f"{pdir} mixes runs of different inputs, models or shard counts; use a new --out")
+    n = states[0]["fingerprint"]["shards"]
+    by_shard = {s["shard"]: s for s in states}
+    missing = [i for i in range(n) if i not in by_shard]
+    unfinished = [i for i, s in sorted(by_shard.items()) if not s["complete"]]
+    if missing or unfinished:
+        raise RuntimeError(
+            f"cannot merge {pdir}: of {n} shards, {missing or 'none'} never started and "
+            f"{unfinished or 'none'} did not finish; rerun those (same command and --shard) first"
+        )
+    parts = [(s, k) for _, s in sorted(by_shard.items()) for k in sorted(s["parts"], key=int)]
+    paths = [pdir / s["parts"][k]["file"] for s, k in parts]
+    lost = [p.name for p in paths if not p.exists()]
+    if lost:
+        raise FileNotFoundError(f"{pdir} lacks listed part(s) {lost}; rerun the labelling command")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    writer = None
+    for p in paths:
+        table = pq.read_table(p)
+        writer = writer or pq.ParquetWriter(tmp, table.schema, compression="zstd")
+        writer.write_table(table)
+    if writer is not None:
+        writer.close()
+        os.replace(tmp, out)
+    shard_sums = [s["summary"] for s in states]
+    seconds = max(s["seconds"] for s in shard_sums)
+    now = sum(s["files_labelled_now"] for s in shard_sums)
+    summary = {
+        **_add_stats(shard_sums), "shards": n, "parts": len(paths), "out": str(out),
+        "ignored_non_audio": shard_sums[0]["ignored_non_audio"],
+        "seconds": seconds, "files_per_s": round(now / seconds, 1) if seconds > 0 else None,
+        **{k: shard_sums[0][k] for k in ("model_id", "device", "mel_backend", "window_s", "hop_s")},
+    }  # fmt: skip
+    atomic_write_json(summary_path(out), summary)
+    return summary
+
+
+def format_summary(s: dict) -> str:
+    reasons = ", ".join(f"{k} {v}" for k, v in s["errors_by_reason"].items()) or "none"
+    where = s.get("out") or f"shard {s['shard']}"
+    return (
+        f"{s['files']} files -> {s['windows']} windows, {s['error_files']} errors ({reasons}); "
+        f"{s['seconds']:.1f} s, {s['files_per_s']} files/s; {where}"
+    )

@@ -1,0 +1,117 @@
+"""Reading one input file: probe it, decode short files whole, stream long ones as windows."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from sononet.audio import AudioConfig
+    from sononet.errors import AudioError
+
+BLOCK_S = 10  # seconds of source audio decoded per read when streaming a long file
+
+
+@dataclass
+class Source:
+    """One input file after probing: short files decoded whole, long ones streamed later."""
+
+    path: str
+    sha256: str | None = None
+    duration_s: float | None = None
+    orig_sr: int | None = None
+    orig_channels: int | None = None
+    samples: np.ndarray | None = None  # (n,) mono at the model rate when the file fits one window
+    info: Any = None  # soundfile info of a long file, streamed by `stream_windows`
+    error: AudioError | None = None
+    windows: list[tuple[int, int]] = field(default_factory=list)  # (start, valid samples) per window
+    probs: list[np.ndarray] = field(default_factory=list)
+
+
+def open_source(path: str, audio: AudioConfig, window_s: float) -> Source:
+    """Hash and probe a file; decode it whole only when it fits one window."""
+    from sononet.audio import load_audio, probe
+    from sononet.errors import AudioError
+    from sononet.features.shards import sha256_file
+
+    src = Source(path)
+    with contextlib.suppress(OSError):  # missing/unreadable: the probe below names the reason
+        src.sha256 = sha256_file(path)
+    try:
+        info = probe(path)
+        src.orig_sr, src.orig_channels = info.samplerate, info.channels
+        src.duration_s = info.frames / info.samplerate
+        if src.duration_s <= window_s:
+            src.samples = load_audio(path, audio).samples
+        else:
+            src.info = info
+    except AudioError as e:
+        src.error = e
+    return src
+
+
+def stream_windows(src: Source, length: int, hop: int, audio: AudioConfig) -> Iterator[tuple[int, np.ndarray]]:
+    """(start sample, clip) windows of a long file, decoded ``BLOCK_S`` at a time.
+
+    Holds at most one window plus one block. Raises AudioError (non_finite, silent, corrupt) when
+    the stream shows it, possibly after some windows were yielded: the caller drops those.
+    """
+    import soundfile as sf
+    import soxr
+
+    from sononet.errors import AudioError
+
+    sr = src.info.samplerate
+    rs = None
+    if sr != audio.sample_rate:
+        rs = soxr.ResampleStream(sr, audio.sample_rate, 1, dtype="float32", quality=audio.resample_quality)
+    buf, pos, nxt, end, read, sound = np.zeros(0, np.float32), 0, 0, 0, 0, False
+    try:
+        with sf.SoundFile(src.path) as f:
+            blocks = f.blocks(blocksize=sr * BLOCK_S, dtype="float32", always_2d=True)
+            for data in itertools.chain(blocks, [None]):
+                if data is None:  # flush the resampler's delay line
+                    chunk = rs.resample_chunk(np.zeros(0, np.float32), last=True) if rs else buf[:0]
+                else:
+                    read += data.shape[0]
+                    if not np.isfinite(data).all():
+                        span = f"{(read - data.shape[0]) / sr:.1f}-{read / sr:.1f} s"
+                        raise AudioError("non_finite", f"NaN/Inf samples within {span}")
+                    sound = sound or bool(data.any())
+                    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+                    chunk = rs.resample_chunk(mono) if rs else mono
+                buf = np.concatenate([buf, chunk])
+                while nxt + length <= pos + buf.size:
+                    yield nxt, buf[nxt - pos : nxt - pos + length].copy()
+                    end, nxt = nxt + length, nxt + hop
+                keep = max(pos, min(nxt, pos + buf.size - length))  # next window, or the last `length`
+                buf, pos = buf[keep - pos :], keep
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise AudioError("corrupt", str(e)) from e
+    if not sound:
+        raise AudioError("silent", "every sample is zero")
+    total = pos + buf.size
+    if end == 0:  # resampling rounded it down to one window
+        yield 0, buf.copy()
+    elif end < total:  # align the last window to the end so the tail is labelled with real audio
+        yield total - length, buf[-length:].copy()
+
+
+def prefetch(
+    fn: Callable[[str], Source], items: Iterable[str], pool: ThreadPoolExecutor, depth: int
+) -> Iterator[Source]:
+    """``fn`` over ``items`` in order, ``depth`` calls ahead in ``pool``."""
+    futures: deque = deque()
+    for item in items:
+        futures.append(pool.submit(fn, item))
+        if len(futures) >= depth:
+            yield futures.popleft().result()
+    while futures:
+        yield futures.popleft().result()
