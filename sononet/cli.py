@@ -234,7 +234,7 @@ def train(
     import torch
 
     from sononet.corpus.splits import SplitConfig, assign_splits
-    from sononet.experiment import _w2v2_overrides
+    from sononet.experiment import w2v2_overrides
     from sononet.features.reader import load_metadata
     from sononet.features.shards import atomic_write_json, read_manifest
     from sononet.prepare import resolve_device
@@ -252,7 +252,7 @@ def train(
         cfg_split = SplitConfig(seed=seed)
         splits = assign_splits(list(meta.clip_id), list(meta.speaker), sexes, cfg_split)
         labels = [lab for lab in manifest["corpus"]["labels"] if lab in set(meta.label)]
-        over, _ = _w2v2_overrides(w2v2, dev)
+        over, _ = w2v2_overrides(w2v2, dev)
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, model_overrides={"wav2vec2": over})
         result = train_model(name, shards, splits, labels, cfg, out, dev, resume=resume, dist=info)
         if info.is_main:

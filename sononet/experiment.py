@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -61,7 +61,7 @@ def corpus_label(manifest: dict, clip_ids: list[str]) -> str:
     return f"{corpus['kind']}:{corpus['root']}"
 
 
-def _w2v2_overrides(choice: str, device: torch.device) -> tuple[dict, str]:
+def w2v2_overrides(choice: str, device: torch.device) -> tuple[dict, str]:
     if choice == "auto":
         choice = "facebook/wav2vec2-base" if device.type == "cuda" else "tiny"
     if choice == "tiny":
@@ -117,7 +117,7 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> dict:
     labels = [lab for lab in labels if lab in present]
     speaker_sex = meta.dropna(subset=["speaker"]).groupby("speaker").sex.first().to_dict()
 
-    w2v2_over, w2v2_note = _w2v2_overrides(cfg.w2v2, device)
+    w2v2_over, w2v2_note = w2v2_overrides(cfg.w2v2, device)
     train_cfg = cfg.train
     train_cfg.model_overrides = {
         **train_cfg.model_overrides,
@@ -169,6 +169,3 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> dict:
     atomic_write_json(out / "run.json", {"status": "complete", "seconds": round(elapsed, 1), "protocol": protocol})
     return {"seconds": elapsed, "metrics": metrics, "protocol": protocol, "out": str(out)}
 
-
-def experiment_dict(cfg: ExperimentConfig) -> dict:
-    return asdict(cfg)

@@ -45,7 +45,7 @@ class BenchConfig:
     tiny: bool = False  # smoke sizes for tests (prepare at most 64 clips, no 4x run): seconds, not figures
     only: tuple[str, ...] = BENCHMARKS  # which benchmarks to run
     repeats: int = 5  # timed repetitions per measurement; the median is reported
-    mel_batches: tuple[int, ...] = (1, 16, 64, 256)  # 1 = streaming, 64 = prepare's batch, 256 = a shard
+    mel_batches: tuple[int, ...] = (1, 16, 64, 256)  # 1 = streaming, 16 = prepare on CPU, 256 = on CUDA
     pad_trim_clips: int = 4096  # a large ragged batch: 0.6 GB in, 0.75 GB out
     decode_files: int = 200  # per input format; enough for a stable rate, seconds to write
     scale: int = 4  # prepare again at this many times the clips to see whether memory stays flat; 1 = skip

@@ -9,7 +9,7 @@ PREPARE_TARGET_S = 60.0
 MEL_TARGET = 4.0
 PAD_TRIM_TARGET = 10.0
 RSS_TARGET = 1.10
-MEL_TARGET_BATCH = 64  # prepare's mel_batch: the batch size the pipeline actually uses
+MEL_TARGET_BATCH = 16  # sononet.prepare.CPU_MEL_BATCH: the batch size the pipeline uses on the CPU
 
 
 def _target(name: str, goal: str, measured: str, reached: bool | None, note: str = "") -> dict:
