@@ -168,4 +168,3 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> dict:
     elapsed = time.perf_counter() - t0
     atomic_write_json(out / "run.json", {"status": "complete", "seconds": round(elapsed, 1), "protocol": protocol})
     return {"seconds": elapsed, "metrics": metrics, "protocol": protocol, "out": str(out)}
-
