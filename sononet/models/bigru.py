@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from sononet.models.pooling import AttentionPooling, ClipHead, HeadConfig, check_lengths, length_mask
+from sononet.models.pooling import AttentionPooling, ClipHead, HeadConfig, check_lengths, check_mel, length_mask
 
 
 @dataclass
@@ -59,9 +59,7 @@ class EmotionBiGRU(nn.Module):
         intensity: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Log-mel (B, n_mels, T) with valid frame counts (B,) -> (logits (B, n_classes), loss or None)."""
-        if x.dim() != 3 or x.shape[1] != self.config.n_mels:
-            want = f"(B, {self.config.n_mels}, T)"
-            raise ValueError(f"expected log-mel of shape {want}. Found: {tuple(x.shape)}")
+        check_mel(x, self.config.n_mels)
         batch, _, n_frames = x.shape
         lengths = check_lengths(lengths, batch, n_frames, x.device)
         x = x.transpose(1, 2)  # (B, T, n_mels)

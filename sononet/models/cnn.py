@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sononet.models.pooling import ClipHead, HeadConfig, check_lengths, length_mask, masked_mean
+from sononet.models.pooling import ClipHead, HeadConfig, check_lengths, check_mel, length_mask, masked_mean
 
 
 @dataclass
@@ -72,9 +72,7 @@ class EmotionCNN(nn.Module):
         intensity: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Log-mel (B, n_mels, T) with valid frame counts (B,) -> (logits (B, n_classes), loss or None)."""
-        if x.dim() != 3 or x.shape[1] != self.config.n_mels:
-            want = f"(B, {self.config.n_mels}, T)"
-            raise ValueError(f"expected log-mel of shape {want}. Found: {tuple(x.shape)}")
+        check_mel(x, self.config.n_mels)
         batch, _, n_frames = x.shape
         if n_frames < 2 ** len(self.blocks):
             need = 2 ** len(self.blocks)

@@ -50,6 +50,12 @@ class HeadConfig:
             raise ValueError(f"lr must be positive. Found: {self.lr}")
 
 
+def check_mel(x: Tensor, n_mels: int) -> None:
+    """Mel models take (B, n_mels, T); say so with the shape found."""
+    if x.dim() != 3 or x.shape[1] != n_mels:
+        raise ValueError(f"expected log-mel of shape (B, {n_mels}, T). Found: {tuple(x.shape)}")
+
+
 def check_lengths(lengths: Tensor | None, batch: int, max_len: int, device: torch.device) -> Tensor:
     """Validate per-clip valid lengths; None means every clip fills the whole axis.
 
