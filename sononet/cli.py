@@ -144,6 +144,8 @@ def _experiment_options(f):
         click.option("--class-weights", is_flag=True, help="Inverse-frequency class weights."),
         click.option("--intensity-aux", is_flag=True, help="Auxiliary LO/MD/HI head where labels exist."),
         click.option("--speed-perturb", is_flag=True, help="wav2vec2: 0.9/1.0/1.1 speed perturbation."),
+        click.option("--tempo-perturb", is_flag=True, help="wav2vec2: 0.9/1.0/1.1 time stretch, pitch kept."),
+        click.option("--pitch-perturb", is_flag=True, help="wav2vec2: pitch x0.9/1.0/1.1, duration kept."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -199,7 +201,12 @@ def experiment_config(**kw):
             seed=kw["seed"],
             class_weights=kw["class_weights"],
             intensity_aux=kw["intensity_aux"],
-            augment=replace(AugmentConfig(), speed_perturb=kw["speed_perturb"]),
+            augment=replace(
+                AugmentConfig(),
+                speed_perturb=kw["speed_perturb"],
+                tempo_perturb=kw["tempo_perturb"],
+                pitch_perturb=kw["pitch_perturb"],
+            ),
         ),
     )
 

@@ -19,7 +19,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")  # read by torch and numba at start
+# Read by torch at start; set in this process's environment so children inherit them. numba's
+# NUMBA_NUM_THREADS is NOT set here: numba re-reads its config when it compiles and refuses a
+# changed thread count once its pool runs, so children get it through `run_child`'s env instead.
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass
@@ -111,9 +114,12 @@ def run_child(command: list[str], log_path: str | Path, timeout_s: float = 3600.
     usage_path = log_path.with_suffix(".rusage")
     usage_path.unlink(missing_ok=True)
     launcher = [sys.executable, "-c", _LAUNCHER, str(usage_path), *command]
+    import numba
+
+    env = {**os.environ, "NUMBA_NUM_THREADS": str(numba.get_num_threads())}  # pinned_threads' count, if any
     with log_path.open("wb") as log:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(launcher, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(launcher, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         try:
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
