@@ -214,7 +214,7 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
         all_errors += [ErrorRow(**r) for r in pq.read_table(writer.out / entry["errors_file"]).to_pylist()]
     rows = sum(e["rows"] for e in writer.manifest["shards"].values())
     summary = {
-        "corpus": corpus.kind,
+        "corpus": "demo (synthetic, CREMA-D naming)" if cfg.data is None else corpus.kind,
         "data": corpus.root,
         "labels": corpus.labels,
         "files_seen": corpus.n_files,
