@@ -13,11 +13,10 @@ import importlib.util
 import json
 import logging
 import shutil
-import sys
 from pathlib import Path
 
 from sononet.bench.corpus import cremad_like, write_wavs
-from sononet.bench.timing import run_child
+from sononet.bench.timing import run_sononet
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +52,6 @@ def label_once(n_files: int, model: Path, device: str, workers: int, tmp: Path) 
     data, out = tmp / f"label-in-{n_files}", tmp / f"label-{n_files}.parquet"
     write_wavs(data, cremad_like(n_files), seed=3)
     command = [
-        sys.executable,
-        "-m",
-        "sononet",
         "label",
         str(data),
         "--model",
@@ -67,9 +63,7 @@ def label_once(n_files: int, model: Path, device: str, workers: int, tmp: Path) 
         "--workers",
         str(workers),
     ]
-    child = run_child(command, tmp / f"label-{n_files}.log")
-    if child.returncode != 0:
-        raise RuntimeError(f"label exited with {child.returncode}:\n{child.tail()}")
+    child = run_sononet(command, tmp / f"label-{n_files}.log")
     summary = json.loads(summary_path(out).read_text())
     result = {
         "files": n_files,

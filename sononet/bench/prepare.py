@@ -13,12 +13,11 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import sys
 import time
 from pathlib import Path
 
 from sononet.bench.corpus import cremad_like, folder_bytes, write_wavs
-from sononet.bench.timing import run_child
+from sononet.bench.timing import run_sononet
 
 log = logging.getLogger(__name__)
 RSS_TOLERANCE = 0.10  # "flat": the larger corpus may use at most 10 % more peak memory
@@ -34,9 +33,6 @@ def prepare_once(n_clips: int, device: str, workers: int, tmp: Path, keep: bool 
     gen_s = time.perf_counter() - t0
     wav_mb = folder_bytes(data, "*.wav") / 2**20
     command = [
-        sys.executable,
-        "-m",
-        "sononet",
         "prepare",
         "--data",
         str(data),
@@ -48,9 +44,7 @@ def prepare_once(n_clips: int, device: str, workers: int, tmp: Path, keep: bool 
         str(workers),
     ]
     log.info("prepare bench: %d clips (%.0f MB of WAV, written in %.1f s)", n_clips, wav_mb, gen_s)
-    child = run_child(command, tmp / f"prepare-{n_clips}.log")
-    if child.returncode != 0:
-        raise RuntimeError(f"prepare exited with {child.returncode}:\n{child.tail()}")
+    child = run_sononet(command, tmp / f"prepare-{n_clips}.log")
     summary = json.loads((out / SUMMARY).read_text())
     result = {
         "clips": n_clips,

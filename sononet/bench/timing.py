@@ -131,3 +131,11 @@ def run_child(command: list[str], log_path: str | Path, timeout_s: float = 3600.
         raise RuntimeError(f"the launcher for {command[:4]} failed before running it; see {log_path}")
     maxrss_kb, code = (int(v) for v in usage_path.read_text().split())
     return ChildRun(command, code, wall, maxrss_kb / 1024.0, str(log_path))
+
+
+def run_sononet(args: list[str], log_path: str | Path) -> ChildRun:
+    """``python -m sononet ARGS`` as a measured child; a failure raises with the log's tail."""
+    child = run_child([sys.executable, "-m", "sononet", *args], log_path)
+    if child.returncode != 0:
+        raise RuntimeError(f"sononet {args[0]} exited with {child.returncode}:\n{child.tail()}")
+    return child
