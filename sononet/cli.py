@@ -240,8 +240,8 @@ def train(
     """
     import torch
 
-    from sononet.corpus.splits import SplitConfig, assign_splits
-    from sononet.experiment import w2v2_overrides
+    from sononet.corpus.splits import SplitConfig
+    from sononet.experiment import shard_labels, shard_splits, w2v2_overrides
     from sononet.features.reader import load_metadata
     from sononet.features.shards import atomic_write_json, read_manifest
     from sononet.prepare import resolve_device
@@ -255,10 +255,8 @@ def train(
             dev = torch.device("cuda", info.local_rank)
         manifest = read_manifest(shards)
         meta = load_metadata(shards, ["clip_id", "speaker", "sex", "label"]).to_pandas()
-        sexes = meta.dropna(subset=["speaker"]).groupby("speaker").sex.first().to_dict()
-        cfg_split = SplitConfig(seed=seed)
-        splits = assign_splits(list(meta.clip_id), list(meta.speaker), sexes, cfg_split)
-        labels = [lab for lab in manifest["corpus"]["labels"] if lab in set(meta.label)]
+        splits = shard_splits(meta, SplitConfig(seed=seed))
+        labels = shard_labels(manifest, meta)
         over, _ = w2v2_overrides(w2v2, dev)
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, model_overrides={"wav2vec2": over})
         result = train_model(name, shards, splits, labels, cfg, out, dev, resume=resume, dist=info)

@@ -91,10 +91,25 @@ def _ensembles(preds: pd.DataFrame, labels: list[str], models: list[str]) -> pd.
     return pd.concat(out, ignore_index=True) if out else preds.iloc[0:0]
 
 
+def shard_labels(manifest: dict, meta: pd.DataFrame) -> list[str]:
+    """The corpus's labels that the shards hold, in the corpus's order; a classifier needs two."""
+    present = set(meta.label)
+    if len(present) < 2:
+        raise ValueError(f"the data holds one class only ({sorted(present)}); a classifier needs at least two labels")
+    return [lab for lab in manifest["corpus"]["labels"] if lab in present]
+
+
+def shard_splits(meta: pd.DataFrame, cfg: SplitConfig, fold: int = 0) -> dict[str, str]:
+    """Clip -> split from the shards' clip_id, speaker and sex columns."""
+    speaker_sex = meta.dropna(subset=["speaker"]).groupby("speaker").sex.first().to_dict()
+    return assign_splits(list(meta.clip_id), list(meta.speaker), speaker_sex, cfg, fold)
+
+
 def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> dict:
     from sononet.evaluate import write_evaluation
     from sononet.jobs import write_spec
     from sononet.models.registry import model_names
+    from sononet.models.saving import load_model
 
     unknown = [m for m in cfg.models if m not in model_names()]
     if unknown:
@@ -109,13 +124,8 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> dict:
     summary = prepare(cfg.prepare, progress=progress)
     log.info(format_summary(summary))
     manifest = read_manifest(cfg.prepare.out)
-    labels = list(manifest["corpus"]["labels"])
     meta = load_metadata(cfg.prepare.out, [*META_COLUMNS, "label"]).to_pandas()
-    present = sorted(set(meta.label))
-    if len(present) < 2:
-        raise ValueError(f"the data holds one class only ({present}); a classifier needs at least two labels")
-    labels = [lab for lab in labels if lab in present]
-    speaker_sex = meta.dropna(subset=["speaker"]).groupby("speaker").sex.first().to_dict()
+    labels = shard_labels(manifest, meta)
 
     w2v2_over, w2v2_note = w2v2_overrides(cfg.w2v2, device)
     train_cfg = cfg.train
@@ -135,7 +145,7 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> dict:
     histories: dict[str, list[dict]] = {}
     folds = max(1, cfg.split.folds)
     for fold in range(folds):
-        splits = assign_splits(list(meta.clip_id), list(meta.speaker), speaker_sex, cfg.split, fold)
+        splits = shard_splits(meta, cfg.split, fold)
         fold_dir = out / (f"fold-{fold}" if folds > 1 else ".")
         fold_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(fold_dir / "splits.json", splits)
@@ -152,8 +162,6 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> dict:
             histories[name if folds == 1 else f"{name}/fold-{fold}"] = json.loads(
                 (model_dir / "history.json").read_text()
             )
-            from sononet.models.saving import load_model
-
             model, saved = load_model(model_dir / "model")
             eval_ids = [c for c, s in splits.items() if s in ("val", "test")]
             preds = predict(model, saved["meta"], cfg.prepare.out, eval_ids, device)

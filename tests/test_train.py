@@ -14,8 +14,8 @@ import torch
 from conftest import write_cremad_like
 from sklearn.metrics import balanced_accuracy_score
 
-from sononet.corpus.splits import SplitConfig, assign_splits
-from sononet.experiment import ExperimentConfig, run_experiment
+from sononet.corpus.splits import SplitConfig
+from sononet.experiment import ExperimentConfig, run_experiment, shard_splits
 from sononet.features.reader import load_metadata
 from sononet.prepare import PrepareConfig, prepare
 from sononet.train.augment import AugmentConfig
@@ -40,8 +40,7 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def splits_for(shards: Path) -> dict[str, str]:
     meta = load_metadata(shards, ["clip_id", "speaker", "sex"]).to_pandas()
-    sexes = meta.groupby("speaker").sex.first().to_dict()
-    return assign_splits(list(meta.clip_id), list(meta.speaker), sexes, SplitConfig(seed=0))
+    return shard_splits(meta, SplitConfig(seed=0))
 
 
 def test_experiment_beats_chance_and_writes_everything(shards: Path, tmp_path: Path) -> None:
