@@ -70,8 +70,8 @@ def test_sononet_train_model_can_label(shards64: Path, tmp_path: Path) -> None:
     assert json.loads((out / "done.json").read_text())["epochs"] == 1
     assert not (out / "ddp_check.json").exists()
     audio = next((shards64.parent / "data").glob("*.wav"))
-    labelled = runner.invoke(main, ["label", str(audio), "--model", str(out / "model"), "--out",
-                                    str(tmp_path / "l.parquet"), "--device", "cpu", "--mel-backend", "torchaudio"])  # fmt: skip
+    args = ["label", str(audio), "--model", str(out / "model"), "--out", str(tmp_path / "l.parquet")]
+    labelled = runner.invoke(main, [*args, "--device", "cpu", "--mel-backend", "torchaudio"])
     assert labelled.exit_code == 0, labelled.output
 
 

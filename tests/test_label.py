@@ -166,9 +166,9 @@ def test_short_file_matches_the_training_feature_path(folder, model_dir, labelle
     """Same decode -> pad/trim -> log-mel -> fp16 -> normalise -> model chain as prepare + training."""
     from sononet.kernels import pad_trim
 
+    from sononet.features.normalize import normalize_mel
     from sononet.models.saving import load_model
     from sononet.prepare import featurize
-    from sononet.train.normalize import normalize_mel
 
     df, _, _ = labelled
     path = folder[0] / "rate44k.wav"

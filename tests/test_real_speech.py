@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+from sklearn.metrics import balanced_accuracy_score
 
 from sononet.corpus import load_corpus, select_labels
 from sononet.corpus.demo import DemoConfig, generate_demo
@@ -32,6 +33,7 @@ from sononet.train.loop import TrainConfig, predict, train_model
 
 RAVDESS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ravdess"
 SIX = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
+EIGHT = ["ANG", "CAL", "DIS", "FEA", "HAP", "NEU", "SAD", "SUR"]
 pytestmark = pytest.mark.skipif(not RAVDESS.is_dir(), reason="../shared/data/ravdess not beside the repository")
 
 
@@ -50,17 +52,17 @@ def cut_copy(out: Path, actors: range, seconds: float) -> Path:
 @pytest.fixture(scope="module")
 def short_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ravdess")
-    data = cut_copy(root / "audio", range(1, 9), 2.0)
+    data = cut_copy(root / "audio", range(1, 7), 2.0)
     out = root / "shards"
-    cfg = PrepareConfig(data=str(data), out=str(out), labels=SIX, mel_backend="torchaudio", device="cpu")
+    cfg = PrepareConfig(data=str(data), out=str(out), mel_backend="torchaudio", device="cpu")
     summary = prepare(cfg, progress=False)
-    assert summary["clips_written"] == 8 * 44 and summary["excluded"] == 8 * 16
+    assert summary["clips_written"] == 6 * 60 and summary["labels"] == EIGHT
     return out
 
 
 @pytest.fixture(scope="module")
 def ravdess_cnn(short_clips: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], list]:
-    """The default recipe's CNN, 12 epochs at most, on 6 of the 8 actors (1 val, 1 test)."""
+    """The default recipe's CNN, 12 epochs at most, 8 classes, on 4 actors (1 more for val, 1 for test)."""
     meta = load_metadata(short_clips, ["clip_id", "speaker", "sex", "label"]).to_pandas()
     splits = shard_splits(meta, SplitConfig(seed=0))
     fc = read_manifest(short_clips)["feature_config"]
@@ -68,20 +70,24 @@ def ravdess_cnn(short_clips: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     out = tmp_path_factory.mktemp("ravdess-cnn")
     torch.set_num_threads(2)
     cfg = TrainConfig(epochs=12, min_epochs=6, patience=4)
-    result = train_model("cnn", short_clips, splits, list(SIX), cfg, out, torch.device("cpu"),
+    result = train_model("cnn", short_clips, splits, EIGHT, cfg, out, torch.device("cpu"),
                          meta={"feature_config": fc, "protocol": protocol}, progress=False)  # fmt: skip
     return result.model_dir, splits, result.history
 
 
 def test_cnn_learns_emotion_from_short_real_clips(short_clips: Path, ravdess_cnn: tuple) -> None:
-    """8 actors, 6 classes, 2.0 s clips, 12 epochs of the default recipe: test UA far above chance (1/6)."""
+    """6 actors, 8 classes, 2.0 s clips, 12 epochs: test UA far above chance (1/8).
+
+    Before the fix: best epoch 2, stopped at 7 with validation loss rising 1.81 -> 2.25, three
+    classes answered, test UA 0.30.
+    """
     model_dir, splits, history = ravdess_cnn
     model, saved = load_model(model_dir)
     test_ids = [c for c, s in splits.items() if s == "test"]
     preds = predict(model, saved["meta"], short_clips, test_ids, torch.device("cpu"))
-    recall = preds.groupby("true").apply(lambda g: (g.pred == g.true).mean(), include_groups=False)
-    assert preds.pred.nunique() >= 4, f"the model answers few classes: {preds.pred.value_counts().to_dict()}"
-    assert recall.mean() > 0.40, f"test UA {recall.mean():.3f}; history {history}"
+    ua = balanced_accuracy_score(preds.true, preds.pred)
+    assert preds.pred.nunique() >= 6, f"the model answers few classes: {preds.pred.value_counts().to_dict()}"
+    assert ua > 0.40, f"test UA {ua:.3f}; history {history}"
 
 
 def test_cross_corpus_ravdess_to_demo(ravdess_cnn: tuple, tmp_path: Path) -> None:
@@ -91,7 +97,7 @@ def test_cross_corpus_ravdess_to_demo(ravdess_cnn: tuple, tmp_path: Path) -> Non
     )
     protocol = result["protocol"]
     assert protocol["corpus"] == "cross-corpus: trained on ravdess:" + str(RAVDESS) + ", tested on demo (synthetic)"
-    assert result["n_clips"] == 2 * 82 and protocol["shared_labels"] == list(SIX)
+    assert result["n_clips"] == 2 * 82 and protocol["shared_labels"] == list(SIX)  # CAL, SUR: not in the demo
     preds = pd.read_parquet(tmp_path / "xc" / "predictions.parquet")
     assert set(preds.split) == {"test"} and np.allclose(preds[[f"prob_{c}" for c in SIX]].sum(axis=1), 1.0)
     assert "cross-corpus: trained on ravdess" in (tmp_path / "xc" / "report.md").read_text()

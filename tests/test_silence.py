@@ -8,11 +8,11 @@ import librosa
 import numpy as np
 import pytest
 import soundfile as sf
+from sononet.kernels import ragged, silence_bounds_ragged, trim_silence
 from test_parity import speech_like
 
 from sononet.features.frontend import fixed_length
 from sononet.features.mel import FeatureConfig
-from sononet.kernels import ragged, silence_bounds_ragged, trim_silence
 
 RAVDESS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ravdess" / "audio"
 

@@ -50,8 +50,7 @@ class Labeller:
         import torch
 
         from sononet.features.frontend import fixed_length, frame_lengths
-        from sononet.features.reader import Batch
-        from sononet.train.loop import model_inputs
+        from sononet.features.normalize import model_inputs
 
         fc = self.features
         waves_np, n_valid_np = fixed_length(clips, fc, length)
@@ -64,8 +63,6 @@ class Labeller:
                 lengths = torch.from_numpy(frame_lengths(n_valid_np, fc, x.shape[-1]))
             else:
                 x, lengths = waves, n_valid
-            n = len(clips)
-            batch = Batch(x, lengths, torch.zeros(n, dtype=torch.long), torch.full((n,), -100), [])
-            x = model_inputs(batch, self.kind, self.norm, self.device)
+            x = model_inputs(x, lengths, self.kind, self.norm, self.device)
             logits, _ = self.model(x, lengths.to(self.device))
             return torch.softmax(logits.float(), dim=-1).cpu().numpy()

@@ -31,12 +31,12 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 from tqdm import tqdm
 
-from sononet.features.reader import Batch, ShardStream, load_metadata
+from sononet.features.normalize import mel_band_stats, model_inputs
+from sononet.features.reader import ShardStream, load_metadata
 from sononet.models.registry import MODELS, build_model
 from sononet.models.saving import save_model
 from sononet.train.augment import AugmentConfig, MelAugment, WaveAugment
 from sononet.train.ddp import DistInfo, all_reduce_mean, average_buffers, gather_digests
-from sononet.train.normalize import mel_band_stats, normalize_mel, normalize_wave
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
@@ -49,17 +49,18 @@ PROFILE_EPOCHS = {"demo": 6, "real": 60}
 @dataclass
 class TrainConfig:
     epochs: int | None = None  # upper bound; None: the profile's (PROFILE_EPOCHS)
-    min_epochs: int = 0  # early stopping waits at least this long: the first epochs' scores are noise
+    min_epochs: int = 15  # early stopping waits at least this long: the first epochs' scores are noise
     batch_size: int = 32  # fits wav2vec2-base on a 16 GB GPU at 3 s clips
     lr: float | None = None  # None: the model's own rate (its config's ``lr``)
     weight_decay: float = 1e-2
     grad_clip: float = 5.0  # GRUs and transformers occasionally spike early on
-    warmup_epochs: int = 0  # linear learning-rate warm-up, in epochs
-    select_on: str = "val_loss"  # val_ua | val_loss: keeps the best model and drives the plateau and stopping
-    patience: int = 5  # epochs without a better validation score before stopping
-    plateau_patience: int = 2  # epochs before ReduceLROnPlateau halves the learning rate
+    warmup_epochs: int = 2  # linear learning-rate warm-up, in epochs: AdamW's first steps are the wildest
+    select_on: str = "val_ua"  # val_ua | val_loss: keeps the best model and drives the plateau and stopping
+    patience: int = 10  # epochs without a better validation score before stopping
+    plateau_patience: int = 4  # epochs before ReduceLROnPlateau halves the learning rate
     plateau_factor: float = 0.5
-    bn_recalibrate: bool = False  # recompute BatchNorm statistics on the training clips after each epoch
+    bn_recalibrate: bool = True  # recompute BatchNorm statistics on the training clips after each epoch
+    clip_norm: bool = False  # log-mel: remove each clip's own per-band mean before the global standardisation
     class_weights: bool = False  # inverse-frequency CE weights (CREMA-D's NEU is 15 % rarer)
     intensity_aux: bool = False  # auxiliary LO/MD/HI head where intensity labels exist
     aux_weight: float = 0.3
@@ -105,13 +106,6 @@ def _amp_context(device: torch.device, enabled: bool) -> torch.autocast:
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=on)
 
 
-def model_inputs(batch: Batch, kind: str, norm: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
-    x = batch.x.to(device, non_blocking=True)
-    if kind == "mel":
-        return normalize_mel(x, norm["mean"].to(device), norm["std"].to(device))
-    return normalize_wave(x, batch.lengths.to(device))
-
-
 def _load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
@@ -150,7 +144,7 @@ def recalibrate_batchnorm(
     model.train()
     for batch in stream:
         with _amp_context(device, amp):
-            model(model_inputs(batch, kind, norm, device), batch.lengths.to(device))
+            model(model_inputs(batch.x, batch.lengths, kind, norm, device), batch.lengths.to(device))
     for m, momentum in zip(layers, momenta):
         m.momentum = momentum
 
@@ -165,7 +159,7 @@ def evaluate_loss(
     truth: list[np.ndarray] = []
     preds: list[np.ndarray] = []
     for batch in stream:
-        x = model_inputs(batch, kind, norm, device)
+        x = model_inputs(batch.x, batch.lengths, kind, norm, device)
         labels_t = batch.labels.to(device)
         with _amp_context(device, amp):
             logits, loss = model(x, batch.lengths.to(device), labels_t)
@@ -223,8 +217,10 @@ class _Trainer:
         self.model = build_model(name, n_classes=len(labels), n_mels=n_mels, **overrides).to(device)
         self.norm: dict[str, torch.Tensor] = {}
         if self.kind == "mel":
-            mean, std = mel_band_stats(shards, train_ids)
+            mean, std = mel_band_stats(shards, train_ids, per_clip=cfg.clip_norm)
             self.norm = {"mean": torch.from_numpy(mean), "std": torch.from_numpy(std)}
+            if cfg.clip_norm:
+                self.norm["per_clip"] = torch.tensor(1.0)
         sample_rate = int(feature_config.get("sample_rate", 16_000))
         self.augment = (MelAugment(cfg.augment) if self.kind == "mel" else WaveAugment(cfg.augment, sample_rate)).to(
             device
@@ -292,7 +288,7 @@ class _Trainer:
             disable=not (progress and self.dist.is_main), leave=False, dynamic_ncols=True,
         )  # fmt: skip
         for batch in bar:
-            x = model_inputs(batch, self.kind, self.norm, self.device)
+            x = model_inputs(batch.x, batch.lengths, self.kind, self.norm, self.device)
             lengths = batch.lengths.to(self.device)
             if self.kind == "mel":
                 x = self.augment(x)
@@ -419,7 +415,7 @@ def predict(
     stream = ShardStream(shards, clip_ids, labels, kind, batch_size, shuffle=False)
     rows = []
     for batch in stream:
-        logits, _ = model(model_inputs(batch, kind, norm, device), batch.lengths.to(device))
+        logits, _ = model(model_inputs(batch.x, batch.lengths, kind, norm, device), batch.lengths.to(device))
         probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         for cid, y, p in zip(batch.clip_ids, batch.labels.tolist(), probs):
             rows.append(
