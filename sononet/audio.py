@@ -151,3 +151,54 @@ def load_audio(
         duration_s=float(duration),
         flags=tuple(flags),
     )
+
+
+def decode_array(samples: np.ndarray, sample_rate: int, cfg: AudioConfig = AudioConfig()) -> Decoded:
+    """An in-memory signal, ``(time,)`` or ``(channels, time)``, through the checks and conversions
+    :func:`load_audio` applies to files: validated, mixed to mono, resampled to ``cfg.sample_rate``.
+
+    Raises:
+        AudioError: with an errors-table reason when the signal cannot become a clip.
+    """
+    data = np.asarray(samples)
+    if data.ndim not in (1, 2):
+        raise AudioError("unsupported_format", f"expected shape (time,) or (channels, time). Found: {data.shape}")
+    if data.size == 0:
+        raise AudioError("empty_audio", f"0 samples. Found shape: {data.shape}")
+    if data.ndim == 2 and data.shape[0] > data.shape[1]:
+        raise AudioError(
+            "unsupported_format",
+            f"expected (channels, time), got more channels than samples: {data.shape}; pass x.T for (time, channels)",
+        )
+    if not np.issubdtype(data.dtype, np.number):
+        raise AudioError("unsupported_format", f"expected numeric samples. Found dtype: {data.dtype}")
+    if sample_rate is None or sample_rate <= 0:
+        raise AudioError("unsupported_format", f"sample_rate must be a positive integer. Found: {sample_rate}")
+    if np.issubdtype(data.dtype, np.integer):  # PCM integers -> [-1, 1), as soundfile reads them
+        data = data / float(-np.iinfo(data.dtype).min)
+    data = np.atleast_2d(data).astype(np.float32, copy=False)  # (channels, time)
+    flags: list[str] = []
+    duration = data.shape[1] / sample_rate
+    if duration < cfg.min_duration_s:
+        raise AudioError("too_short", f"{duration:.3f} s < minimum {cfg.min_duration_s} s")
+    if not np.isfinite(data).all():
+        raise AudioError("non_finite", f"{int((~np.isfinite(data)).sum())} NaN/Inf samples")
+    if not data.any():
+        raise AudioError("silent", "every sample is zero")
+    if duration > cfg.long_duration_s:
+        flags.append("long")
+    if np.mean(np.abs(data) >= CLIP_LEVEL) > CLIP_FRACTION:
+        flags.append("clipped")
+    mono = data.mean(axis=0) if data.shape[0] > 1 else data[0]
+    if data.shape[0] > 1:
+        flags.append("downmixed")
+    if sample_rate != cfg.sample_rate:
+        flags.append("resampled")
+        mono = soxr.resample(mono, sample_rate, cfg.sample_rate, quality=cfg.resample_quality)
+    return Decoded(
+        samples=np.ascontiguousarray(mono, dtype=np.float32),
+        orig_sr=int(sample_rate),
+        orig_channels=int(data.shape[0]),
+        duration_s=float(duration),
+        flags=tuple(flags),
+    )

@@ -33,6 +33,7 @@ class Source:
     error: AudioError | None = None
     windows: list[tuple[int, int]] = field(default_factory=list)  # (start, valid samples) per window
     probs: list[np.ndarray] = field(default_factory=list)
+    embeddings: list[np.ndarray] = field(default_factory=list)  # (D,) per window, only when asked for
 
 
 def open_source(path: str, audio: AudioConfig, window_s: float) -> Source:
