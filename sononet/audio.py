@@ -5,8 +5,9 @@ with an errors-table reason; nothing here stops a batch. Recoverable oddities (s
 another sample rate, clipping, very long files) are converted and *flagged* so later
 stages and reports can see them.
 
-soundfile (libsndfile) decodes WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF and more; soxr does
-the resampling (high quality, and it releases the GIL, so a thread pool scales).
+soundfile (libsndfile) decodes WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF and more; PyAV (FFmpeg)
+decodes what it does not recognise (m4a/AAC, WebM, MP4 audio, WMA...); soxr does the
+resampling (high quality, and it releases the GIL, so a thread pool scales).
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
 import soxr
 
 from sononet.errors import AudioError
+
+if TYPE_CHECKING:
+    from sononet.audio_av import AvInfo
 
 # libsndfile reports a truncated WAV as "data : <declared> (should be <actual>)".
 _TRUNCATED_RE = re.compile(r"data\s*:\s*(\d+)\s*\(should be (\d+)\)")
@@ -45,8 +50,10 @@ class Decoded:
     flags: tuple[str, ...]
 
 
-def probe(path: str | Path) -> sf._SoundFileInfo:
+def probe(path: str | Path) -> sf._SoundFileInfo | AvInfo:
     """Open a file's header (no samples decoded) or raise AudioError with the reason.
+
+    Formats libsndfile does not recognise go to PyAV (:mod:`sononet.audio_av`).
 
     Catches what the header alone shows: missing, zero-byte, unreadable, unsupported,
     corrupt and truncated files.
@@ -65,7 +72,9 @@ def probe(path: str | Path) -> sf._SoundFileInfo:
     except sf.LibsndfileError as e:
         msg = str(e)
         if "Format not recognised" in msg or "not supported" in msg.lower():
-            raise AudioError("unsupported_format", msg) from e
+            from sononet.audio_av import probe_av  # m4a/AAC, WebM, MP4 audio...: FFmpeg via PyAV
+
+            return probe_av(path)
         raise AudioError("corrupt", msg) from e
     except OSError as e:
         raise AudioError("unreadable", str(e)) from e
@@ -123,7 +132,12 @@ def load_audio(
             start = (info.frames - need) // 2 if keep == "center" else 0
             frames = need
     try:
-        data, sr = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
+        if isinstance(info, sf._SoundFileInfo):
+            data, sr = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
+        else:  # probe handed it to PyAV
+            from sononet.audio_av import read_av
+
+            data, sr = read_av(path, start, frames)
     except sf.LibsndfileError as e:
         raise AudioError("corrupt", str(e)) from e
     except (OSError, RuntimeError) as e:
