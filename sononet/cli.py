@@ -271,10 +271,12 @@ def train(
 def _register() -> None:
     """Commands that live beside their stage; their modules keep heavy imports inside the command."""
     from sononet.bench import bench_command
+    from sononet.export import export_command
     from sononet.label import label_command
 
     main.add_command(label_command)
     main.add_command(bench_command)
+    main.add_command(export_command)
 
 
 _register()
