@@ -146,6 +146,7 @@ def _experiment_options(f):
         click.option("--speed-perturb", is_flag=True, help="wav2vec2: 0.9/1.0/1.1 speed perturbation."),
         click.option("--tempo-perturb", is_flag=True, help="wav2vec2: 0.9/1.0/1.1 time stretch, pitch kept."),
         click.option("--pitch-perturb", is_flag=True, help="wav2vec2: pitch x0.9/1.0/1.1, duration kept."),
+        click.option("--tensorboard/--no-tensorboard", default=True, help="Curves in <out>/<model>/tb."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -201,6 +202,7 @@ def experiment_config(**kw):
             seed=kw["seed"],
             class_weights=kw["class_weights"],
             intensity_aux=kw["intensity_aux"],
+            tensorboard=kw.get("tensorboard", True),
             augment=replace(
                 AugmentConfig(),
                 speed_perturb=kw["speed_perturb"],

@@ -25,6 +25,7 @@ from sononet.features.reader import Batch, ShardStream, load_metadata
 from sononet.train.augment import AugmentConfig, MelAugment, WaveAugment
 from sononet.train.ddp import DistInfo, all_reduce_mean, average_buffers, gather_digests
 from sononet.train.normalize import mel_band_stats, normalize_mel, normalize_wave
+from sononet.train.tensorboard import TrainingBoard, unweighted_accuracy
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
@@ -47,6 +48,7 @@ class TrainConfig:
     seed: int = 0
     window_shards: int = 4  # shards shuffled together; bounds memory
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    tensorboard: bool = True  # curves in <out>/tb for `tensorboard --logdir runs` (needs the tensorboard extra)
     model_overrides: dict[str, dict] = field(default_factory=dict)  # e.g. {"wav2vec2": {"tiny": True}}
 
 
@@ -170,6 +172,8 @@ def train_model(
         "input_kind": kind,
         "train_config": asdict(cfg),
     }
+    board = TrainingBoard(out_dir / "tb" if cfg.tensorboard and dist.is_main else None, labels)
+    best_confusion = None
     while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
         epoch = state["epoch"]
         train_stream.set_epoch(epoch)
@@ -200,7 +204,8 @@ def train_model(
             tot_n += n
             bar.set_postfix(loss=f"{tot_loss / tot_n:.3f}", acc=f"{tot_correct / tot_n:.3f}")
         average_buffers(model, dist)
-        val_loss, val_acc = evaluate_loss(model, val_stream, kind, norm, device, cfg.amp)
+        confusion = np.zeros((len(labels), len(labels)), np.int64)  # (true, pred) on val
+        val_loss, val_acc = evaluate_loss(model, val_stream, kind, norm, device, cfg.amp, confusion)
         train_loss = all_reduce_mean(tot_loss / max(tot_n, 1), dist)
         train_acc = all_reduce_mean(tot_correct / max(tot_n, 1), dist)
         scheduler.step(val_loss)
@@ -211,11 +216,14 @@ def train_model(
             "val_loss": val_loss,
             "val_acc": val_acc,
             "lr": optimizer.param_groups[0]["lr"],
+            "val_ua": unweighted_accuracy(confusion),
         }
         state["history"].append(row)
+        board.epoch(row)
         improved = val_loss < state["best_val"] - 1e-6
         if improved:
             state.update(best_val=val_loss, best_epoch=epoch + 1, bad_epochs=0)
+            best_confusion = confusion
             if dist.is_main:
                 save_model(
                     out_dir / "model",
@@ -248,14 +256,24 @@ def train_model(
             )
             tmp.replace(ckpt_dir / CHECKPOINT)
             (out_dir / "history.json").write_text(json.dumps(state["history"], indent=2) + "\n")
+    if best_confusion is not None:
+        board.confusion(best_confusion, state["best_epoch"])
+    board.close()
     digests = gather_digests(model, dist)
     return TrainResult(out_dir / "model", state["history"], state["best_epoch"], digests)
 
 
 @torch.no_grad()
 def evaluate_loss(
-    model: torch.nn.Module, stream: ShardStream, kind: str, norm: dict, device: torch.device, amp: bool
+    model: torch.nn.Module,
+    stream: ShardStream,
+    kind: str,
+    norm: dict,
+    device: torch.device,
+    amp: bool,
+    confusion: np.ndarray | None = None,
 ) -> tuple[float, float]:
+    """(mean loss, accuracy); also adds (true, pred) counts into ``confusion`` when given."""
     model.eval()
     tot_loss = correct = n = 0.0
     for batch in stream:
@@ -266,6 +284,8 @@ def evaluate_loss(
         tot_loss += float(loss) * labels_t.shape[0]
         correct += float((logits.argmax(-1) == labels_t).sum())
         n += labels_t.shape[0]
+        if confusion is not None:
+            np.add.at(confusion, (labels_t.cpu().numpy(), logits.argmax(-1).cpu().numpy()), 1)
     return tot_loss / max(n, 1), correct / max(n, 1)
 
 
