@@ -14,7 +14,6 @@ from sononet.experiment import shard_splits
 from sononet.features.reader import load_metadata
 from sononet.prepare import PrepareConfig, prepare
 from sononet.train.loop import TrainConfig, train_model
-from sononet.train.tensorboard import unweighted_accuracy
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 LABELS = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
@@ -54,8 +53,3 @@ def test_off_writes_nothing(shards, tmp_path: Path) -> None:
     cfg = TrainConfig(epochs=1, batch_size=8, tensorboard=False)
     train_model("cnn", out, splits, LABELS, cfg, tmp_path / "cnn", torch.device("cpu"), progress=False)
     assert not (tmp_path / "cnn" / "tb").exists()
-
-
-def test_unweighted_accuracy() -> None:
-    cm = np.array([[8, 2, 0], [0, 1, 1], [0, 0, 0]])  # the third class never occurs: it does not count
-    assert unweighted_accuracy(cm) == pytest.approx((0.8 + 0.5) / 2)

@@ -131,7 +131,7 @@ def test_ddp_two_ranks_end_identical(shards: Path, tmp_path: Path) -> None:
            "--epochs", "2", "--batch-size", "8", "--device", "cpu"]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    check = json.loads((tmp_path / "ddp" / "ddp_check.json").read_text())
+    check = json.loads((tmp_path / "ddp" / "done.json").read_text())
     assert check["world_size"] == 2 and len(set(check["digests"])) == 1
 
 

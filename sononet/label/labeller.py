@@ -113,18 +113,19 @@ class Labeller:
         """
         import torch
 
+        from sononet.features.frontend import fixed_length, frame_lengths
         from sononet.features.reader import Batch
-        from sononet.kernels import pad_trim
         from sononet.train.loop import model_inputs
 
         fc = self.features
-        waves = torch.from_numpy(pad_trim(clips, length, fc.pad, fc.trim))  # (B, length)
-        n_valid = torch.tensor([min(c.shape[0], length) for c in clips], dtype=torch.int64)
+        waves_np, n_valid_np = fixed_length(clips, fc, length)
+        waves = torch.from_numpy(waves_np)  # (B, length)
+        n_valid = torch.from_numpy(n_valid_np.astype(np.int64))
         with torch.no_grad():
             if self.kind == "mel":
                 mel = self.logmel(waves.to(self.device))  # (B, n_mels, T)
                 x = mel.to(getattr(torch, fc.mel_dtype)).float()  # the shards' storage rounding
-                lengths = torch.clamp(-(-n_valid // fc.hop_length), max=x.shape[-1])
+                lengths = torch.from_numpy(frame_lengths(n_valid_np, fc, x.shape[-1]))
             else:
                 x, lengths = waves, n_valid
             n = len(clips)

@@ -20,13 +20,6 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def unweighted_accuracy(confusion: np.ndarray) -> float:
-    """Mean recall over the classes present in the truth of a (true, pred) count matrix."""
-    support = confusion.sum(axis=1)
-    present = support > 0
-    return float((np.diag(confusion)[present] / support[present]).mean()) if present.any() else float("nan")
-
-
 class TrainingBoard:
     """A SummaryWriter for one model's training, or a silent stand-in when disabled or not installed."""
 
