@@ -141,6 +141,7 @@ def _experiment_options(f):
         click.option("--speed-perturb", is_flag=True, default=None, help="wav2vec2: 0.9/1.0/1.1 speed perturbation."),
         click.option("--tempo-perturb", is_flag=True, default=None, help="wav2vec2: 0.9/1.0/1.1 time stretch."),
         click.option("--pitch-perturb", is_flag=True, default=None, help="wav2vec2: pitch x0.9/1.0/1.1."),
+        click.option("--tensorboard/--no-tensorboard", default=None, help="Curves in <out>/<model>/tb [default: on]."),
         click.option("--print-spec", is_flag=True, help="Print the resolved spec (what would run) and exit."),
     ]  # fmt: skip
     for opt in reversed(opts):
@@ -203,6 +204,7 @@ def experiment_config(**kw):
     train = _set(
         base.train, epochs=kw.get("epochs"), batch_size=kw.get("batch_size"), seed=kw.get("seed"),
         class_weights=kw.get("class_weights"), intensity_aux=kw.get("intensity_aux"), augment=augment,
+        tensorboard=kw.get("tensorboard"),
     )  # fmt: skip
     return _set(
         base, models=models, w2v2=kw.get("w2v2"), device=kw.get("device"), profile=kw.get("profile"),
@@ -314,10 +316,12 @@ def evaluate(model_dir: str, data: str, out: str, label_map: str | None, device:
 def _register() -> None:
     """Commands that live beside their stage; their modules keep heavy imports inside the command."""
     from sononet.bench import bench_command
+    from sononet.export import export_command
     from sononet.label import label_command
 
     main.add_command(label_command)
     main.add_command(bench_command)
+    main.add_command(export_command)
 
 
 _register()

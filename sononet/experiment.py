@@ -146,6 +146,7 @@ def shard_splits(meta: pd.DataFrame, cfg: SplitConfig, fold: int = 0) -> dict[st
 def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> dict:
     from sononet.evaluate import write_evaluation
     from sononet.jobs import write_spec
+    from sononet.models.card import write_card
     from sononet.models.registry import model_names
     from sononet.models.saving import load_model
 
@@ -208,6 +209,8 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> dict:
     predictions = pd.concat([predictions, _ensembles(predictions, labels, list(cfg.models))], ignore_index=True)
     predictions.to_parquet(out / "predictions.parquet", index=False)
     metrics = write_evaluation(out, predictions, labels, protocol, histories)
+    for fold, name in ((f, m) for f in range(folds) for m in cfg.models):  # model cards get the test metrics
+        write_card(out / (f"fold-{fold}" if folds > 1 else ".") / name / "model", metrics, fold)
     elapsed = time.perf_counter() - t0
     atomic_write_json(out / "run.json", {"status": "complete", "seconds": round(elapsed, 1), "protocol": protocol})
     return {"seconds": elapsed, "metrics": metrics, "protocol": protocol, "out": str(out)}

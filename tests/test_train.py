@@ -76,6 +76,8 @@ def test_experiment_beats_chance_and_writes_everything(shards: Path, tmp_path: P
     assert ua > 0.45, f"CNN UA {ua:.2f} is not clearly above chance (0.17)"
     assert set(preds.model) == {"cnn", "bigru", "ensemble"}
     assert "speaker-disjoint" in (run / "report.md").read_text()
+    card = (run / "cnn" / "model" / "README.md").read_text()  # the model card, with the run's test metrics
+    assert "| test | " in card and "cremad-named folder" in card and "tb" in {p.name for p in (run / "cnn").iterdir()}
 
 
 def test_train_all_cli_with_tiny_wav2vec2(shards: Path, tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ def audio_suffixes() -> set[str]:
 
 
 def list_inputs(source: str | Path) -> tuple[list[str], int]:
-    """(sorted absolute paths, files ignored for an unknown extension). Listed paths are never ignored."""
+    """(sorted resolved absolute paths, files ignored for an unknown extension). Listed paths are never ignored."""
     src = Path(source)
     if not src.exists():
         raise FileNotFoundError(f"input does not exist: {src}")
@@ -77,4 +77,4 @@ def list_inputs(source: str | Path) -> tuple[list[str], int]:
         paths = [str((src.parent / v).absolute()) for v in cells if v]
     else:
         paths = [str(src.absolute())]
-    return sorted(set(paths)), ignored
+    return sorted({str(Path(p).resolve()) for p in paths}), ignored

@@ -37,6 +37,7 @@ from sononet.models.registry import MODELS, build_model
 from sononet.models.saving import save_model
 from sononet.train.augment import AugmentConfig, MelAugment, WaveAugment
 from sononet.train.ddp import DistInfo, all_reduce_mean, average_buffers, gather_digests
+from sononet.train.tensorboard import TrainingBoard
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
@@ -68,6 +69,7 @@ class TrainConfig:
     seed: int = 0
     window_shards: int = 4  # shards shuffled together; bounds memory
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    tensorboard: bool = True  # curves in <out>/tb for `tensorboard --logdir runs` (needs the tensorboard extra)
     model_overrides: dict[str, dict] = field(default_factory=dict)  # e.g. {"wav2vec2": {"tiny": True}}
 
     def __post_init__(self) -> None:
@@ -151,9 +153,18 @@ def recalibrate_batchnorm(
 
 @torch.no_grad()
 def evaluate_loss(
-    model: nn.Module, stream: ShardStream, kind: str, norm: dict, device: torch.device, amp: bool
+    model: nn.Module,
+    stream: ShardStream,
+    kind: str,
+    norm: dict,
+    device: torch.device,
+    amp: bool,
+    confusion: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Validation loss, accuracy (WA) and unweighted average recall (UA) of ``model`` on ``stream``."""
+    """Validation loss, accuracy (WA) and unweighted average recall (UA) of ``model`` on ``stream``.
+
+    Adds the (true, pred) counts into ``confusion`` when given.
+    """
     model.eval()
     tot_loss = 0.0
     truth: list[np.ndarray] = []
@@ -169,6 +180,8 @@ def evaluate_loss(
     if not truth:
         return {"val_loss": math.nan, "val_acc": math.nan, "val_ua": math.nan}
     y, p = np.concatenate(truth), np.concatenate(preds)
+    if confusion is not None:
+        np.add.at(confusion, (y, p), 1)
     return {
         "val_loss": tot_loss / y.size,
         "val_acc": float((y == p).mean()),
@@ -206,6 +219,7 @@ class _Trainer:
         self.name, self.cfg, self.device, self.dist, self.out_dir = name, cfg, device, dist, out_dir
         self.epochs = cfg.epochs if cfg.epochs is not None else PROFILE_EPOCHS["real"]
         self.kind = MODELS[name].input_kind
+        self.n_classes, self.best_confusion = len(labels), None  # the best epoch's val confusion, for TensorBoard
         train_ids = [c for c, s in splits.items() if s == "train"]
         val_ids = [c for c, s in splits.items() if s == "val"]
         if not train_ids or not val_ids:
@@ -317,7 +331,8 @@ class _Trainer:
 
     def end_epoch(self, train_loss: float, train_acc: float, save_meta: dict) -> None:
         cfg, state, epoch = self.cfg, self.state, self.state["epoch"]
-        val = evaluate_loss(self.model, self.val_stream, self.kind, self.norm, self.device, cfg.amp)
+        confusion = np.zeros((self.n_classes, self.n_classes), np.int64)  # (true, pred) on val
+        val = evaluate_loss(self.model, self.val_stream, self.kind, self.norm, self.device, cfg.amp, confusion)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, **val}
         row["lr"] = self.optimizer.param_groups[0]["lr"]
         score = _score(row, cfg.select_on)
@@ -327,6 +342,7 @@ class _Trainer:
         improved = score > state["best_score"] + 1e-6
         if improved:
             state.update(best_score=score, best_epoch=epoch + 1, bad_epochs=0)
+            self.best_confusion = confusion
             if self.dist.is_main:
                 meta = {**save_meta, "best_epoch": epoch + 1, "val_loss": row["val_loss"], "val_ua": row["val_ua"]}
                 save_model(self.out_dir / "model", self.model, self.name, meta)
@@ -391,9 +407,14 @@ def train_model(
         "input_kind": trainer.kind,
         "train_config": asdict(cfg),
     }
+    board = TrainingBoard(Path(out_dir) / "tb" if cfg.tensorboard and dist.is_main else None, labels)
     while not trainer.done():
         train_loss, train_acc = trainer.train_epoch(progress)
         trainer.end_epoch(train_loss, train_acc, save_meta)
+        board.epoch(trainer.state["history"][-1])
+    if trainer.best_confusion is not None:  # None when a resumed run had no epoch left to run
+        board.confusion(trainer.best_confusion, trainer.state["best_epoch"])
+    board.close()
     digests = gather_digests(trainer.model, dist)
     return TrainResult(Path(out_dir) / "model", trainer.state["history"], trainer.state["best_epoch"], digests)
 
