@@ -54,7 +54,9 @@ def normalised(model: nn.Module, kind: str, norm: dict[str, list[float]]) -> nn.
     import torch
     from torch import nn
 
-    from sononet.train.normalize import normalize_mel, normalize_wave
+    from sononet.features.normalize import normalize_mel, normalize_wave
+
+    per_clip = bool(norm.get("per_clip", 0.0))
 
     class WithNormalisation(nn.Module):
         def __init__(self) -> None:
@@ -66,7 +68,10 @@ def normalised(model: nn.Module, kind: str, norm: dict[str, list[float]]) -> nn.
 
         def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             mel = kind == "mel"  # (B, n_mels, T) per-band statistics, else (B, S) per-clip standardisation
-            x = normalize_mel(features, self.mean, self.std) if mel else normalize_wave(features, lengths)
+            if mel:
+                x = normalize_mel(features, self.mean, self.std, lengths if per_clip else None)
+            else:
+                x = normalize_wave(features, lengths)
             logits, _ = self.model(x, lengths)
             return torch.softmax(logits, dim=-1), logits
 
