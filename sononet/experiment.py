@@ -13,7 +13,7 @@ import copy
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -33,6 +33,9 @@ PROFILES = ("auto", "demo", "real")
 # pipeline runs anywhere (about 5 CPU minutes); real corpora get the recipe chosen on RAVDESS
 # validation folds (results/ravdess), i.e. the dataclass defaults.
 DEMO_MODEL_OVERRIDES: dict[str, dict] = {"cnn": {"channels": (16, 32, 64, 128), "pooling": "mean"}}
+# Real speech: trim leading/trailing silence 30 dB below the peak before the 3 s window (RAVDESS
+# validation folds: see results/ravdess). Acted corpora pad utterances with silence; the demo has none.
+REAL_TRIM_SILENCE_DB = 30.0
 
 
 @dataclass
@@ -69,6 +72,8 @@ def resolve_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
         cfg.profile = "demo" if cfg.prepare.data is None else "real"
     if cfg.prepare.device == "auto":  # one device for the whole run unless prepare asks for its own
         cfg.prepare.device = cfg.device
+    if cfg.profile == "real" and cfg.prepare.features.trim_silence_db is None:  # 0 turns it off explicitly
+        cfg.prepare.features = replace(cfg.prepare.features, trim_silence_db=REAL_TRIM_SILENCE_DB)
     train = cfg.train
     if train.epochs is None:
         train.epochs = PROFILE_EPOCHS[cfg.profile]
@@ -97,6 +102,8 @@ def corpus_label(manifest: dict, clip_ids: list[str]) -> str:
         if set(clip_ids) <= official:
             return "cremad"
         return f"cremad-named folder:{corpus['root']}"
+    if corpus["kind"] == "ravdess":  # names are validated on load; the class set is in every table
+        return "ravdess"
     return f"{corpus['kind']}:{corpus['root']}"
 
 

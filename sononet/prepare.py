@@ -132,7 +132,7 @@ def build_table(
     frames = frame_lengths(n_valid, cfg).astype(np.int16)
 
     def flags(d: Decoded, valid: int) -> list[str]:
-        extra = ["silence_trimmed"] if cfg.trim_silence_db is not None else []
+        extra = ["silence_trimmed"] if cfg.trim_silence_db else []
         extra += ["trimmed"] if d.samples.shape[0] > cfg.clip_samples and valid == cfg.clip_samples else []
         extra += ["padded"] if valid < cfg.clip_samples else []
         return [*d.flags, *extra]

@@ -86,6 +86,9 @@ def test_epochs_come_from_one_place() -> None:
     assert (demo.profile, demo.train.epochs) == ("demo", PROFILE_EPOCHS["demo"])
     assert (real.profile, real.train.epochs) == ("real", PROFILE_EPOCHS["real"])
     assert resolve_experiment(ExperimentConfig(train=TrainConfig(epochs=3))).train.epochs == 3
+    assert demo.prepare.features.trim_silence_db is None and real.prepare.features.trim_silence_db == 30.0
+    off = PrepareConfig(data="x", out="y", features=FeatureConfig(trim_silence_db=0.0))
+    assert resolve_experiment(ExperimentConfig(prepare=off)).prepare.features.trim_silence_db == 0.0
     with pytest.raises(ValueError, match="epochs must be at least 1"):
         TrainConfig(epochs=0)
 

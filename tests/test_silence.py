@@ -68,8 +68,9 @@ def test_batch_equals_one_by_one_and_silent_clip_is_kept_whole() -> None:
 def test_refuses_non_positive_threshold(bad: float) -> None:
     with pytest.raises(ValueError, match="top_db must be positive"):
         silence_bounds_ragged(*ragged(CASES[:1]), top_db=bad)
-    with pytest.raises(ValueError, match="trim_silence_db must be positive"):
-        FeatureConfig(trim_silence_db=bad)
+    if bad != 0.0:  # 0 is the feature config's explicit "off"
+        with pytest.raises(ValueError, match="trim_silence_db must be >= 0"):
+            FeatureConfig(trim_silence_db=bad)
 
 
 def test_feature_path_trims_before_padding() -> None:
@@ -83,5 +84,6 @@ def test_feature_path_trims_before_padding() -> None:
     assert valid_on[0] == end - start < on.clip_samples  # just the voice, then right padding
     np.testing.assert_array_equal(waves_on[0, : end - start], clip[start:end])
     assert not waves_on[0, end - start :].any()
+    np.testing.assert_array_equal(fixed_length([clip], FeatureConfig(trim_silence_db=0.0))[0], waves_off)
     assert on.hash() != off.hash()
     assert off.hash() == FeatureConfig().hash()

@@ -20,7 +20,7 @@ TRIM_DECODE_WINDOWS = 4
 
 def decode_samples(cfg: FeatureConfig) -> int:
     """How many samples the decoder needs to keep per file for this feature config."""
-    return cfg.clip_samples * (TRIM_DECODE_WINDOWS if cfg.trim_silence_db is not None else 1)
+    return cfg.clip_samples * (TRIM_DECODE_WINDOWS if cfg.trim_silence_db else 1)
 
 
 def fixed_length(
@@ -32,7 +32,7 @@ def fixed_length(
         waves (B, length) float32 and n_valid (B,) int32: samples of real audio in each row.
     """
     length = length or cfg.clip_samples
-    if cfg.trim_silence_db is not None:
+    if cfg.trim_silence_db:
         clips = trim_silence(clips, cfg.trim_silence_db, cfg.n_fft, cfg.hop_length)
     waves = pad_trim(clips, length, cfg.pad, cfg.trim)
     n_valid = np.array([min(c.shape[0], length) for c in clips], dtype=np.int32)
