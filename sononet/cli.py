@@ -122,7 +122,7 @@ def _experiment_options(f):
         click.option("--out", type=click.Path(), default=None, help="Run folder [default: runs/demo or runs/<data>]."),
         click.option("--models", default=None, help="Comma-separated: cnn, bigru, wav2vec2 [default: all three]."),
         click.option("--labels", default=None, help="Keep only these classes, e.g. ANG,DIS,FEA,HAP,NEU,SAD."),
-        click.option("--label-map", default=None, help="Relabel before --labels, e.g. CAL=NEU."),
+        click.option("--label-map", default=None, help="Relabel first: CAL=NEU,SUR=HAP or a JSON/TOML/text file."),
         click.option("--trim-silence-db", type=float, default=None,
                      help="Trim leading/trailing audio this many dB below the clip's peak (librosa.effects.trim)."),
         click.option("--profile", type=click.Choice(["auto", "demo", "real"]), default=None,

@@ -150,3 +150,25 @@ def test_random_split_is_explicit_and_labelled() -> None:
 def test_cremad_like_folder_helper(tmp_path: Path) -> None:
     paths = write_cremad_like(tmp_path / "c", ["2001"], ["DFA"])
     assert len(paths) == 6 and detect_kind(tmp_path / "c") == "cremad"
+
+
+def test_label_selection_and_mapping(tmp_path: Path) -> None:
+    from sononet.corpus import Clip, Corpus, parse_label_map, select_labels
+
+    clips = [Clip(f"c{i}", f"/x/{i}.wav", lab, "s1") for i, lab in enumerate(["ANG", "CAL", "SUR", "NEU", "CAL"])]
+    corpus = Corpus("manifest", "/x", clips, [], ["ANG", "CAL", "NEU", "SUR"])
+    mapped = select_labels(corpus, ["ANG", "NEU"], parse_label_map("CAL=NEU"))
+    assert [c.label for c in mapped.clips] == ["ANG", "NEU", "NEU", "NEU"] and mapped.excluded == {"SUR": 1}
+    assert mapped.n_files == 5 and mapped.labels == ["ANG", "NEU"]
+    (tmp_path / "map.toml").write_text('CAL = "NEU"\nSUR = "HAP"\n')
+    (tmp_path / "map.txt").write_text("# calm is neutral\nCAL=NEU\n")
+    assert parse_label_map(str(tmp_path / "map.toml")) == {"CAL": "NEU", "SUR": "HAP"}
+    assert parse_label_map(str(tmp_path / "map.txt")) == {"CAL": "NEU"}
+    with pytest.raises(ValueError, match="FROM=TO"):
+        parse_label_map("CAL:NEU")
+    with pytest.raises(ValueError, match="must not chain"):
+        parse_label_map("CAL=NEU,NEU=SAD")
+    with pytest.raises(ValueError, match=r"asks for \['FEA'\], which the data lacks"):
+        select_labels(corpus, ["ANG", "FEA"])
+    with pytest.raises(ValueError, match="names labels the data lacks"):
+        select_labels(corpus, None, {"XXX": "ANG"})

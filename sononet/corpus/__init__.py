@@ -17,6 +17,8 @@ other classes are counted as excluded, not as errors: they are fine audio, just 
 
 from __future__ import annotations
 
+import json
+import tomllib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -69,10 +71,26 @@ def _counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
 
 
+def _read_label_map_file(path: Path) -> str | dict:
+    """A mapping file: JSON or TOML tables, or text with one FROM=TO per line."""
+    text = path.read_text()
+    if path.suffix.lower() == ".json":
+        data = json.loads(text)
+    elif path.suffix.lower() == ".toml":
+        data = tomllib.loads(text)
+    else:
+        return ",".join(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ValueError(f"label map file {path} must hold one table of FROM = TO strings")
+    return data
+
+
 def parse_label_map(text: str | Mapping[str, str] | None) -> dict[str, str]:
-    """``"CAL=NEU,SUR=HAP"`` (or a mapping) -> {"CAL": "NEU", "SUR": "HAP"}."""
+    """``"CAL=NEU,SUR=HAP"``, a mapping, or a file (JSON, TOML, FROM=TO lines) -> {"CAL": "NEU", "SUR": "HAP"}."""
     if not text:
         return {}
+    if isinstance(text, str) and "=" not in text and Path(text).is_file():
+        text = _read_label_map_file(Path(text))
     if isinstance(text, Mapping):
         pairs = list(text.items())
     else:
