@@ -95,7 +95,7 @@ def test_cnn_learns_emotion_from_short_real_clips(short_clips: Path, ravdess_cnn
 def test_cross_corpus_ravdess_to_demo(ravdess_cnn: tuple, tmp_path: Path) -> None:
     demo = generate_demo(tmp_path / "demo", DemoConfig(n_actors=2))
     result = evaluate_cross_corpus(
-        CrossCorpusConfig(model=str(ravdess_cnn[0]), data=str(demo), out=str(tmp_path / "xc"))
+        CrossCorpusConfig(model=str(ravdess_cnn[0].model_dir), data=str(demo), out=str(tmp_path / "xc"))
     )
     protocol = result["protocol"]
     assert protocol["corpus"] == "cross-corpus: trained on ravdess, tested on demo (synthetic)"
