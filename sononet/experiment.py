@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from sononet.corpus.splits import SplitConfig, assign_splits
+from sononet.device import check_device
 from sononet.features.reader import load_metadata
 from sononet.features.shards import atomic_write_json, read_manifest
 from sononet.prepare import PrepareConfig, format_summary, prepare, resolve_device
@@ -41,6 +42,9 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        check_device(self.device)
+        if not self.models or len(set(self.models)) != len(self.models):
+            raise ValueError(f"models must name at least one model, each once. Found: {list(self.models)}")
         if not self.prepare.out:  # the shards belong to the run unless placed elsewhere
             self.prepare.out = str(Path(self.out) / "shards")
 

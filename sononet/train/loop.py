@@ -49,6 +49,19 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model_overrides: dict[str, dict] = field(default_factory=dict)  # e.g. {"wav2vec2": {"tiny": True}}
 
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "patience", "window_shards"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1. Found: {getattr(self, name)}")
+        for name in ("lr", "grad_clip"):
+            if not getattr(self, name) > 0:  # `not >` also refuses NaN
+                raise ValueError(f"{name} must be positive. Found: {getattr(self, name)}")
+        for name in ("weight_decay", "aux_weight", "plateau_patience"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0. Found: {getattr(self, name)}")
+        if not 0 < self.plateau_factor < 1:
+            raise ValueError(f"plateau_factor must be in (0, 1). Found: {self.plateau_factor}")
+
 
 @dataclass
 class TrainResult:
@@ -77,9 +90,10 @@ def model_inputs(batch: Batch, kind: str, norm: dict[str, torch.Tensor], device:
 
 
 def _load_checkpoint(path: Path) -> dict:
+    # weights_only: tensors, dicts, lists and numbers only; a pickle that would run code is refused
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # torch raises many types for a damaged file
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a damaged or refused file
         raise ValueError(
             f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); delete it to start this model "
             "over, or rerun without --resume"
