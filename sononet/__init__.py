@@ -2,6 +2,36 @@
 
 Data flows one way: corpus -> audio -> kernels -> features -> shards -> train ->
 evaluate -> results. Each stage is one module or package named for what it holds.
+
+From Python: ``from sononet import EmotionClassifier`` (see :mod:`sononet.api`). The names
+below are imported on first use, so ``import sononet`` and ``sononet --help`` stay instant.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+_LAZY = {
+    "EmotionClassifier": "sononet.api",
+    "SyntheticModelWarning": "sononet.api",
+    "AudioError": "sononet.errors",
+}
+
+if TYPE_CHECKING:
+    from sononet.api import EmotionClassifier as EmotionClassifier
+    from sononet.api import SyntheticModelWarning as SyntheticModelWarning
+    from sononet.errors import AudioError as AudioError
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sononet' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

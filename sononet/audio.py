@@ -5,8 +5,9 @@ with an errors-table reason; nothing here stops a batch. Recoverable oddities (s
 another sample rate, clipping, very long files) are converted and *flagged* so later
 stages and reports can see them.
 
-soundfile (libsndfile) decodes WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF and more; soxr does
-the resampling (high quality, and it releases the GIL, so a thread pool scales).
+soundfile (libsndfile) decodes WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF and more; PyAV (FFmpeg)
+decodes what it does not recognise (m4a/AAC, WebM, MP4 audio, WMA...); soxr does the
+resampling (high quality, and it releases the GIL, so a thread pool scales).
 """
 
 from __future__ import annotations
@@ -17,12 +18,16 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
 import soxr
 
 from sononet.errors import AudioError
+
+if TYPE_CHECKING:
+    from sononet.audio_av import AvInfo
 
 # libsndfile reports a truncated WAV as "data : <declared> (should be <actual>)".
 _TRUNCATED_RE = re.compile(r"data\s*:\s*(\d+)\s*\(should be (\d+)\)")
@@ -63,8 +68,10 @@ class Decoded:
     flags: tuple[str, ...]
 
 
-def probe(path: str | Path) -> sf._SoundFileInfo:
+def probe(path: str | Path) -> sf._SoundFileInfo | AvInfo:
     """Open a file's header (no samples decoded) or raise AudioError with the reason.
+
+    Formats libsndfile does not recognise go to PyAV (:mod:`sononet.audio_av`).
 
     Catches what the header alone shows: missing, not a regular file, zero-byte, unreadable,
     unsupported, corrupt (including an implausible sample rate) and truncated files.
@@ -77,7 +84,9 @@ def probe(path: str | Path) -> sf._SoundFileInfo:
     except sf.LibsndfileError as e:
         msg = str(e)
         if "Format not recognised" in msg or "not supported" in msg.lower():
-            raise AudioError("unsupported_format", msg) from e
+            from sononet.audio_av import probe_av  # m4a/AAC, WebM, MP4 audio...: FFmpeg via PyAV
+
+            return _check_rate(probe_av(path))
         if e.code == SF_ERR_SYSTEM:  # the OS refused: permissions or an I/O error
             raise AudioError("unreadable", msg) from e
         raise AudioError("corrupt", msg) from e
@@ -86,6 +95,11 @@ def probe(path: str | Path) -> sf._SoundFileInfo:
     m = _TRUNCATED_RE.search(info.extra_info or "")
     if m and int(m.group(1)) > int(m.group(2)):
         raise AudioError("truncated", f"header declares {m.group(1)} data bytes, file holds {m.group(2)}")
+    return _check_rate(info)
+
+
+def _check_rate(info: sf._SoundFileInfo | AvInfo) -> sf._SoundFileInfo | AvInfo:
+    """A header rate under MIN_SAMPLE_RATE is a lie or no speech; refused before any decoding."""
     if info.samplerate < MIN_SAMPLE_RATE:
         raise AudioError("corrupt", f"sample rate {info.samplerate} Hz is below the {MIN_SAMPLE_RATE} Hz minimum")
     return info
@@ -169,7 +183,12 @@ def load_audio(
             start = (info.frames - need) // 2 if keep == "center" else 0
             frames = need
     try:
-        data, sr = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
+        if isinstance(info, sf._SoundFileInfo):
+            data, sr = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
+        else:  # probe handed it to PyAV
+            from sononet.audio_av import read_av
+
+            data, sr = read_av(path, start, frames)
     except sf.LibsndfileError as e:
         raise AudioError("unreadable" if e.code == SF_ERR_SYSTEM else "corrupt", str(e)) from e
     except (OSError, RuntimeError) as e:
@@ -194,6 +213,57 @@ def load_audio(
         samples=np.ascontiguousarray(mono, dtype=np.float32),
         orig_sr=int(sr),
         orig_channels=int(data.shape[1]),
+        duration_s=float(duration),
+        flags=tuple(flags),
+    )
+
+
+def decode_array(samples: np.ndarray, sample_rate: int, cfg: AudioConfig = AudioConfig()) -> Decoded:
+    """An in-memory signal, ``(time,)`` or ``(channels, time)``, through the checks and conversions
+    :func:`load_audio` applies to files: validated, mixed to mono, resampled to ``cfg.sample_rate``.
+
+    Raises:
+        AudioError: with an errors-table reason when the signal cannot become a clip.
+    """
+    data = np.asarray(samples)
+    if data.ndim not in (1, 2):
+        raise AudioError("unsupported_format", f"expected shape (time,) or (channels, time). Found: {data.shape}")
+    if data.size == 0:
+        raise AudioError("empty_audio", f"0 samples. Found shape: {data.shape}")
+    if data.ndim == 2 and data.shape[0] > data.shape[1]:
+        raise AudioError(
+            "unsupported_format",
+            f"expected (channels, time), got more channels than samples: {data.shape}; pass x.T for (time, channels)",
+        )
+    if not np.issubdtype(data.dtype, np.number):
+        raise AudioError("unsupported_format", f"expected numeric samples. Found dtype: {data.dtype}")
+    if sample_rate is None or sample_rate <= 0:
+        raise AudioError("unsupported_format", f"sample_rate must be a positive integer. Found: {sample_rate}")
+    if np.issubdtype(data.dtype, np.integer):  # PCM integers -> [-1, 1), as soundfile reads them
+        data = data / float(-np.iinfo(data.dtype).min)
+    data = np.atleast_2d(data).astype(np.float32, copy=False)  # (channels, time)
+    flags: list[str] = []
+    duration = data.shape[1] / sample_rate
+    if duration < cfg.min_duration_s:
+        raise AudioError("too_short", f"{duration:.3f} s < minimum {cfg.min_duration_s} s")
+    if not np.isfinite(data).all():
+        raise AudioError("non_finite", f"{int((~np.isfinite(data)).sum())} NaN/Inf samples")
+    if not data.any():
+        raise AudioError("silent", "every sample is zero")
+    if duration > cfg.long_duration_s:
+        flags.append("long")
+    if np.mean(np.abs(data) >= CLIP_LEVEL) > CLIP_FRACTION:
+        flags.append("clipped")
+    mono = data.mean(axis=0) if data.shape[0] > 1 else data[0]
+    if data.shape[0] > 1:
+        flags.append("downmixed")
+    if sample_rate != cfg.sample_rate:
+        flags.append("resampled")
+        mono = soxr.resample(mono, sample_rate, cfg.sample_rate, quality=cfg.resample_quality)
+    return Decoded(
+        samples=np.ascontiguousarray(mono, dtype=np.float32),
+        orig_sr=int(sample_rate),
+        orig_channels=int(data.shape[0]),
         duration_s=float(duration),
         flags=tuple(flags),
     )

@@ -134,38 +134,35 @@ def download(to: str, jobs: int, base_url: str | None, limit: int | None, timeou
 
 
 def _experiment_options(f):
+    """train-all's options. Unset ones fall through to the config dataclasses (and the profile)."""
     opts = [
-        click.option("--data", type=click.Path(exists=True), default=None, help="Corpus; default: the demo corpus."),
-        click.option(
-            "--out",
-            type=click.Path(),
-            default=None,
-            help="Run directory [default: runs/demo or runs/<data>].",
-        ),
-        click.option("--models", default="cnn,bigru,wav2vec2", help="Comma-separated model names."),
-        click.option(
-            "--w2v2",
-            default="auto",
-            help="tiny | hub id | local dir; auto: tiny on CPU, wav2vec2-base on CUDA.",
-        ),
-        click.option("--epochs", type=int, default=None, help="Max epochs [default: 6 on CPU, 40 on CUDA]."),
-        click.option("--batch-size", type=int, default=32),
-        click.option("--folds", type=int, default=1, help="Speaker-grouped k-fold CV (>= 3); 1 = one split."),
-        click.option(
-            "--split",
-            type=click.Choice(["speaker", "random"]),
-            default="speaker",
-            help="random is speaker-dependent (leaky) and says so in every table.",
-        ),  # fmt: skip
-        click.option("--seed", type=int, default=0),
-        click.option("--device", default="auto"),
+        click.option("--data", type=click.Path(exists=True), default=None,
+                     help="Corpus: CREMA-D or RAVDESS folder, manifest CSV/Parquet, audiofolder [default: demo]."),
+        click.option("--out", type=click.Path(), default=None, help="Run folder [default: runs/demo or runs/<data>]."),
+        click.option("--models", default=None, help="Comma-separated: cnn, bigru, wav2vec2 [default: all three]."),
+        click.option("--labels", default=None, help="Keep only these classes, e.g. ANG,DIS,FEA,HAP,NEU,SAD."),
+        click.option("--label-map", default=None, help="Relabel before --labels, e.g. CAL=NEU."),
+        click.option("--trim-silence-db", type=float, default=None,
+                     help="Trim leading/trailing audio this many dB below the clip's peak (librosa.effects.trim)."),
+        click.option("--profile", type=click.Choice(["auto", "demo", "real"]), default=None,
+                     help="demo: short CPU settings; real: the RAVDESS-tuned recipe [default: auto, by --data]."),
+        click.option("--w2v2", default=None, help="tiny | hub id | dir [default: auto: tiny on CPU, base on CUDA]."),
+        click.option("--epochs", type=int, default=None, help="Max epochs [default: the profile's: demo 6, real 60]."),
+        click.option("--batch-size", type=int, default=None),
+        click.option("--folds", type=int, default=None, help="Speaker-grouped k-fold CV (>= 3) [default: 1 split]."),
+        click.option("--split", type=click.Choice(["speaker", "random"]), default=None,
+                     help="random is speaker-dependent (leaky) and says so in every table."),
+        click.option("--seed", type=int, default=None),
+        click.option("--device", default=None, help="auto | cpu | cuda | cuda:N."),
         click.option("--fresh", is_flag=True, help="Ignore checkpoints in --out and retrain every model."),
-        click.option("--class-weights", is_flag=True, help="Inverse-frequency class weights."),
-        click.option("--intensity-aux", is_flag=True, help="Auxiliary LO/MD/HI head where labels exist."),
-        click.option("--speed-perturb", is_flag=True, help="wav2vec2: 0.9/1.0/1.1 speed perturbation."),
-        click.option("--tempo-perturb", is_flag=True, help="wav2vec2: 0.9/1.0/1.1 time stretch, pitch kept."),
-        click.option("--pitch-perturb", is_flag=True, help="wav2vec2: pitch x0.9/1.0/1.1, duration kept."),
-    ]
+        click.option("--class-weights", is_flag=True, default=None, help="Inverse-frequency class weights."),
+        click.option("--intensity-aux", is_flag=True, default=None, help="Auxiliary LO/MD/HI head where labels exist."),
+        click.option("--speed-perturb", is_flag=True, default=None, help="wav2vec2: 0.9/1.0/1.1 speed perturbation."),
+        click.option("--tempo-perturb", is_flag=True, default=None, help="wav2vec2: 0.9/1.0/1.1 time stretch."),
+        click.option("--pitch-perturb", is_flag=True, default=None, help="wav2vec2: pitch x0.9/1.0/1.1."),
+        click.option("--tensorboard/--no-tensorboard", default=None, help="Curves in <out>/<model>/tb [default: on]."),
+        click.option("--print-spec", is_flag=True, help="Print the resolved spec (what would run) and exit."),
+    ]  # fmt: skip
     for opt in reversed(opts):
         f = opt(f)
     return f
@@ -173,69 +170,73 @@ def _experiment_options(f):
 
 @main.command("train-all")
 @_experiment_options
-def train_all(**kw) -> None:
+def train_all(print_spec: bool, **kw) -> None:
     """Prepare (if needed), train the models, evaluate, ensemble and report.
 
     \b
-    sononet train-all                                          # synthetic demo, CPU
-    sononet train-all --data data/cremad --w2v2 facebook/wav2vec2-base
+    sononet train-all                                          # synthetic demo, CPU, ~5 min
+    sononet train-all --data ../shared/data/ravdess --labels ANG,DIS,FEA,HAP,NEU,SAD --folds 6
+    sononet train-all --data data/cremad --w2v2 facebook/wav2vec2-base --device cuda
     sononet train-all --data my_manifest.csv --models cnn,bigru --folds 5
+    sononet train-all --data data/cremad --print-spec          # what would run, as TOML
     """
-    from sononet.experiment import run_experiment
+    from sononet.experiment import resolve_experiment, run_experiment
+    from sononet.jobs import spec_text
 
     try:
         cfg = experiment_config(**kw)
+        if print_spec:
+            click.echo(spec_text(resolve_experiment(cfg), "train-all"), nl=False)
+            return
         result = run_experiment(cfg)
     except USER_ERRORS as e:
         _fail(e)
     click.echo(f"done in {result['seconds']:.0f} s: {Path(cfg.out) / 'report.md'}")
 
 
+def _set(obj, **values):
+    """``dataclasses.replace`` with only the values the user gave (None = keep the default)."""
+    given = {k: v for k, v in values.items() if v is not None}
+    return replace(obj, **given) if given else obj
+
+
 def experiment_config(**kw):
-    """Map CLI options onto ExperimentConfig (shared by train-all and sononet-batch)."""
-    import torch
-
-    from sononet.corpus.splits import SplitConfig
+    """Map CLI options onto ExperimentConfig; options left unset keep the dataclass defaults."""
+    from sononet.corpus import parse_label_map
     from sononet.experiment import ExperimentConfig
-    from sononet.prepare import PrepareConfig
-    from sononet.train.augment import AugmentConfig
-    from sononet.train.loop import TrainConfig
 
-    data = kw["data"]
-    out = kw["out"] or ("runs/demo" if data is None else f"runs/{Path(data).resolve().name.lower()}")
-    on_cuda = kw["device"].startswith("cuda") or (kw["device"] == "auto" and torch.cuda.is_available())
-    epochs = kw["epochs"] if kw["epochs"] is not None else (40 if on_cuda else 6)  # 0 is refused, not defaulted
-    models = tuple(m.strip() for m in kw["models"].split(",") if m.strip())
-    return ExperimentConfig(
-        out=out,
-        models=models,
-        w2v2=kw["w2v2"],
-        device=kw["device"],
-        resume=not kw["fresh"],
-        prepare=PrepareConfig(data=data, out=str(Path(out) / "shards"), device=kw["device"]),
-        split=SplitConfig(mode=kw["split"], folds=kw["folds"], seed=kw["seed"]),
-        train=TrainConfig(
-            epochs=epochs,
-            batch_size=kw["batch_size"],
-            seed=kw["seed"],
-            class_weights=kw["class_weights"],
-            intensity_aux=kw["intensity_aux"],
-            augment=replace(
-                AugmentConfig(),
-                speed_perturb=kw["speed_perturb"],
-                tempo_perturb=kw["tempo_perturb"],
-                pitch_perturb=kw["pitch_perturb"],
-            ),
-        ),
-    )
+    data = kw.get("data")
+    out = kw.get("out") or ("runs/demo" if data is None else f"runs/{Path(data).resolve().name.lower()}")
+    models = tuple(m.strip() for m in kw["models"].split(",") if m.strip()) if kw.get("models") else None
+    base = ExperimentConfig(out=out)
+    labels = tuple(x.strip() for x in kw["labels"].split(",") if x.strip()) if kw.get("labels") else None
+    features = _set(base.prepare.features, trim_silence_db=kw.get("trim_silence_db"))
+    prepare = _set(
+        base.prepare, data=data, labels=labels, features=features,
+        label_map=parse_label_map(kw.get("label_map")) or None,
+    )  # fmt: skip
+    split = _set(base.split, mode=kw.get("split"), folds=kw.get("folds"), seed=kw.get("seed"))
+    augment = _set(
+        base.train.augment, speed_perturb=kw.get("speed_perturb"), tempo_perturb=kw.get("tempo_perturb"),
+        pitch_perturb=kw.get("pitch_perturb"),
+    )  # fmt: skip
+    train = _set(
+        base.train, epochs=kw.get("epochs"), batch_size=kw.get("batch_size"), seed=kw.get("seed"),
+        class_weights=kw.get("class_weights"), intensity_aux=kw.get("intensity_aux"), augment=augment,
+        tensorboard=kw.get("tensorboard"),
+    )  # fmt: skip
+    return _set(
+        base, models=models, w2v2=kw.get("w2v2"), device=kw.get("device"), profile=kw.get("profile"),
+        resume=False if kw.get("fresh") else None, prepare=prepare, split=split, train=train,
+    )  # fmt: skip
 
 
 @main.command()
 @click.option("--shards", type=click.Path(exists=True), required=True, help="Shard folder from `sononet prepare`.")
 @click.option("--model", "name", required=True, help="cnn | bigru | wav2vec2.")
 @click.option("--out", type=click.Path(), required=True, help="Model run folder (checkpoint, model/, history).")
-@click.option("--epochs", type=int, default=12)
-@click.option("--batch-size", type=int, default=32)
+@click.option("--epochs", type=int, default=None, help="Max epochs [default: the profile's, by the shards' corpus].")
+@click.option("--batch-size", type=int, default=None, help="Per rank [default: TrainConfig's].")
 @click.option("--seed", type=int, default=0)
 @click.option("--w2v2", default="tiny", help="tiny | hub id | local dir.")
 @click.option("--device", default="auto")
@@ -244,8 +245,8 @@ def train(
     shards: str,
     name: str,
     out: str,
-    epochs: int,
-    batch_size: int,
+    epochs: int | None,
+    batch_size: int | None,
     seed: int,
     w2v2: str,
     device: str,
@@ -260,12 +261,12 @@ def train(
     import torch
 
     from sononet.corpus.splits import SplitConfig
-    from sononet.experiment import shard_labels, shard_splits, w2v2_overrides
+    from sononet.experiment import corpus_label, shard_labels, shard_splits, w2v2_overrides
     from sononet.features.reader import load_metadata
     from sononet.features.shards import atomic_write_json, read_manifest
     from sononet.prepare import resolve_device
     from sononet.train import ddp
-    from sononet.train.loop import TrainConfig, train_model
+    from sononet.train.loop import PROFILE_EPOCHS, TrainConfig, train_model
 
     try:
         dev = resolve_device(device)
@@ -276,24 +277,70 @@ def train(
         meta = load_metadata(shards, ["clip_id", "speaker", "sex", "label"]).to_pandas()
         splits = shard_splits(meta, SplitConfig(seed=seed))
         labels = shard_labels(manifest, meta)
-        over, _ = w2v2_overrides(w2v2, dev)
-        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, model_overrides={"wav2vec2": over})
-        result = train_model(name, shards, splits, labels, cfg, out, dev, resume=resume, dist=info)
+        over, note = w2v2_overrides(w2v2)
+        corpus = corpus_label(manifest, list(meta.clip_id))
+        profile = "demo" if corpus.startswith("demo") else "real"
+        cfg = _set(TrainConfig(), epochs=epochs or PROFILE_EPOCHS[profile], batch_size=batch_size, seed=seed)
+        cfg.model_overrides = {"wav2vec2": over}
+        protocol = {"corpus": corpus, "split": SplitConfig().protocol, "folds": 1, "seed": seed}
+        protocol["pretrained"] = {"wav2vec2": note} if name == "wav2vec2" else {}
+        train_meta = {"feature_config": manifest["feature_config"], "protocol": protocol}
+        result = train_model(name, shards, splits, labels, cfg, out, dev, resume=resume, dist=info, meta=train_meta)
         if info.is_main:
-            atomic_write_json(Path(out) / "ddp_check.json", {"world_size": info.world_size, "digests": result.digests})
+            done = {"best_epoch": result.best_epoch, "epochs": len(result.history), "world_size": info.world_size}
+            atomic_write_json(Path(out) / "done.json", {**done, "digests": result.digests})
             click.echo(f"best epoch {result.best_epoch}; model in {result.model_dir}")
         ddp.shutdown(info)
     except USER_ERRORS as e:
         _fail(e)
 
 
+@main.command("evaluate")
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(exists=True, file_okay=False),
+    required=True,
+    help="Saved model folder, e.g. runs/ravdess/cnn/model.",
+)
+@click.option("--data", type=click.Path(exists=True), required=True, help="Test corpus (any kind --data takes).")
+@click.option("--out", type=click.Path(), required=True, help="Report folder (shards go to OUT/shards).")
+@click.option("--label-map", default=None, help="Relabel the test corpus first, e.g. CAL=NEU,SUR=HAP.")
+@click.option("--device", default="auto", help="auto | cpu | cuda | cuda:N.")
+def evaluate(model_dir: str, data: str, out: str, label_map: str | None, device: str) -> None:
+    """Cross-corpus evaluation: a trained model on every clip of another corpus.
+
+    Scores the classes both corpora share (after --label-map) and writes the same
+    predictions, metrics, tables, plots and report as train-all, labelled
+    "cross-corpus: trained on X, tested on Y".
+
+    \b
+    sononet evaluate --model runs/ravdess/cnn/model --data runs/demo/demo-corpus --out runs/ravdess-on-demo
+    sononet evaluate --model runs/demo/cnn/model --data ../shared/data/ravdess --out runs/demo-on-ravdess
+    """
+    from sononet.corpus import parse_label_map
+    from sononet.evaluate.cross_corpus import CrossCorpusConfig, evaluate_cross_corpus, headline
+
+    try:
+        cfg = CrossCorpusConfig(
+            model=model_dir, data=data, out=out, label_map=parse_label_map(label_map), device=device
+        )
+        result = evaluate_cross_corpus(cfg)
+    except USER_ERRORS as e:
+        _fail(e)
+    click.echo(headline(result))
+    click.echo(f"report: {Path(out) / 'report.md'}")
+
+
 def _register() -> None:
     """Commands that live beside their stage; their modules keep heavy imports inside the command."""
     from sononet.bench import bench_command
+    from sononet.export import export_command
     from sononet.label import label_command
 
     main.add_command(label_command)
     main.add_command(bench_command)
+    main.add_command(export_command)
 
 
 _register()

@@ -17,7 +17,7 @@ REASONS = {
     "zero_byte": "the file is empty (0 bytes)",
     "corrupt": "the decoder could not parse the file (corrupt header or data)",
     "truncated": "the file ends before the length its header declares",
-    "unsupported_format": "not an audio format libsndfile reads",
+    "unsupported_format": "not an audio format libsndfile or FFmpeg (PyAV) reads",
     "empty_audio": "the file decodes to zero samples",
     "silent": "every sample is zero",
     "non_finite": "NaN or Inf samples",

@@ -25,12 +25,12 @@ import torch
 from tqdm import tqdm
 
 from sononet.audio import AudioConfig, Decoded, load_audio
-from sononet.corpus import Clip, Corpus, load_corpus
+from sononet.corpus import Clip, Corpus, load_corpus, parse_label_map, select_labels
 from sononet.device import check_device
 from sononet.errors import AudioError, ErrorRow, count_by_reason
+from sononet.features.frontend import decode_samples, fixed_length, frame_lengths
 from sononet.features.mel import FeatureConfig, LogMel, pick_backend
 from sononet.features.shards import ShardWriter, sha256_file, tensor_array
-from sononet.kernels import pad_trim
 from sononet.locking import folder_lock
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,9 @@ CUDA_MEL_BATCH = 256
 
 @dataclass
 class PrepareConfig:
-    data: str | None = None  # CREMA-D folder, manifest CSV/Parquet or audiofolder; None = demo corpus
+    data: str | None = None  # CREMA-D or RAVDESS folder, manifest CSV/Parquet or audiofolder; None = demo corpus
+    labels: tuple[str, ...] | None = None  # keep only these classes (after label_map); None = every class
+    label_map: dict[str, str] = field(default_factory=dict)  # relabel before selecting, e.g. {"CAL": "NEU"}
     out: str = ""  # shard folder; a rerun resumes here (train-all: <run>/shards)
     shard_size: int = 256  # inputs per shard: ~30 MB files, and the bound on memory
     workers: int = 2  # decode threads; the machine's cores are a good start
@@ -70,6 +72,17 @@ class PrepareConfig:
             raise ValueError(
                 f"need 1 <= demo_actors <= 999, demo_seed >= 0. Found: {self.demo_actors}, {self.demo_seed}"
             )
+        if isinstance(self.labels, str):
+            self.labels = tuple(x.strip() for x in self.labels.split(",") if x.strip())
+        if self.labels is not None and len(self.labels) < 2:
+            raise ValueError(f"labels must name at least two classes. Found: {self.labels}")
+        self.label_map = parse_label_map(self.label_map)
+        if self.audio.sample_rate != self.features.sample_rate:
+            raise ValueError(
+                f"prepare.audio.sample_rate ({self.audio.sample_rate}) and prepare.features.sample_rate "
+                f"({self.features.sample_rate}) must agree: the mel filterbank assumes the decoder's rate. "
+                "Set both, or only features.sample_rate and audio.sample_rate to the same value"
+            )
 
 
 def resolve_device(device: str) -> torch.device:
@@ -81,20 +94,22 @@ def resolve_device(device: str) -> torch.device:
 
 
 def open_corpus(cfg: PrepareConfig) -> Corpus:
-    """The configured corpus; the demo corpus is generated beside the shards on first use."""
+    """The configured corpus with its class selection; the demo corpus is generated beside the shards."""
     if cfg.data is None:
         from sononet.corpus.demo import DemoConfig, generate_demo
 
         root = Path(cfg.out).parent / "demo-corpus"
         generate_demo(root, DemoConfig(seed=cfg.demo_seed, n_actors=cfg.demo_actors), progress=True)
-        return load_corpus(root, kind="cremad")
-    return load_corpus(cfg.data)
+        corpus = load_corpus(root, kind="cremad")
+    else:
+        corpus = load_corpus(cfg.data)
+    return select_labels(corpus, cfg.labels, cfg.label_map)
 
 
 def _decode(clip: Clip, cfg: PrepareConfig) -> tuple[Clip, Decoded | ErrorRow, str]:
     try:
         decoded: Decoded | ErrorRow = load_audio(
-            clip.path, cfg.audio, max_samples=cfg.features.clip_samples, keep=cfg.features.trim
+            clip.path, cfg.audio, max_samples=decode_samples(cfg.features), keep=cfg.features.trim
         )
     except AudioError as e:
         return clip, ErrorRow(clip.path, e.reason, e.detail), ""
@@ -120,15 +135,15 @@ def _decoded_chunks(
 
 
 def build_table(
-    rows: list[tuple[Clip, Decoded, str]], mel: np.ndarray, wave: np.ndarray, cfg: FeatureConfig
+    rows: list[tuple[Clip, Decoded, str]], mel: np.ndarray, wave: np.ndarray, n_valid: np.ndarray, cfg: FeatureConfig
 ) -> pa.Table:
     """One shard's Arrow table: metadata columns plus ``mel`` and ``wave`` tensor columns."""
-    n_valid = np.array([min(d.samples.shape[0], cfg.clip_samples) for _, d, _ in rows], dtype=np.int32)
-    frames = np.minimum(cfg.n_frames, -(-n_valid // cfg.hop_length)).astype(np.int16)
+    frames = frame_lengths(n_valid, cfg).astype(np.int16)
 
-    def flags(d: Decoded) -> list[str]:
-        extra = ["trimmed"] if d.samples.shape[0] > cfg.clip_samples else []
-        extra += ["padded"] if d.samples.shape[0] < cfg.clip_samples else []
+    def flags(d: Decoded, valid: int) -> list[str]:
+        extra = ["silence_trimmed"] if cfg.trim_silence_db else []
+        extra += ["trimmed"] if d.samples.shape[0] > cfg.clip_samples and valid == cfg.clip_samples else []
+        extra += ["padded"] if valid < cfg.clip_samples else []
         return [*d.flags, *extra]
 
     wave16 = np.clip(np.round(wave * 32767.0), -32768, 32767).astype(np.int16)
@@ -147,7 +162,7 @@ def build_table(
             "orig_channels": pa.array([d.orig_channels for _, d, _ in rows], pa.int16()),
             "n_samples": pa.array(n_valid, pa.int32()),
             "n_frames": pa.array(frames, pa.int16()),
-            "flags": pa.array([flags(d) for _, d, _ in rows], pa.list_(pa.string())),
+            "flags": pa.array([flags(d, int(v)) for (_, d, _), v in zip(rows, n_valid)], pa.list_(pa.string())),
             "extra": [json.dumps(c.extra, sort_keys=True) for c, _, _ in rows],
             "mel": tensor_array(mel.astype(cfg.mel_dtype)),
             "wave": tensor_array(wave16),
@@ -195,6 +210,7 @@ def _prepare(cfg: PrepareConfig, progress: bool) -> dict:
             "root": corpus.root,
             "labels": corpus.labels,
             "n_files": corpus.n_files,
+            "label_map": cfg.label_map,
         },
     }
     writer = ShardWriter(cfg.out, fingerprint)
@@ -210,14 +226,9 @@ def _prepare(cfg: PrepareConfig, progress: bool) -> dict:
         for k, results in _decoded_chunks(chunks, todo, pool, cfg):
             good = [(c, d, sha) for c, d, sha in results if isinstance(d, Decoded)]
             errors = [d for _, d, _ in results if isinstance(d, ErrorRow)]
-            waves = pad_trim(
-                [d.samples for _, d, _ in good],
-                cfg.features.clip_samples,
-                cfg.features.pad,
-                cfg.features.trim,
-            )
+            waves, n_valid = fixed_length([d.samples for _, d, _ in good], cfg.features)
             mel = featurize(waves, logmel, device, mel_batch)
-            table = build_table(good, mel, waves, cfg.features)
+            table = build_table(good, mel, waves, n_valid, cfg.features)
             if pending is not None:
                 pending.result()
             pending = writer_pool.submit(writer.write, k, table, errors, len(chunks[k]))
@@ -238,6 +249,8 @@ def _prepare(cfg: PrepareConfig, progress: bool) -> dict:
         "clips_written": rows,
         "errors": len(all_errors),
         "errors_by_reason": count_by_reason(all_errors),
+        "excluded": sum(corpus.excluded.values()),
+        "excluded_by_label": corpus.excluded,
         "shards": len(chunks),
         "shards_skipped_as_done": skipped,
         "device": str(device),
@@ -254,17 +267,22 @@ def _prepare(cfg: PrepareConfig, progress: bool) -> dict:
             f"no usable audio in {corpus.root}: all {corpus.n_files} files refused ({reasons}); "
             f"see {writer.out}/errors-*.parquet"
         )
-    if rows + len(all_errors) != corpus.n_files:
-        raise RuntimeError(f"lost files: {corpus.n_files} seen, {rows} written, {len(all_errors)} errors")
+    excluded = sum(corpus.excluded.values())
+    if rows + len(all_errors) + excluded != corpus.n_files:
+        raise RuntimeError(
+            f"lost files: {corpus.n_files} seen, {rows} written, {len(all_errors)} errors, {excluded} excluded"
+        )
     writer.finish(corpus.errors, summary)
     return summary
 
 
 def format_summary(summary: dict) -> str:
     reasons = ", ".join(f"{k} {v}" for k, v in summary["errors_by_reason"].items()) or "none"
+    by_label = ", ".join(f"{k} {v}" for k, v in summary.get("excluded_by_label", {}).items())
+    excluded = f", {summary['excluded']} excluded by --labels ({by_label})" if summary.get("excluded") else ""
     return (
         f"{summary['corpus']} corpus: {summary['files_seen']} files -> {summary['clips_written']} clips in "
         f"{summary['shards']} shards ({summary['shards_skipped_as_done']} already done), "
-        f"{summary['errors']} errors ({reasons}); {summary['mel_backend']} on {summary['device']}; "
+        f"{summary['errors']} errors ({reasons}){excluded}; {summary['mel_backend']} on {summary['device']}; "
         f"{summary['seconds']:.1f} s, {summary['clips_per_s']} clips/s"
     )

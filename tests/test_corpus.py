@@ -93,7 +93,7 @@ def test_detect_kind_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         detect_kind(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="holds no CREMA-D-named files"):
+    with pytest.raises(ValueError, match="holds no CREMA-D- or RAVDESS-named files"):
         detect_kind(tmp_path / "empty")
 
 

@@ -73,7 +73,7 @@ def run_label(inp: Path, model: Path, out: Path, **kw) -> dict:
 
 def file_rows(out: Path) -> pd.DataFrame:
     df = pd.read_parquet(out)
-    return df[df.window == "file"].sort_values(["path", "status"]).reset_index(drop=True)
+    return df[df.scope == "file"].sort_values(["path", "status"]).reset_index(drop=True)
 
 
 # 1. Resuming training never unpickles code.
@@ -128,8 +128,8 @@ def test_fifo_and_dev_zero_become_rows_without_a_hang(audio: Path, model_dir: Pa
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)  # the old code hangs here
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = file_rows(out)
-    assert dict(zip(rows.path.map(lambda p: Path(p).name), rows.error_reason.fillna("ok"))) == {
-        "a.wav": "ok", "pipe.wav": "not_a_file", "zero.wav": "not_a_file",
+    assert dict(zip(rows.path, rows.error_reason.fillna("ok"))) == {  # paths are stored resolved
+        str(audio.resolve() / "a.wav"): "ok", str(inp.resolve() / "pipe.wav"): "not_a_file", "/dev/zero": "not_a_file",
     }  # fmt: skip
     assert rows.source_sha256[rows.status == "error"].isna().all()  # never hashed
     with pytest.raises(AudioError, match="not_a_file: .* is a FIFO"):
@@ -145,6 +145,20 @@ def test_corpus_folders_give_non_regular_files_a_row(cremad_dir: Path, tmp_path:
     os.mkfifo(tmp_path / "folder" / "ANG" / "x.wav")
     for corpus, n in ((load_corpus(cremad_dir), 2), (load_corpus(tmp_path / "folder"), 1)):
         assert [e.reason for e in corpus.errors] == ["not_a_file"] * n, corpus.errors
+
+
+def test_ravdess_folder_gives_non_regular_and_repeated_files_a_row(tmp_path: Path) -> None:
+    from sononet.corpus import load_corpus
+
+    root = tmp_path / "ravdess"
+    (root / "Actor_01").mkdir(parents=True)
+    for i, stem in enumerate(("03-01-05-02-01-01-01", "03-01-03-01-02-01-01")):
+        sf.write(root / "Actor_01" / f"{stem}.wav", tone(1.5, seed=i), 16_000, subtype="PCM_16")
+    sf.write(root / "03-01-05-02-01-01-01.wav", tone(1.5, seed=9), 16_000, subtype="PCM_16")  # flat copy
+    os.mkfifo(root / "Actor_01" / "03-01-04-01-01-01-01.wav")
+    corpus = load_corpus(root)
+    assert corpus.kind == "ravdess" and len(corpus.clips) == 2
+    assert sorted(e.reason for e in corpus.errors) == ["duplicate", "not_a_file"], corpus.errors
 
 
 # 3. config.json is checked whole before any work.
@@ -387,12 +401,15 @@ def _probe_reason(path: Path, as_nobody: bool) -> str:
 @pytest.mark.parametrize(
     ("build", "match"),
     [
-        (lambda: TrainConfig(epochs=0), "epochs must be at least 1. Found: 0"),
-        (lambda: TrainConfig(epochs=-3), "epochs must be at least 1. Found: -3"),
+        (lambda: TrainConfig(epochs=0), r"epochs must be at least 1 .*Found: 0"),
+        (lambda: TrainConfig(epochs=-3), r"epochs must be at least 1 .*Found: -3"),
         (lambda: TrainConfig(batch_size=0), "batch_size must be at least 1. Found: 0"),
-        (lambda: TrainConfig(lr=-1.0), "lr must be positive. Found: -1.0"),
-        (lambda: TrainConfig(lr=float("nan")), "lr must be positive. Found: nan"),
+        (lambda: TrainConfig(lr=-1.0), r"lr must be positive .*Found: -1.0"),
+        (lambda: TrainConfig(lr=float("nan")), r"lr must be positive .*Found: nan"),
         (lambda: TrainConfig(plateau_factor=1.5), r"plateau_factor must be in \(0, 1\)"),
+        (lambda: TrainConfig(grad_clip=0.0), "grad_clip must be positive. Found: 0.0"),
+        (lambda: TrainConfig(weight_decay=float("nan")), "weight_decay must be >= 0. Found: nan"),
+        (lambda: TrainConfig(aux_weight=-0.1), "aux_weight must be >= 0. Found: -0.1"),
         (lambda: AugmentConfig(noise_std=-0.1), "noise_std must be >= 0"),
         (lambda: PrepareConfig(device="tpu"), "device must be auto, cpu, cuda, cuda:N or mps. Found: 'tpu'"),
         (lambda: PrepareConfig(mel_backend="librosa"), "mel_backend must be"),
@@ -431,7 +448,7 @@ def test_train_all_epochs_zero_is_refused_not_defaulted() -> None:
     kw = {"data": None, "out": None, "models": "cnn", "w2v2": "auto", "epochs": 0, "batch_size": 32, "folds": 1,
           "split": "speaker", "seed": 0, "device": "cpu", "fresh": False, "class_weights": False,
           "intensity_aux": False, "speed_perturb": False, "tempo_perturb": False, "pitch_perturb": False}  # fmt: skip
-    with pytest.raises(ValueError, match="epochs must be at least 1. Found: 0"):
+    with pytest.raises(ValueError, match="epochs must be at least 1 .*Found: 0"):
         experiment_config(**kw)
 
 

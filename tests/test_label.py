@@ -123,7 +123,7 @@ def labelled(folder, model_dir, tmp_path_factory) -> tuple[pd.DataFrame, dict, P
 def test_every_file_has_a_status(folder, labelled) -> None:
     root, expected = folder
     df, summary, out = labelled
-    files = df[df.window == "file"]
+    files = df[df.scope == "file"]
     assert len(files) == len(expected) == summary["files"]  # README.md and .hidden.wav are not inputs
     got = {str(Path(p).relative_to(root)): r for p, r in zip(files.path, files.error_reason)}
     want = {name: reason for name, reason in expected.items()}
@@ -131,12 +131,12 @@ def test_every_file_has_a_status(folder, labelled) -> None:
     assert got == want
     assert want["cut.flac"] in ("corrupt", "unsupported_format", "empty_audio")
     ok = files[files.status == "ok"]
-    assert set(files.status) == {"ok", "error"} and ok.label.isin(LABELS).all()
+    assert set(files.status) == {"ok", "error"} and ok.pred.isin(LABELS).all()
     probs = ok[[f"prob_{lab}" for lab in LABELS]].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(ok.confidence, probs.max(axis=1), rtol=1e-6)
     errors = files[files.status == "error"]
-    assert errors.label.isna().all() and errors.error_detail.notna().all()
+    assert errors.pred.isna().all() and errors.error_detail.notna().all()
     assert summary["ignored_non_audio"] == 2  # README.md and .hidden.wav
     saved = json.loads(out.with_suffix(".summary.json").read_text())
     assert saved["errors_by_reason"] == files.error_reason.dropna().value_counts().sort_index().to_dict()
@@ -150,7 +150,7 @@ def test_every_file_has_a_status(folder, labelled) -> None:
 def test_long_file_is_windowed_with_an_aggregate(folder, labelled) -> None:
     df, _, _ = labelled
     rows = df[df.path == str(folder[0] / "long.wav")]
-    windows, agg = rows[rows.window == "window"], rows[rows.window == "file"]
+    windows, agg = rows[rows.scope == "window"], rows[rows.scope == "file"]
     # 40 s in 3-s windows: starts 0, 3, ..., 36, then one aligned to the end at 37 s.
     assert list(windows.window_index) == list(range(14))
     np.testing.assert_allclose(windows.start_s, [*range(0, 39, 3), 37], atol=1e-3)
@@ -159,16 +159,16 @@ def test_long_file_is_windowed_with_an_aggregate(folder, labelled) -> None:
     cols = [f"prob_{lab}" for lab in LABELS]
     np.testing.assert_allclose(agg[cols].to_numpy()[0], windows[cols].mean().to_numpy(), rtol=1e-5)
     short = df[df.path == str(folder[0] / "rate8k.wav")]
-    assert list(short.window) == ["file"] and short.n_windows.iloc[0] == 1  # one padded window
+    assert list(short.scope) == ["file"] and short.n_windows.iloc[0] == 1  # one padded window
 
 
 def test_short_file_matches_the_training_feature_path(folder, model_dir, labelled) -> None:
     """Same decode -> pad/trim -> log-mel -> fp16 -> normalise -> model chain as prepare + training."""
     from sononet.kernels import pad_trim
 
+    from sononet.features.normalize import normalize_mel
     from sononet.models.saving import load_model
     from sononet.prepare import featurize
-    from sononet.train.normalize import normalize_mel
 
     df, _, _ = labelled
     path = folder[0] / "rate44k.wav"
@@ -180,7 +180,7 @@ def test_short_file_matches_the_training_feature_path(folder, model_dir, labelle
     frames = torch.tensor([-(-int(2.5 * 16_000) // FEATURES.hop_length)])
     with torch.no_grad():
         want = torch.softmax(model(x, frames)[0], dim=-1).numpy()[0]
-    row = df[(df.path == str(path)) & (df.window == "file")]
+    row = df[(df.path == str(path)) & (df.scope == "file")]
     # Equal to float precision here; skipping the fp16 storage rounding alone moves it by ~3e-6.
     np.testing.assert_allclose(row[[f"prob_{lab}" for lab in LABELS]].to_numpy()[0], want, rtol=1e-6, atol=1e-7)
 

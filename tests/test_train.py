@@ -15,7 +15,8 @@ from conftest import write_cremad_like
 from sklearn.metrics import balanced_accuracy_score
 
 from sononet.corpus.splits import SplitConfig
-from sononet.experiment import ExperimentConfig, run_experiment, shard_splits
+from sononet.experiment import REAL_TRIM_SILENCE_DB, ExperimentConfig, run_experiment, shard_splits
+from sononet.features.mel import FeatureConfig
 from sononet.features.reader import load_metadata
 from sononet.prepare import PrepareConfig, prepare
 from sononet.train.augment import AugmentConfig
@@ -31,10 +32,11 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("train")
     write_cremad_like(root / "data", [str(2001 + i) for i in range(10)], ["DFA", "IEO"])
     out = root / "shards"
-    prepare(
-        PrepareConfig(data=str(root / "data"), out=str(out), shard_size=40, mel_backend="torchaudio", device="cpu"),
-        progress=False,
+    features = FeatureConfig(trim_silence_db=REAL_TRIM_SILENCE_DB)  # what the real profile (any --data) prepares
+    cfg = PrepareConfig(
+        data=str(root / "data"), out=str(out), shard_size=40, mel_backend="torchaudio", device="cpu", features=features
     )
+    prepare(cfg, progress=False)
     return out
 
 
@@ -76,6 +78,8 @@ def test_experiment_beats_chance_and_writes_everything(shards: Path, tmp_path: P
     assert ua > 0.45, f"CNN UA {ua:.2f} is not clearly above chance (0.17)"
     assert set(preds.model) == {"cnn", "bigru", "ensemble"}
     assert "speaker-disjoint" in (run / "report.md").read_text()
+    card = (run / "cnn" / "model" / "README.md").read_text()  # the model card, with the run's test metrics
+    assert "| test | " in card and "cremad-named folder" in card and "tb" in {p.name for p in (run / "cnn").iterdir()}
 
 
 def test_train_all_cli_with_tiny_wav2vec2(shards: Path, tmp_path: Path) -> None:
@@ -129,7 +133,7 @@ def test_ddp_two_ranks_end_identical(shards: Path, tmp_path: Path) -> None:
            "--epochs", "2", "--batch-size", "8", "--device", "cpu"]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    check = json.loads((tmp_path / "ddp" / "ddp_check.json").read_text())
+    check = json.loads((tmp_path / "ddp" / "done.json").read_text())
     assert check["world_size"] == 2 and len(set(check["digests"])) == 1
 
 

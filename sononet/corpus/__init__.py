@@ -8,17 +8,24 @@ one :class:`Clip` per usable file and an errors-table row per file it had to ref
   (CREMA-D's AudioWAV, or the demo corpus, which uses the same naming);
 - ``manifest``: a CSV or Parquet file with columns ``path,label[,speaker][,...]``,
   paths relative to the manifest;
+- ``ravdess``: RAVDESS speech, ``MM-VV-EE-II-SS-RR-AA`` names at any depth;
 - ``audiofolder``: ``root/<label>/<file>`` (speaker unknown).
+
+:func:`select_labels` then maps labels (``CAL=NEU``) and keeps a chosen class set; clips of
+other classes are counted as excluded, not as errors: they are fine audio, just not this task.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sononet.errors import ErrorRow
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus")
+AUDIO_SUFFIXES += (".m4a", ".aac", ".mp4", ".m4b", ".webm", ".mka", ".mkv", ".mov", ".wma", ".amr", ".3gp")  # PyAV
 
 
 @dataclass(frozen=True)
@@ -37,15 +44,16 @@ class Clip:
 
 @dataclass
 class Corpus:
-    kind: str  # cremad | manifest | audiofolder
+    kind: str  # cremad | ravdess | manifest | audiofolder
     root: str
     clips: list[Clip]
     errors: list[ErrorRow]
     labels: list[str]  # sorted label set, from the data
+    excluded: dict[str, int] = field(default_factory=dict)  # label -> clips left out by select_labels
 
     @property
     def n_files(self) -> int:
-        return len(self.clips) + len(self.errors)
+        return len(self.clips) + len(self.errors) + sum(self.excluded.values())
 
     def summary(self) -> str:
         speakers = {c.speaker for c in self.clips if c.speaker is not None}
@@ -53,7 +61,60 @@ class Corpus:
             f"{self.kind} corpus at {self.root}: {len(self.clips)} clips, "
             f"{len(speakers) if speakers else 'unknown'} speakers, labels {','.join(self.labels)}, "
             f"{len(self.errors)} refused"
+            + (f", {sum(self.excluded.values())} excluded ({_counts(self.excluded)})" if self.excluded else "")
         )
+
+
+def _counts(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+def parse_label_map(text: str | Mapping[str, str] | None) -> dict[str, str]:
+    """``"CAL=NEU,SUR=HAP"`` (or a mapping) -> {"CAL": "NEU", "SUR": "HAP"}."""
+    if not text:
+        return {}
+    if isinstance(text, Mapping):
+        pairs = list(text.items())
+    else:
+        pairs = []
+        for item in str(text).split(","):
+            if item.strip():
+                src, sep, dst = item.partition("=")
+                if not sep or not src.strip() or not dst.strip():
+                    raise ValueError(f"label map entries look like FROM=TO (e.g. CAL=NEU). Found: {item.strip()!r}")
+                pairs.append((src, dst))
+    mapping = {str(src).strip(): str(dst).strip() for src, dst in pairs}
+    chained = sorted(set(mapping) & set(mapping.values()))
+    if chained:
+        raise ValueError(f"label map must not chain (a target is also a source): {chained}")
+    return mapping
+
+
+def select_labels(
+    corpus: Corpus, keep: Sequence[str] | None = None, label_map: Mapping[str, str] | None = None
+) -> Corpus:
+    """Relabel through ``label_map``, then keep only clips whose label is in ``keep`` (all if None).
+
+    Clips left out are counted per (mapped) label in ``Corpus.excluded``. Asking for a label
+    the data does not have is an error that lists what it does have: a typo should not
+    silently train a five-class model.
+    """
+    label_map = dict(label_map or {})
+    unknown_src = sorted(set(label_map) - {c.label for c in corpus.clips})
+    if unknown_src:
+        raise ValueError(f"--label-map names labels the data lacks: {unknown_src}. Labels present: {corpus.labels}")
+    clips = [replace(c, label=label_map[c.label]) if c.label in label_map else c for c in corpus.clips]
+    present = sorted({c.label for c in clips})
+    if keep is None:
+        return replace(corpus, clips=clips, labels=present)
+    keep = [str(k).strip() for k in keep]
+    missing = sorted(set(keep) - set(present))
+    if missing:
+        raise ValueError(f"--labels asks for {missing}, which the data lacks. Labels present: {present}")
+    wanted = set(keep)
+    excluded = Counter(c.label for c in clips if c.label not in wanted)
+    kept = [c for c in clips if c.label in wanted]
+    return replace(corpus, clips=kept, labels=sorted(wanted), excluded=dict(sorted(excluded.items())))
 
 
 def detect_kind(path: str | Path) -> str:
@@ -66,13 +127,16 @@ def detect_kind(path: str | Path) -> str:
             return "manifest"
         raise ValueError(f"{p} is a file but not a manifest (.csv/.tsv/.parquet)")
     from sononet.corpus.cremad import looks_like_cremad
+    from sononet.corpus.ravdess import looks_like_ravdess
 
     if looks_like_cremad(p):
         return "cremad"
+    if looks_like_ravdess(p):
+        return "ravdess"
     if any(d.is_dir() for d in p.iterdir()):
         return "audiofolder"
     raise ValueError(
-        f"{p} holds no CREMA-D-named files and no label sub-folders; pass a CREMA-D AudioWAV folder, "
+        f"{p} holds no CREMA-D- or RAVDESS-named files and no label sub-folders; pass a CREMA-D AudioWAV folder, "
         "a manifest CSV/Parquet (path,label[,speaker]) or an audiofolder root/<label>/<file>"
     )
 
@@ -84,6 +148,10 @@ def load_corpus(path: str | Path, kind: str = "auto") -> Corpus:
         from sononet.corpus.cremad import load_cremad
 
         return load_cremad(path)
+    if kind == "ravdess":
+        from sononet.corpus.ravdess import load_ravdess
+
+        return load_ravdess(path)
     if kind == "manifest":
         from sononet.corpus.folder import load_manifest
 
@@ -92,4 +160,4 @@ def load_corpus(path: str | Path, kind: str = "auto") -> Corpus:
         from sononet.corpus.folder import load_audiofolder
 
         return load_audiofolder(path)
-    raise ValueError(f"unknown corpus kind {kind!r}; expected auto, cremad, manifest or audiofolder")
+    raise ValueError(f"unknown corpus kind {kind!r}; expected auto, cremad, ravdess, manifest or audiofolder")

@@ -42,12 +42,15 @@ class FeatureConfig:
     amin: float = 1e-10  # librosa's default; avoids log(0) in digital silence
     pad: str = "right"  # pad/trim kernel: zeros after the clip, so `lengths` marks a valid prefix
     trim: str = "center"  # pad/trim kernel: which part of long clips is kept
+    trim_silence_db: float | None = None  # drop leading/trailing audio this many dB below the peak; None or 0 = off
     mel_dtype: str = "float16"  # storage in shards: halves size; dB values need ~0.03 dB precision
 
     def __post_init__(self) -> None:
         for name in ("sample_rate", "clip_samples", "n_fft", "hop_length", "n_mels"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive. Found: {getattr(self, name)}")
+        if self.trim_silence_db is not None and not self.trim_silence_db >= 0:
+            raise ValueError(f"trim_silence_db must be >= 0 (0 or None: no trimming). Found: {self.trim_silence_db}")
         if self.mel_dtype not in ("float16", "float32"):
             raise ValueError(f"mel_dtype must be float16 or float32. Found: {self.mel_dtype!r}")
 
@@ -60,7 +63,10 @@ class FeatureConfig:
 
     def hash(self) -> str:
         """Short stable id of everything that changes the shard bytes."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        values = self.to_dict()
+        if values["trim_silence_db"] is None:  # added later: unset, it keeps older shards' hashes valid
+            del values["trim_silence_db"]
+        blob = json.dumps(values, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

@@ -13,8 +13,12 @@ to the list), or one file. Any rate and channel count: decoding, downmix, resamp
 bad-input checks are ``sononet.audio``'s, and the features are rebuilt from the model's saved
 config (pad/trim kernel, log-mel, the training split's normalisation via ``model_inputs``).
 
-Output rows: every input file gets exactly one ``window = "file"`` row (``window_index`` -1),
-``status`` ok or error with the errors-table reason, so ``count(file rows) == inputs``.
+Output rows: every input file gets exactly one ``scope = "file"`` row (``window_index`` -1),
+``status`` ok or error with the errors-table reason, so ``count(file rows) == inputs``. The
+predicted class is ``pred`` with ``confidence`` and ``prob_<label>`` (the names predictions.parquet
+uses); ``model_id``, ``train_corpus``, ``train_split`` and ``pretrained`` say what the model learned
+from; ``embeddings = true`` adds the pooled clip vector as a fixed-shape tensor column ``embedding``.
+Paths are stored resolved and absolute.
 A file longer than the window is streamed (never held whole) and cut into windows of
 ``window_s`` every ``hop_s``; the last window ends at the file's end, so every window is real
 audio, and each gets its own row; the file row holds the mean of its windows' probabilities.
@@ -30,7 +34,7 @@ file list is dealt round-robin: shard i of n takes files i, i+n, ... (``--shard 
 ``JOB_COMPLETION_INDEX``/``JOB_COMPLETIONS`` in a Kubernetes Indexed Job, or torchrun's
 ``RANK``/``WORLD_SIZE``). Query without merging::
 
-    duckdb -c "select label, count(*) from 'labels.parts/part-*.parquet' where window = 'file' group by 1"
+    duckdb -c "select pred, count(*) from 'labels.parts/part-*.parquet' where scope = 'file' group by 1"
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sononet.label.cli import label_command as label_command
+from sononet.label.engine import MIN_WINDOW_S as MIN_WINDOW_S
+from sononet.label.engine import resolve_window as resolve_window
+from sononet.label.engine import score_sources as score_sources
 from sononet.label.inputs import audio_suffixes as audio_suffixes
 from sononet.label.inputs import duplicates
 from sononet.label.inputs import list_inputs as list_inputs
@@ -64,7 +71,6 @@ from sononet.label.windows import stream_windows as stream_windows
 from sononet.locking import folder_lock
 
 log = logging.getLogger(__name__)
-MIN_WINDOW_S = 1.0  # under 1 s a window holds too little prosody (and too few frames for the CNN)
 
 
 @dataclass
@@ -82,10 +88,13 @@ class LabelConfig:
     workers: int = 2  # decode threads (soundfile and soxr release the GIL)
     mel_backend: str = "auto"  # as in prepare: both backends pass the librosa parity test
     merge: bool = False  # only combine every shard's finished parts into `out`
+    embeddings: bool = False  # add the pooled clip vector per row (fixed-shape tensor column `embedding`)
 
     def __post_init__(self) -> None:
         from sononet.device import check_device
 
+        if not str(self.out).endswith(".parquet"):
+            raise ValueError(f"out must be a .parquet file (labels are written as Parquet). Found: {self.out!r}")
         for name in ("batch_size", "part_size", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive. Found: {getattr(self, name)}")
@@ -134,13 +143,9 @@ def _label_shard(cfg: LabelConfig, progress: bool) -> dict:
     if not files:
         raise ValueError(f"no audio files in {cfg.input} ({ignored} files with other extensions ignored)")
     lab = Labeller(cfg.model, cfg.device, cfg.mel_backend)
-    sr = lab.features.sample_rate
-    window_s = cfg.window_s or lab.features.clip_samples / sr
-    hop_s = cfg.hop_s or window_s
-    if window_s < MIN_WINDOW_S or not 0 < hop_s <= window_s:
-        rule = f"need window_s >= {MIN_WINDOW_S} and 0 < hop_s <= window_s"
-        raise ValueError(f"{rule}. Found: {window_s}, {hop_s}")
-    window = (round(window_s * sr), round(hop_s * sr))
+    if lab.warning:
+        log.warning(lab.warning)
+    window_s, hop_s, window = resolve_window(lab, cfg.window_s, cfg.hop_s)
     mine = files[shard::n]
     chunks = [mine[i : i + cfg.part_size] for i in range(0, len(mine), cfg.part_size)]
     repeated = duplicates(files)  # over all shards: the first listing is kept wherever it falls
@@ -149,7 +154,7 @@ def _label_shard(cfg: LabelConfig, progress: bool) -> dict:
     out_dir = parts_dir(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / f"state-{shard:05d}.json"
-    state = _load_state(state_path, _fingerprint(files, lab, window, n, cfg.part_size), shard)
+    state = _load_state(state_path, _fingerprint(files, lab, window, n, cfg.part_size, cfg.embeddings), shard)
     state["n_parts"] = len(chunks)
 
     def done(k: int) -> bool:  # listed, present and unchanged
@@ -179,6 +184,7 @@ def _label_shard(cfg: LabelConfig, progress: bool) -> dict:
         "ignored_non_audio": ignored, "seconds": round(seconds, 3),
         "files_per_s": round(processed / seconds, 1) if seconds > 0 else None, "model_id": lab.id,
         "device": str(lab.device), "mel_backend": lab.mel_backend, "window_s": window_s, "hop_s": hop_s,
+        "train_corpus": lab.provenance["corpus"], "warning": lab.warning,
     }  # fmt: skip
     state.update(complete=True, summary=summary)
     atomic_write_json(state_path, state)

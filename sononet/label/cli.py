@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
 from sononet.label.inputs import parse_shard
 from sononet.label.parts import format_summary, summary_path
+
+TABLE_MAX_FILES = 20  # up to this many inputs, the command prints one line per file
 
 
 @click.command("label", context_settings={"show_default": True})
@@ -21,9 +26,12 @@ from sononet.label.parts import format_summary, summary_path
 @click.option("--workers", type=int, default=2, help="Decode threads.")
 @click.option("--part-size", type=int, default=1000, help="Files per Parquet part (the unit of resume).")
 @click.option("--mel-backend", type=click.Choice(["auto", "nnaudio", "torchaudio"]), default="auto")
+@click.option("--embeddings", is_flag=True, help="Add each row's pooled clip vector (tensor column `embedding`).")
+@click.option("--strict", is_flag=True, help="Exit 1 when any file could not be labelled.")
 def label_command(
     path: str | None, model: str | None, out: str, window: float | None, hop: float | None, shard: str | None,
     merge_only: bool, device: str, batch_size: int, workers: int, part_size: int, mel_backend: str,
+    embeddings: bool, strict: bool,
 ) -> None:  # fmt: skip
     """Label audio files (folder, .txt list, manifest or one file) with a trained model into Parquet.
 
@@ -32,6 +40,7 @@ def label_command(
     sononet label long_calls/ --model runs/demo/cnn/model --out calls.parquet --hop 1.5
     sononet label files.txt --model M --out labels.parquet --shard 2/8
     sononet label --merge --out labels.parquet
+    sononet label clips/ --model M --out feats.parquet --embeddings --strict
     """
     from sononet.cli import USER_ERRORS, _fail
     from sononet.label import LabelConfig, label  # the package imports this module first
@@ -43,11 +52,37 @@ def label_command(
         cfg = LabelConfig(
             input=path, model=model, out=out, window_s=window, hop_s=hop, batch_size=batch_size,
             part_size=part_size, shard_index=index, shard_count=count, device=device, workers=workers,
-            mel_backend=mel_backend, merge=merge_only,
+            mel_backend=mel_backend, merge=merge_only, embeddings=embeddings,
         )  # fmt: skip
         summary = label(cfg)
     except USER_ERRORS as e:
         _fail(e)
+    if "out" in summary and summary["files"] <= TABLE_MAX_FILES:
+        click.echo(format_table(out))
     click.echo(format_summary(summary))
     if "out" in summary:
         click.echo(f"summary: {summary_path(out)}")
+    if summary.get("warning"):
+        click.echo(f"warning: {summary['warning']}", err=True)
+    if strict and summary["error_files"]:
+        click.echo(f"error: {summary['error_files']} file(s) could not be labelled (--strict)", err=True)
+        sys.exit(1)
+
+
+def format_table(out: str, width: int = 48) -> str:
+    """One line per input file: file, predicted label, confidence (or the error reason)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out, columns=["path", "scope", "pred", "confidence", "status", "error_reason"])
+    lines = [f"{'file':<{width}}  {'pred':<8} {'confidence':>10}"]
+    for r in table.to_pylist():
+        if r["scope"] != "file":
+            continue
+        rel = os.path.relpath(r["path"])
+        name = rel if not rel.startswith("..") else r["path"]  # rows hold absolute paths; show them short
+        name = name if len(name) <= width else "..." + name[-(width - 3) :]
+        if r["status"] == "ok":
+            lines.append(f"{name:<{width}}  {r['pred']:<8} {r['confidence']:>10.3f}")
+        else:
+            lines.append(f"{name:<{width}}  {'-':<8} {'-':>10}  error: {r['error_reason']}")
+    return "\n".join(lines)

@@ -43,11 +43,12 @@ def audio_suffixes() -> set[str]:
 
 
 def list_inputs(source: str | Path) -> tuple[list[str], int]:
-    """(sorted absolute paths, files ignored in a folder). Listed paths are never ignored.
+    """(sorted resolved absolute paths, files ignored in a folder). Listed paths are never ignored.
 
     A folder's hidden files and ``*.part`` downloads are no inputs (macOS ``._x.wav`` forks,
     transfers in flight), so they get no row; they are counted as ignored, with unknown
-    extensions. A path listed twice stays twice: the labeller gives the repeat a ``duplicate`` row.
+    extensions. A path listed twice (after resolving) stays twice: the labeller gives the
+    repeat a ``duplicate`` row.
     """
     src = Path(source)
     if not src.exists():
@@ -83,12 +84,20 @@ def list_inputs(source: str | Path) -> tuple[list[str], int]:
         paths = [_absolute(src.parent / v) for v in cells if v]
     else:
         paths = [str(src.absolute())]
-    return sorted(paths), ignored
+    return sorted(_resolved(p) for p in paths), ignored
 
 
 def _absolute(path: Path) -> str:
-    # pathlib drops "." parts (so "./a.wav" repeats "a.wav") but keeps "..", which a symlink can redirect
+    # pathlib drops "." parts (so "./a.wav" repeats "a.wav"); _resolved then settles ".." and links
     return str(path.absolute())
+
+
+def _resolved(path: str) -> str:
+    """The real path; a symlink loop (RuntimeError on Python < 3.13) keeps its absolute path for its row."""
+    try:
+        return str(Path(path).resolve())
+    except (OSError, RuntimeError):
+        return str(Path(path).absolute())
 
 
 def duplicates(paths: list[str]) -> set[int]:

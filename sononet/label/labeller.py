@@ -3,13 +3,60 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+DEMO_WARNING = (
+    "model {id} was trained on the synthetic demo corpus: its labels on real speech are not meaningful "
+    "(train on real data first, e.g. `sononet train-all --data data/cremad`)"
+)
 
-def model_id(model_dir: str | Path) -> str:
-    """``<name>@<sha256[:12]>`` of every weights file, so rows say exactly which weights made them."""
+
+def provenance(doc: dict[str, Any]) -> dict[str, Any]:
+    """What a saved model was trained on, from its config.json: corpus, split, init, pretrained.
+
+    ``init`` is ``scratch`` (CNN, BiGRU), ``pretrained`` or ``random-init`` (the tiny test wav2vec2).
+    """
+    meta = doc.get("meta") or {}
+    protocol = meta.get("protocol")
+    protocol = protocol if isinstance(protocol, dict) else {}
+    describe = str(doc.get("describe", ""))
+    if "not pretrained" in describe or "random-init" in describe:
+        init = "random-init"
+    elif describe.startswith("pretrained"):
+        init = "pretrained"
+    else:
+        init = "scratch"
+    return {
+        "corpus": str(protocol.get("corpus") or "unknown"),
+        "split": str(protocol.get("split") or "unknown"),
+        "folds": protocol.get("folds"),
+        "init": init,
+        "pretrained": init == "pretrained",
+        "describe": describe,
+    }
+
+
+def is_demo(prov: dict[str, Any]) -> bool:
+    return prov["corpus"].startswith("demo")
+
+
+def _slug(text: str) -> str:
+    if ":" in text:  # "manifest:/data/x/meta.csv" -> "manifest-meta"
+        kind, _, where = text.partition(":")
+        text = f"{kind}-{Path(where).stem}"
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
+
+
+def model_id(model_dir: str | Path, doc: dict[str, Any] | None = None) -> str:
+    """``<name>@<sha256[:12]>/<corpus>/<init>``: which weights made a row, and what they learned from.
+
+    The hash covers every weights file; corpus and init come from the saved protocol, e.g.
+    ``cnn@1f0c2a9b3d4e/demo-synthetic/scratch`` or ``wav2vec2@.../cremad/pretrained``.
+    """
     from sononet.features.shards import sha256_file
 
     directory = Path(model_dir)
@@ -17,7 +64,11 @@ def model_id(model_dir: str | Path) -> str:
     h = hashlib.sha256()
     for p in sorted(directory.rglob("*.safetensors")):
         h.update(sha256_file(p).encode())
-    return f"{name}@{h.hexdigest()[:12]}"
+    ident = f"{name}@{h.hexdigest()[:12]}"
+    if doc is not None:
+        prov = provenance(doc)
+        ident += f"/{_slug(prov['corpus'])}/{prov['init']}"
+    return ident
 
 
 class Labeller:
@@ -37,34 +88,52 @@ class Labeller:
         if missing:
             raise ValueError(f"{model_dir}: saved meta lacks {missing}; cannot rebuild the training features")
         self.model, self.labels, self.kind = model, list(meta["labels"]), meta["input_kind"]
+        self.doc, self.provenance = doc, provenance(doc)
         self.features = FeatureConfig(**meta["feature_config"])
         self.norm = {k: torch.tensor(v, dtype=torch.float32) for k, v in (meta.get("norm") or {}).items()}
         self.mel_backend = None
         if self.kind == "mel":
             self.mel_backend, _ = pick_backend(mel_backend, self.device, self.features)
             self.logmel = LogMel(self.features, self.mel_backend).to(self.device)
-        self.id = model_id(model_dir)
+        self.id = model_id(model_dir, doc)
+        self.warning = DEMO_WARNING.format(id=self.id) if is_demo(self.provenance) else None
 
-    def predict(self, clips: list[np.ndarray], length: int) -> np.ndarray:
-        """Clips (each at most ``length`` samples) -> (B, n_classes) probabilities."""
+    def embedding_dim(self) -> int:
+        """D of the clip vectors: the input width of the model's emotion head."""
+        from torch import nn
+
+        return next(m.in_features for m in self.model.head.emotion.modules() if isinstance(m, nn.Linear))
+
+    def predict(
+        self, clips: list[np.ndarray], length: int, embed: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Clips (each at most ``length`` samples) -> ((B, n_classes) probabilities, (B, D) clip vectors or None).
+
+        The clip vector is what the model's head sees: the pooled representation after the encoder.
+        """
         import torch
 
-        from sononet.features.reader import Batch
-        from sononet.kernels import pad_trim
-        from sononet.train.loop import model_inputs
+        from sononet.features.frontend import fixed_length, frame_lengths
+        from sononet.features.normalize import model_inputs
 
         fc = self.features
-        waves = torch.from_numpy(pad_trim(clips, length, fc.pad, fc.trim))  # (B, length)
-        n_valid = torch.tensor([min(c.shape[0], length) for c in clips], dtype=torch.int64)
+        waves_np, n_valid_np = fixed_length(clips, fc, length)
+        waves = torch.from_numpy(waves_np)  # (B, length)
+        n_valid = torch.from_numpy(n_valid_np.astype(np.int64))
         with torch.no_grad():
             if self.kind == "mel":
                 mel = self.logmel(waves.to(self.device))  # (B, n_mels, T)
                 x = mel.to(getattr(torch, fc.mel_dtype)).float()  # the shards' storage rounding
-                lengths = torch.clamp(-(-n_valid // fc.hop_length), max=x.shape[-1])
+                lengths = torch.from_numpy(frame_lengths(n_valid_np, fc, x.shape[-1]))
             else:
                 x, lengths = waves, n_valid
-            n = len(clips)
-            batch = Batch(x, lengths, torch.zeros(n, dtype=torch.long), torch.full((n,), -100), [])
-            x = model_inputs(batch, self.kind, self.norm, self.device)
-            logits, _ = self.model(x, lengths.to(self.device))
-            return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            x = model_inputs(x, lengths, self.kind, self.norm, self.device)
+            pooled: list[torch.Tensor] = []
+            hook = self.model.head.register_forward_pre_hook(lambda _m, args: pooled.append(args[0])) if embed else None
+            try:
+                logits, _ = self.model(x, lengths.to(self.device))
+            finally:
+                if hook is not None:
+                    hook.remove()
+            probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            return probs, pooled[0].float().cpu().numpy() if embed else None

@@ -7,22 +7,23 @@ import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sononet.label.engine import file_embedding, file_probs, score_sources
 from sononet.label.labeller import Labeller
-from sononet.label.windows import Source, open_source, prefetch, stream_windows
+from sononet.label.windows import Source, open_source, prefetch
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from sononet.label import LabelConfig
 
-FORMAT = "sononet-labels/1"
+FORMAT = "sononet-labels/2"  # 2: `scope` and `pred` columns, provenance, optional `embedding`
 
 
 def parts_dir(out: str | Path) -> Path:
@@ -33,46 +34,71 @@ def summary_path(out: str | Path) -> Path:
     return Path(out).with_suffix(".summary.json")
 
 
-def _rows(src: Source, labels: list[str], sr: int, ident: str) -> list[dict]:
+def _rows(src: Source, lab: Labeller, sr: int) -> list[dict]:
     from sononet import __version__
 
+    labels, prov = lab.labels, lab.provenance
     base = {
         "path": src.path, "duration_s": src.duration_s, "orig_sr": src.orig_sr,
-        "orig_channels": src.orig_channels, "source_sha256": src.sha256, "model_id": ident,
+        "orig_channels": src.orig_channels, "source_sha256": src.sha256, "model_id": lab.id,
+        "train_corpus": prov["corpus"], "train_split": prov["split"], "pretrained": prov["pretrained"],
         "sononet_version": __version__,
     }  # fmt: skip
     if src.error is not None:
-        return [{**base, "window": "file", "window_index": -1, "n_windows": 0, "status": "error",
+        return [{**base, "scope": "file", "window_index": -1, "n_windows": 0, "status": "error",
                  "error_reason": src.error.reason, "error_detail": src.error.detail}]  # fmt: skip
 
     def pred(p: np.ndarray) -> dict:
         probs = {f"prob_{lab}": float(q) for lab, q in zip(labels, p)}
-        return {"label": labels[int(p.argmax())], "confidence": float(p.max()), **probs, "status": "ok"}
+        return {"pred": labels[int(p.argmax())], "confidence": float(p.max()), **probs, "status": "ok"}
 
     probs = np.stack(src.probs)  # (n_windows, n_classes)
     rows = []
     if len(src.windows) > 1:
         for i, ((start, n), p) in enumerate(zip(src.windows, probs)):
-            rows.append({**base, "window": "window", "window_index": i, "start_s": start / sr,
+            rows.append({**base, "scope": "window", "window_index": i, "start_s": start / sr,
                          "end_s": (start + n) / sr, "n_windows": 1, **pred(p)})  # fmt: skip
     end = src.duration_s
-    rows.append({**base, "window": "file", "window_index": -1, "start_s": 0.0, "end_s": end,
-                 "n_windows": len(src.windows), **pred(probs.mean(axis=0))})  # fmt: skip
+    rows.append({**base, "scope": "file", "window_index": -1, "start_s": 0.0, "end_s": end,
+                 "n_windows": len(src.windows), **pred(file_probs(src))})  # fmt: skip
     return rows
 
 
+def _embeddings(src: Source) -> list[np.ndarray | None]:
+    """One vector per row of :func:`_rows`, in the same order; None for an error row."""
+    if src.error is not None:
+        return [None]
+    return [*(src.embeddings if len(src.windows) > 1 else []), file_embedding(src)]
+
+
 def schema(labels: list[str]) -> pa.Schema:
+    """Column names shared with predictions.parquet where they mean the same: ``pred``, ``prob_<label>``."""
     import pyarrow as pa
 
-    cols = [("path", pa.string()), ("window", pa.string()), ("window_index", pa.int32()),
-            ("start_s", pa.float64()), ("end_s", pa.float64()), ("label", pa.string()),
+    cols = [("path", pa.string()), ("scope", pa.string()), ("window_index", pa.int32()),
+            ("start_s", pa.float64()), ("end_s", pa.float64()), ("pred", pa.string()),
             ("confidence", pa.float32())]  # fmt: skip
     cols += [(f"prob_{lab}", pa.float32()) for lab in labels]
     cols += [("n_windows", pa.int32()), ("duration_s", pa.float64()), ("orig_sr", pa.int32()),
              ("orig_channels", pa.int16()), ("source_sha256", pa.string()), ("status", pa.string()),
              ("error_reason", pa.string()), ("error_detail", pa.string()), ("model_id", pa.string()),
+             ("train_corpus", pa.string()), ("train_split", pa.string()), ("pretrained", pa.bool_()),
              ("sononet_version", pa.string())]  # fmt: skip
     return pa.schema(cols)
+
+
+def embedding_column(vectors: list[np.ndarray | None], dim: int) -> pa.ExtensionArray:
+    """Per-row clip vectors -> an Arrow fixed-shape tensor column (dim,); NaN on error rows.
+
+    NaN rather than null: Parquet cannot store null entries of a fixed-size list.
+    """
+    from sononet.features.shards import tensor_array
+
+    flat = np.full((len(vectors), dim), np.nan, np.float32)  # (rows, D)
+    for i, v in enumerate(vectors):
+        if v is not None:
+            flat[i] = v
+    return tensor_array(flat)
 
 
 def label_files(
@@ -91,14 +117,6 @@ def label_files(
     length, hop = window
     audio = AudioConfig(sample_rate=lab.features.sample_rate)
     window_s = length / audio.sample_rate
-    sources: list[Source] = []
-    pending: list[tuple[Source, np.ndarray]] = []
-
-    def flush() -> None:
-        if pending:
-            for (src, _), p in zip(pending, lab.predict([c for _, c in pending], length)):
-                src.probs.append(p)
-            pending.clear()
 
     def source(item: tuple[int, str]) -> Source:
         i, path = item
@@ -106,37 +124,36 @@ def label_files(
             return Source(path, error=AudioError("duplicate", "listed more than once; the first listing is labelled"))
         return open_source(path, audio, window_s)
 
-    for src in prefetch(source, enumerate(files), pool, 2 * cfg.batch_size):
-        sources.append(src)
-        if src.error is None:
-            clips = [(0, src.samples)] if src.samples is not None else stream_windows(src, length, hop, audio)
-            src.samples = None  # the pending batch holds it now; a part must not keep 1,000 clips
-            try:
-                for start, clip in clips:
-                    src.windows.append((start, min(clip.shape[0], length)))
-                    pending.append((src, clip))
-                    if len(pending) >= cfg.batch_size:
-                        flush()
-            except AudioError as e:
-                src.error = e
-        if bar is not None:
-            bar.update(1)
-    flush()
-    rows = [r for src in sources for r in _rows(src, lab.labels, audio.sample_rate, lab.id)]
+    def opened() -> Iterator[Source]:
+        for src in prefetch(source, enumerate(files), pool, 2 * cfg.batch_size):
+            yield src
+            if bar is not None:
+                bar.update(1)
+
+    sources = list(score_sources(opened(), lab, length, hop, cfg.batch_size, audio, embed=cfg.embeddings))
+    rows = [r for src in sources for r in _rows(src, lab, audio.sample_rate)]
     errors = Counter(s.error.reason for s in sources if s.error is not None)
     stats = {
         "files": len(sources), "ok_files": len(sources) - sum(errors.values()),
         "errors_by_reason": dict(errors), "rows": len(rows),
         "windows": sum(len(s.windows) for s in sources if s.error is None),
     }  # fmt: skip
-    return pa.Table.from_pylist(rows, schema=schema(lab.labels)), stats
+    table = pa.Table.from_pylist(rows, schema=schema(lab.labels))
+    if cfg.embeddings:
+        vectors = [v for src in sources for v in _embeddings(src)]
+        dim = next((v.shape[0] for v in vectors if v is not None), 0) or lab.embedding_dim()
+        table = table.append_column("embedding", embedding_column(vectors, dim))
+    return table, stats
 
 
-def _fingerprint(files: list[str], lab: Labeller, window: tuple[int, int], n: int, part_size: int) -> dict:
+def _fingerprint(
+    files: list[str], lab: Labeller, window: tuple[int, int], n: int, part_size: int, embeddings: bool = False
+) -> dict:
     return {
         "format": FORMAT, "files_sha256": hashlib.sha256("\n".join(files).encode()).hexdigest()[:16],
         "n_files": len(files), "model_id": lab.id, "feature_config": lab.features.hash(),
         "window_samples": window[0], "hop_samples": window[1], "shards": n, "part_size": part_size,
+        "embeddings": embeddings,
     }  # fmt: skip
 
 
@@ -229,6 +246,7 @@ def _merge(out: Path) -> dict:
         "ignored_non_audio": shard_sums[0]["ignored_non_audio"],
         "seconds": seconds, "files_per_s": round(now / seconds, 1) if seconds > 0 else None,
         **{k: shard_sums[0][k] for k in ("model_id", "device", "mel_backend", "window_s", "hop_s")},
+        **{k: shard_sums[0].get(k) for k in ("train_corpus", "warning")},
     }  # fmt: skip
     atomic_write_json(summary_path(out), summary)
     return summary

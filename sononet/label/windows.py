@@ -33,6 +33,7 @@ class Source:
     error: AudioError | None = None
     windows: list[tuple[int, int]] = field(default_factory=list)  # (start, valid samples) per window
     probs: list[np.ndarray] = field(default_factory=list)
+    embeddings: list[np.ndarray] = field(default_factory=list)  # (D,) per window, only when asked for
 
 
 def open_source(path: str, audio: AudioConfig, window_s: float) -> Source:
@@ -79,8 +80,7 @@ def stream_windows(src: Source, length: int, hop: int, audio: AudioConfig) -> It
         rs = soxr.ResampleStream(sr, audio.sample_rate, 1, dtype="float32", quality=audio.resample_quality)
     buf, pos, nxt, end, read, sound = np.zeros(0, np.float32), 0, 0, 0, 0, False
     try:
-        with sf.SoundFile(src.path) as f:
-            blocks = f.blocks(blocksize=sr * BLOCK_S, dtype="float32", always_2d=True)
+        with _blocks(src, sr * BLOCK_S) as blocks:
             for data in itertools.chain(blocks, [None]):
                 if data is None:  # flush the resampler's delay line
                     chunk = rs.resample_chunk(np.zeros(0, np.float32), last=True) if rs else buf[:0]
@@ -107,6 +107,20 @@ def stream_windows(src: Source, length: int, hop: int, audio: AudioConfig) -> It
         yield 0, buf.copy()
     elif end < total:  # align the last window to the end so the tail is labelled with real audio
         yield total - length, buf[-length:].copy()
+
+
+@contextlib.contextmanager
+def _blocks(src: Source, blocksize: int) -> Iterator[Iterator[np.ndarray]]:
+    """Float32 (n, channels) blocks from libsndfile, or from PyAV when the probe handed the file to it."""
+    import soundfile as sf
+
+    from sononet.audio_av import AvInfo, read_blocks_av
+
+    if isinstance(src.info, AvInfo):
+        yield read_blocks_av(src.path, blocksize)
+        return
+    with sf.SoundFile(src.path) as f:
+        yield f.blocks(blocksize=blocksize, dtype="float32", always_2d=True)
 
 
 def prefetch(

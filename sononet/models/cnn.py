@@ -13,7 +13,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sononet.models.pooling import ClipHead, HeadConfig, check_lengths, check_mel, length_mask, masked_mean
+from sononet.models.pooling import (
+    ClipHead,
+    HeadConfig,
+    check_lengths,
+    check_mel,
+    length_mask,
+    masked_mean,
+    masked_mean_std,
+)
+
+POOLINGS = ("mean", "stats")
 
 
 @dataclass
@@ -26,6 +36,7 @@ class CNNConfig(HeadConfig):
         128,
     )  # per block; half the seed's 32-64-128-256 so CPU epochs stay short
     dropouts: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)  # per block, growing with depth as in the seed
+    pooling: str = "mean"  # mean: average over frequency and valid frames; stats: keep frequency, mean + std over time
 
     def check(self) -> None:
         self.check_head()
@@ -33,6 +44,8 @@ class CNNConfig(HeadConfig):
             raise ValueError(
                 f"channels and dropouts need one entry per block. Found {self.channels} and {self.dropouts}"
             )
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}. Found: {self.pooling!r}")
         if self.n_mels < 2 ** len(self.channels):
             raise ValueError(f"n_mels must be >= 2**blocks = {2 ** len(self.channels)}. Found: {self.n_mels}")
 
@@ -59,7 +72,9 @@ class EmotionCNN(nn.Module):
         self.blocks = nn.ModuleList(
             ConvBlock(c_in, c_out, p) for c_in, c_out, p in zip(widths[:-1], widths[1:], cfg.dropouts)
         )
-        self.head = ClipHead(cfg.channels[-1], cfg)
+        freq_out = cfg.n_mels // 2 ** len(cfg.channels)
+        width = cfg.channels[-1] if cfg.pooling == "mean" else 2 * cfg.channels[-1] * freq_out
+        self.head = ClipHead(width, cfg)
 
     def describe(self) -> str:
         return f"CNN {'-'.join(map(str, self.config.channels))}, trained from scratch"
@@ -85,6 +100,11 @@ class EmotionCNN(nn.Module):
             # Keep only pooled frames built wholly from valid input; floor, so padding never leaks in.
             lengths = (lengths // 2).clamp(min=1)
             x = x * length_mask(lengths, x.shape[-1])[:, None, None, :].to(x.dtype)
-        x = x.mean(dim=2).transpose(1, 2)  # (B, T', C): mean over frequency
-        z = masked_mean(x, length_mask(lengths, x.shape[1]))  # (B, C)
+        mask = length_mask(lengths, x.shape[-1])  # (B, T')
+        if self.config.pooling == "mean":
+            x = x.mean(dim=2).transpose(1, 2)  # (B, T', C): mean over frequency
+            z = masked_mean(x, mask)  # (B, C)
+        else:
+            x = x.flatten(1, 2).transpose(1, 2)  # (B, T', C * F'): frequency position kept (pitch, tilt)
+            z = masked_mean_std(x, mask)  # (B, 2 * C * F')
         return self.head(z, labels, intensity)

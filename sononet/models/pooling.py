@@ -97,6 +97,26 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return (x * w).sum(dim=1) / w.sum(dim=1).clamp(min=1.0)
 
 
+def masked_mean_std(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean and standard deviation over valid frames (x-vector statistics pooling).
+
+    The spread over time carries what a mean hides: how much pitch and energy move, which is
+    much of what separates anger and happiness from sadness and calm.
+
+    Args:
+        x: (B, T, D) frame features.
+        mask: (B, T) bool, True for valid frames.
+
+    Returns:
+        (B, 2 * D).
+    """
+    w = mask.to(x.dtype).unsqueeze(-1)  # (B, T, 1)
+    n = w.sum(dim=1).clamp(min=1.0)  # (B, 1)
+    mean = (x * w).sum(dim=1) / n  # (B, D)
+    var = (((x - mean.unsqueeze(1)) ** 2) * w).sum(dim=1) / n
+    return torch.cat([mean, torch.sqrt(var + 1e-5)], dim=-1)
+
+
 class AttentionPooling(nn.Module):
     """Learned scoring over time: softmax over valid frames of ``v . tanh(W h)`` weights the frames.
 

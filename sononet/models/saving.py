@@ -27,6 +27,7 @@ from torch import nn
 
 from sononet import __version__
 from sononet.models.backbone import BackboneNotFoundError
+from sononet.models.card import write_card
 from sononet.models.config_check import build_config, check_document, check_meta
 from sononet.models.registry import get_spec
 
@@ -77,6 +78,7 @@ def save_model(directory: str | Path, model: nn.Module, name: str, meta: dict[st
         state = {k: v for k, v in state.items() if not k.startswith("backbone.")}
     save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, staging / WEIGHTS_FILE)
     (staging / CONFIG_FILE).write_text(text + "\n")
+    write_card(staging)  # README.md model card; train-all adds the metrics after evaluation
     if directory.exists():
         shutil.rmtree(previous, ignore_errors=True)
         os.replace(directory, previous)

@@ -1,0 +1,199 @@
+"""SonoNet from Python: a saved model as a classifier, on exactly the inference path of ``sononet label``.
+
+::
+
+    from sononet import EmotionClassifier
+
+    clf = EmotionClassifier.load("runs/demo/cnn/model", device="auto")
+    clf.predict("clip.wav")                      # [{"label": "ANG", "score": 0.71}, ...], best first
+    clf.predict(["a.wav", "b.flac"])             # one list per input
+    clf.predict(x, sample_rate=44_100)           # ndarray/tensor (time,) or (channels, time), any rate
+    clf.predict_windows("long.wav", window_s=3, hop_s=1.5)  # DataFrame: start_s, end_s, pred, prob_<label>
+    clf.embed(["a.wav", "b.flac"])               # (N, D) pooled clip vectors
+
+Files and arrays go through :mod:`sononet.label.engine`, the code ``sononet label`` runs: the same
+decode, resampling, pad/trim, log-mel, normalisation and windowing (a file longer than the window
+is the mean of its windows), in batches of ``batch_size`` windows, so memory does not grow with the
+number or length of inputs. Input that cannot become a clip raises :class:`sononet.AudioError`,
+whose ``reason`` is the errors-table reason ``sononet label`` would record.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from sononet.label.labeller import Labeller
+    from sononet.label.windows import Source
+
+
+class SyntheticModelWarning(UserWarning):
+    """The model learned from the synthetic demo corpus: its labels on real speech mean nothing."""
+
+
+def _is_single(inputs: Any) -> bool:
+    if isinstance(inputs, str | os.PathLike | np.ndarray):
+        return True
+    return type(inputs).__module__.startswith("torch") and hasattr(inputs, "detach")
+
+
+class EmotionClassifier:
+    """A saved SonoNet model (``DIR`` with config.json, as ``train-all`` writes it) ready to classify audio."""
+
+    def __init__(self, labeller: Labeller, batch_size: int = 64, workers: int = 2) -> None:
+        if batch_size < 1 or workers < 1:
+            raise ValueError(f"batch_size and workers must be positive. Found: {batch_size}, {workers}")
+        self._lab = labeller
+        self.batch_size = batch_size  # windows per forward pass: the memory bound (label's default too)
+        self.workers = workers  # decode threads
+
+    @classmethod
+    def load(
+        cls, model_dir: str | os.PathLike, device: str = "auto", batch_size: int = 64, workers: int = 2,
+        mel_backend: str = "auto",
+    ) -> EmotionClassifier:  # fmt: skip
+        """Rebuild the model and its training feature path; warns when it was trained on the demo corpus."""
+        from sononet.label.labeller import Labeller
+
+        lab = Labeller(model_dir, device, mel_backend)
+        if lab.warning:
+            warnings.warn(lab.warning, SyntheticModelWarning, stacklevel=2)
+        return cls(lab, batch_size, workers)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self._lab.labels)
+
+    @property
+    def model_id(self) -> str:
+        """``<name>@<weights hash>/<corpus>/<init>``, the value of ``model_id`` in labels.parquet."""
+        return self._lab.id
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """Training corpus, split protocol, init (scratch / pretrained / random-init)."""
+        return dict(self._lab.provenance)
+
+    @property
+    def sample_rate(self) -> int:
+        """The model's rate; inputs at any other rate are resampled to it."""
+        return self._lab.features.sample_rate
+
+    def __repr__(self) -> str:
+        return f"EmotionClassifier({self.model_id}, labels={self.labels}, device={self._lab.device})"
+
+    def predict(
+        self, inputs: Any, sample_rate: int | None = None, top_k: int | None = None
+    ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+        """Labels with scores, best first: one list for one input, a list of lists for a list of inputs.
+
+        Args:
+            inputs: a path, an array or tensor ``(time,)`` / ``(channels, time)``, or a list of these.
+            sample_rate: the rate of array inputs (required for them; files carry their own).
+            top_k: keep the k best labels; None keeps all.
+        """
+        probs = self.predict_proba(inputs, sample_rate)
+        ranked = [
+            [{"label": self._lab.labels[i], "score": float(p[i])} for i in np.argsort(-p, kind="stable")[:top_k]]
+            for p in probs
+        ]
+        return ranked[0] if _is_single(inputs) else ranked
+
+    def predict_proba(self, inputs: Any, sample_rate: int | None = None) -> np.ndarray:
+        """(N, n_classes) float32 probabilities in :attr:`labels` order; equal to label's ``prob_<label>``."""
+        from sononet.label.engine import file_probs
+
+        rows = [file_probs(src) for src in self._score(inputs, sample_rate)]
+        return np.stack(rows) if rows else np.zeros((0, len(self._lab.labels)), np.float32)
+
+    def embed(self, inputs: Any, sample_rate: int | None = None) -> np.ndarray:
+        """(N, D) float32 pooled clip vectors (the head's input; a long file: the mean over its windows)."""
+        from sononet.label.engine import file_embedding
+
+        rows = [file_embedding(src) for src in self._score(inputs, sample_rate, embed=True)]
+        return np.stack(rows) if rows else np.zeros((0, self._lab.embedding_dim()), np.float32)
+
+    def predict_windows(
+        self, input: Any, window_s: float | None = None, hop_s: float | None = None, sample_rate: int | None = None
+    ) -> pd.DataFrame:
+        """One row per window of one input: ``start_s, end_s, pred, confidence, prob_<label>``.
+
+        Windows are ``window_s`` long every ``hop_s`` (defaults: the model's 3 s clip, no overlap),
+        the last aligned to the end; an input no longer than the window is one row.
+        """
+        import pandas as pd
+
+        if not _is_single(input):
+            raise ValueError(f"predict_windows takes one input (a path, array or tensor). Found: {type(input)}")
+        (src,) = self._score(input, sample_rate, window_s=window_s, hop_s=hop_s)
+        sr, labels = self.sample_rate, self._lab.labels
+        probs = np.stack(src.probs)  # (n_windows, n_classes)
+        starts, ends = [s / sr for s, _ in src.windows], [(s + n) / sr for s, n in src.windows]
+        df = pd.DataFrame({"start_s": starts, "end_s": ends})
+        df["pred"] = [labels[i] for i in probs.argmax(axis=1)]
+        df["confidence"] = probs.max(axis=1)
+        for i, lab in enumerate(labels):
+            df[f"prob_{lab}"] = probs[:, i]
+        return df
+
+    def _score(
+        self, inputs: Any, sample_rate: int | None, embed: bool = False, window_s: float | None = None,
+        hop_s: float | None = None,
+    ) -> Iterator[Source]:  # fmt: skip
+        """Scored sources in input order; raises AudioError (with the input named) at the first bad one."""
+        from sononet.audio import AudioConfig
+        from sononet.errors import AudioError
+        from sononet.label.engine import resolve_window, score_sources
+        from sononet.label.windows import prefetch
+
+        items = [inputs] if _is_single(inputs) else list(_check_items(inputs))
+        window_s, hop_s, (length, hop) = resolve_window(self._lab, window_s, hop_s)
+        audio = AudioConfig(sample_rate=self.sample_rate)
+
+        def open_item(item: tuple[int, Any]) -> Source:
+            return _open(item[0], item[1], sample_rate, audio, window_s)
+
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            opened = prefetch(open_item, enumerate(items), pool, 2 * self.batch_size)
+            for src in score_sources(opened, self._lab, length, hop, self.batch_size, audio, embed=embed):
+                if src.error is not None:
+                    raise AudioError(src.error.reason, f"{src.path}: {src.error.detail}") from src.error
+                yield src
+
+
+def _check_items(inputs: Iterable[Any]) -> Iterator[Any]:
+    if isinstance(inputs, bytes | dict) or not isinstance(inputs, Iterable):
+        raise TypeError(f"expected a path, an array, a tensor or a list of them. Found: {type(inputs).__name__}")
+    yield from inputs
+
+
+def _open(index: int, item: Any, sample_rate: int | None, audio: Any, window_s: float) -> Source:
+    """A path is probed like ``sononet label`` does; an array is validated, downmixed and resampled."""
+    from sononet.audio import decode_array
+    from sononet.errors import AudioError
+    from sononet.label.windows import Source, open_source
+
+    if isinstance(item, str | os.PathLike):
+        return open_source(str(Path(item).resolve()), audio, window_s)
+    if not _is_single(item):
+        raise TypeError(f"input {index}: expected a path, array or tensor. Found: {type(item).__name__}")
+    if sample_rate is None:
+        raise ValueError(f"input {index} is an array: pass sample_rate= (e.g. sample_rate=16000)")
+    x = item.detach().cpu().numpy() if hasattr(item, "detach") else item
+    src = Source(f"<array {index}>")
+    try:
+        dec = decode_array(x, sample_rate, audio)
+        src.samples, src.duration_s = dec.samples, dec.duration_s
+        src.orig_sr, src.orig_channels = dec.orig_sr, dec.orig_channels
+    except AudioError as e:
+        src.error = e
+    return src

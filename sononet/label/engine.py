@@ -1,0 +1,113 @@
+"""The one inference path: sources -> windows -> batched forward passes -> per-window and per-file scores.
+
+``sononet label`` and :class:`sononet.EmotionClassifier` both run :func:`score_sources`, so a file
+gets the same probabilities from either, bit for bit when the batches are composed alike.
+Memory: one batch of windows plus the sources whose windows are still in it; a long file is
+streamed (files) or sliced (arrays) one window at a time.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sononet.label.windows import Source, stream_windows
+
+if TYPE_CHECKING:
+    from sononet.audio import AudioConfig
+    from sononet.label.labeller import Labeller
+
+MIN_WINDOW_S = 1.0  # under 1 s a window holds too little prosody (and too few frames for the CNN)
+
+
+def resolve_window(lab: Labeller, window_s: float | None, hop_s: float | None) -> tuple[float, float, tuple[int, int]]:
+    """(window_s, hop_s, (window, hop) in samples); None = the model's clip length and no overlap."""
+    sr = lab.features.sample_rate
+    window_s = window_s or lab.features.clip_samples / sr
+    hop_s = hop_s or window_s
+    if window_s < MIN_WINDOW_S or not 0 < hop_s <= window_s:
+        rule = f"need window_s >= {MIN_WINDOW_S} and 0 < hop_s <= window_s"
+        raise ValueError(f"{rule}. Found: {window_s}, {hop_s}")
+    return window_s, hop_s, (round(window_s * sr), round(hop_s * sr))
+
+
+def slice_windows(samples: np.ndarray, length: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, clip) windows of an in-memory signal, placed exactly as :func:`stream_windows` places them.
+
+    Starts 0, hop, 2 hop... while a whole window fits; then one window aligned to the end when
+    audio is left over, so every window is real audio. A signal shorter than ``length`` is one clip.
+    """
+    total, start, end = samples.shape[0], 0, 0
+    while start + length <= total:
+        yield start, samples[start : start + length]
+        end, start = start + length, start + hop
+    if end == 0:
+        yield 0, samples
+    elif end < total:
+        yield total - length, samples[total - length :]
+
+
+def windows_of(src: Source, length: int, hop: int, audio: AudioConfig) -> Iterable[tuple[int, np.ndarray]]:
+    """A source's windows: one clip when it fits the model's window, else windows of ``length`` every ``hop``."""
+    window_s = length / audio.sample_rate
+    if src.samples is not None:
+        if src.duration_s is None or src.duration_s <= window_s:
+            return [(0, src.samples)]
+        return slice_windows(src.samples, length, hop)
+    return stream_windows(src, length, hop, audio)
+
+
+def score_sources(
+    sources: Iterable[Source], lab: Labeller, length: int, hop: int, batch_size: int, audio: AudioConfig,
+    embed: bool = False,
+) -> Iterator[Source]:  # fmt: skip
+    """Fill each source's ``windows``, ``probs`` (and ``embeddings``); yield sources in input order once scored.
+
+    A source whose stream fails part-way keeps ``error`` set and its scored windows are ignored.
+    """
+    from sononet.errors import AudioError
+
+    pending: list[tuple[Source, np.ndarray]] = []
+    waiting: deque[Source] = deque()  # sources with windows still in `pending`, in input order
+
+    def flush() -> None:
+        if pending:
+            probs, emb = lab.predict([c for _, c in pending], length, embed=embed)
+            for i, (src, _) in enumerate(pending):
+                src.probs.append(probs[i])
+                if emb is not None:
+                    src.embeddings.append(emb[i])
+            pending.clear()
+
+    for src in sources:
+        waiting.append(src)
+        if src.error is None:
+            clips = windows_of(src, length, hop, audio)
+            src.samples = None  # the pending batch holds it now; finished sources must not keep audio
+            try:
+                for start, clip in clips:
+                    src.windows.append((start, min(clip.shape[0], length)))
+                    pending.append((src, clip))
+                    if len(pending) >= batch_size:
+                        flush()
+            except AudioError as e:
+                src.error = e
+        oldest = pending[0][0] if pending else None  # pending sources are a suffix of `waiting`
+        while waiting and waiting[0] is not oldest:
+            yield waiting.popleft()
+    flush()
+    while waiting:
+        yield waiting.popleft()
+
+
+def file_probs(src: Source) -> np.ndarray:
+    """(n_classes,) float32: the mean of the file's window probabilities (one window: that window's)."""
+    return np.stack(src.probs).mean(axis=0)
+
+
+def file_embedding(src: Source) -> np.ndarray:
+    """(D,) float32: the mean of the file's window embeddings."""
+    return np.stack(src.embeddings).mean(axis=0)

@@ -1,0 +1,36 @@
+"""Model cards: every saved model folder explains itself, with metrics once train-all has them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from test_label import save_tiny
+
+from sononet.models.card import render_card, write_card
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_saved_model_has_a_card(tmp_path: Path) -> None:
+    card = (save_tiny(tmp_path / "cnn" / "model") / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: sononet\npipeline_tag: audio-classification")
+    for needle in ("Labels (3): ANG, HAP, SAD", "trained from scratch", "| n_mels | 32 |", "Not evaluated yet",
+                   "## Intended use and limits", "check the licence of your training corpus"):  # fmt: skip
+        assert needle in card, needle
+
+
+def test_card_with_metrics_protocol_and_licence(tmp_path: Path) -> None:
+    model_dir = save_tiny(tmp_path / "cnn" / "model")
+    doc = json.loads((model_dir / "config.json").read_text())
+    doc["meta"]["protocol"] = {"corpus": "cremad", "split": "speaker-disjoint", "folds": 1, "seed": 0}
+    (model_dir / "config.json").write_text(json.dumps(doc))
+    metrics = json.loads((ROOT / "results" / "demo" / "metrics.json").read_text())
+    card = write_card(model_dir, metrics).read_text()
+    assert "| test | 164 | 62.8 [56.1, 70.1] | 61.9 [56.2, 68.1] |" in card  # the README's demo CNN row
+    assert "corpus: **cremad** (English, acted" in card and "ODbL" in card
+    assert "split protocol: speaker-disjoint" in card
+    doc["describe"] = "random-init tiny, not pretrained"
+    doc["meta"]["protocol"]["corpus"] = "demo (synthetic)"
+    demo = render_card(doc)
+    assert "NOT pretrained" in demo and "synthetic demo corpus: its labels on real speech mean nothing" in demo

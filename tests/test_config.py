@@ -1,0 +1,114 @@
+"""One config, one feature path: each default lives once and every consumer builds from what was saved."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import write_cremad_like
+
+from sononet.cli import main
+from sononet.corpus.splits import SplitConfig
+from sononet.experiment import ExperimentConfig, resolve_experiment, shard_splits
+from sononet.features.mel import FeatureConfig
+from sononet.features.reader import load_metadata
+from sononet.features.shards import read_manifest
+from sononet.jobs import spec_text
+from sononet.models.saving import load_model
+from sononet.prepare import PrepareConfig, prepare
+from sononet.train.loop import PROFILE_EPOCHS, TrainConfig, train_model
+
+CPU = torch.device("cpu")
+LABELS = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
+
+
+@pytest.fixture(scope="module")
+def shards64(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shards made with 64 mel bands, not the registry's 128."""
+    root = tmp_path_factory.mktemp("cfg")
+    write_cremad_like(root / "data", [str(2001 + i) for i in range(6)], ["DFA"])
+    out = root / "shards"
+    features = FeatureConfig(n_mels=64)
+    prepare(PrepareConfig(data=str(root / "data"), out=str(out), features=features, mel_backend="torchaudio",
+                          device="cpu"), progress=False)  # fmt: skip
+    return out
+
+
+def test_models_take_n_mels_from_the_shards(shards64: Path, tmp_path: Path) -> None:
+    meta = load_metadata(shards64, ["clip_id", "speaker", "sex"]).to_pandas()
+    splits = shard_splits(meta, SplitConfig(seed=0))
+    fc = read_manifest(shards64)["feature_config"]
+    for name in ("cnn", "bigru"):
+        result = train_model(name, shards64, splits, LABELS, TrainConfig(epochs=1), tmp_path / name, CPU,
+                             meta={"feature_config": fc}, progress=False)  # fmt: skip
+        model, _ = load_model(result.model_dir)
+        assert model.config.n_mels == 64
+
+
+def test_train_lr_is_used(shards64: Path, tmp_path: Path) -> None:
+    meta = load_metadata(shards64, ["clip_id", "speaker", "sex"]).to_pandas()
+    splits = shard_splits(meta, SplitConfig(seed=0))
+    fc = read_manifest(shards64)["feature_config"]
+    cfg = TrainConfig(epochs=1, lr=3e-4, warmup_epochs=0)
+    result = train_model("cnn", shards64, splits, LABELS, cfg, tmp_path / "lr", CPU, meta={"feature_config": fc},
+                         progress=False)  # fmt: skip
+    assert result.history[0]["lr"] == pytest.approx(3e-4)
+    assert load_model(result.model_dir)[0].config.lr == pytest.approx(3e-4)
+
+
+def test_sononet_train_model_can_label(shards64: Path, tmp_path: Path) -> None:
+    """The torchrun entry saves the feature config, so `sononet label` accepts its model; done.json marks it."""
+    out = tmp_path / "one"
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", "--shards", str(shards64), "--model", "cnn", "--out", str(out),
+                                  "--epochs", "1", "--device", "cpu"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "done.json").read_text())["epochs"] == 1
+    assert not (out / "ddp_check.json").exists()
+    audio = next((shards64.parent / "data").glob("*.wav"))
+    args = ["label", str(audio), "--model", str(out / "model"), "--out", str(tmp_path / "l.parquet")]
+    labelled = runner.invoke(main, [*args, "--device", "cpu", "--mel-backend", "torchaudio"])
+    assert labelled.exit_code == 0, labelled.output
+
+
+def test_two_sample_rates_that_disagree_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"prepare.audio.sample_rate \(8000\) and prepare.features.sample_rate"):
+        PrepareConfig(out="x", audio=replace(PrepareConfig().audio, sample_rate=8000))
+
+
+def test_epochs_come_from_one_place() -> None:
+    demo = resolve_experiment(ExperimentConfig(device="cpu"))
+    real = resolve_experiment(ExperimentConfig(device="cpu", prepare=PrepareConfig(data="x", out="y")))
+    assert (demo.profile, demo.train.epochs) == ("demo", PROFILE_EPOCHS["demo"])
+    assert (real.profile, real.train.epochs) == ("real", PROFILE_EPOCHS["real"])
+    assert resolve_experiment(ExperimentConfig(train=TrainConfig(epochs=3))).train.epochs == 3
+    assert demo.prepare.features.trim_silence_db is None and real.prepare.features.trim_silence_db == 30.0
+    off = PrepareConfig(data="x", out="y", features=FeatureConfig(trim_silence_db=0.0))
+    assert resolve_experiment(ExperimentConfig(prepare=off)).prepare.features.trim_silence_db == 0.0
+    with pytest.raises(ValueError, match="epochs must be at least 1"):
+        TrainConfig(epochs=0)
+
+
+@pytest.mark.parametrize("extra", [[], ["--set", "prepare.data=tests", "--set", "out=runs/x"]])
+def test_train_all_and_sononet_batch_resolve_the_same_spec(extra: list[str], tmp_path: Path) -> None:
+    from sononet.batch import cli as batch_cli
+
+    runner = CliRunner()
+    direct = ["train-all", "--device", "cpu", "--print-spec"]
+    if extra:
+        direct += ["--data", "tests", "--out", str(tmp_path / "runs/x")]
+    a = runner.invoke(main, direct)
+    b = runner.invoke(batch_cli, ["train-all", "--set", "device=cpu", "--out", str(tmp_path), *extra, "--print-spec"])
+    assert a.exit_code == 0 and b.exit_code == 0, (a.output, b.output)
+    norm = lambda text: text.replace(str(tmp_path) + "/", "").replace(str(Path("tests").resolve()), "tests")  # noqa: E731
+    assert norm(a.output) == norm(b.output)
+    assert ('profile = "real"' if extra else 'profile = "demo"') in a.output
+
+
+def test_spec_round_trips_through_toml() -> None:
+    cfg = resolve_experiment(ExperimentConfig(device="cpu"))
+    assert spec_text(cfg, "train-all") == spec_text(resolve_experiment(cfg), "train-all")
