@@ -13,7 +13,9 @@ resampling (high quality, and it releases the GIL, so a thread pool scales).
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +33,12 @@ if TYPE_CHECKING:
 _TRUNCATED_RE = re.compile(r"data\s*:\s*(\d+)\s*\(should be (\d+)\)")
 CLIP_LEVEL = 0.999  # |x| at or above this counts as a clipped sample (full scale is 1.0)
 CLIP_FRACTION = 1e-3  # flag a file as clipped when more than 0.1 % of samples sit at full scale
+# Below 4 kHz no speech band survives (telephone audio is 8 kHz), and the bound caps resampling
+# to 16 kHz at 4x: a lying 1 Hz header would otherwise expand 16,000x into hours of windows.
+MIN_SAMPLE_RATE = 4_000
+SF_ERR_SYSTEM = 2  # libsndfile's error code for a failed OS call (open, read), not a bad file
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}  # fmt: skip
 
 
 @dataclass
@@ -39,6 +47,16 @@ class AudioConfig:
     min_duration_s: float = 0.3  # below this there is too little speech to classify (CREMA-D's shortest: 1.27 s)
     long_duration_s: float = 60.0  # longer files are flagged "long"; only the needed part is decoded
     resample_quality: str = "HQ"  # soxr quality: HQ is transparent for speech and fast
+
+    def __post_init__(self) -> None:
+        if self.sample_rate < MIN_SAMPLE_RATE:
+            raise ValueError(f"sample_rate must be at least {MIN_SAMPLE_RATE} Hz. Found: {self.sample_rate}")
+        if not 0 <= self.min_duration_s < self.long_duration_s:
+            raise ValueError(
+                f"need 0 <= min_duration_s < long_duration_s. Found: {self.min_duration_s}, {self.long_duration_s}"
+            )
+        if self.resample_quality not in ("QQ", "LQ", "MQ", "HQ", "VHQ"):
+            raise ValueError(f"resample_quality must be QQ, LQ, MQ, HQ or VHQ. Found: {self.resample_quality!r}")
 
 
 @dataclass
@@ -55,17 +73,11 @@ def probe(path: str | Path) -> sf._SoundFileInfo | AvInfo:
 
     Formats libsndfile does not recognise go to PyAV (:mod:`sononet.audio_av`).
 
-    Catches what the header alone shows: missing, zero-byte, unreadable, unsupported,
-    corrupt and truncated files.
+    Catches what the header alone shows: missing, not a regular file, zero-byte, unreadable,
+    unsupported, corrupt (including an implausible sample rate) and truncated files.
     """
     path = Path(path)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError as e:
-        raise AudioError("missing", str(path)) from e
-    except OSError as e:
-        raise AudioError("unreadable", str(e)) from e
-    if size == 0:
+    if check_regular_file(path) == 0:
         raise AudioError("zero_byte")
     try:
         info = sf.info(str(path))
@@ -74,14 +86,53 @@ def probe(path: str | Path) -> sf._SoundFileInfo | AvInfo:
         if "Format not recognised" in msg or "not supported" in msg.lower():
             from sononet.audio_av import probe_av  # m4a/AAC, WebM, MP4 audio...: FFmpeg via PyAV
 
-            return probe_av(path)
+            return _check_rate(probe_av(path))
+        if e.code == SF_ERR_SYSTEM:  # the OS refused: permissions or an I/O error
+            raise AudioError("unreadable", msg) from e
         raise AudioError("corrupt", msg) from e
     except OSError as e:
         raise AudioError("unreadable", str(e)) from e
     m = _TRUNCATED_RE.search(info.extra_info or "")
     if m and int(m.group(1)) > int(m.group(2)):
         raise AudioError("truncated", f"header declares {m.group(1)} data bytes, file holds {m.group(2)}")
+    return _check_rate(info)
+
+
+def _check_rate(info: sf._SoundFileInfo | AvInfo) -> sf._SoundFileInfo | AvInfo:
+    """A header rate under MIN_SAMPLE_RATE is a lie or no speech; refused before any decoding."""
+    if info.samplerate < MIN_SAMPLE_RATE:
+        raise AudioError("corrupt", f"sample rate {info.samplerate} Hz is below the {MIN_SAMPLE_RATE} Hz minimum")
     return info
+
+
+def check_regular_file(path: str | Path) -> int:
+    """Size of ``path`` when it is a regular file we may read, else AudioError.
+
+    FIFOs, devices and sockets (also behind symlinks) are refused from ``stat`` alone, so they
+    are never opened: a FIFO would block and ``/dev/zero`` never ends. A non-blocking open then
+    proves read permission (``os.access`` says yes to root) and ``fstat`` rechecks what it opened.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError as e:
+        raise AudioError("missing", str(path)) from e
+    except OSError as e:  # permission on a parent folder, symlink loop
+        raise AudioError("unreadable", str(e)) from e
+    if not stat.S_ISREG(st.st_mode):
+        raise AudioError("not_a_file", f"{path} is {_KINDS.get(stat.S_IFMT(st.st_mode), 'not a regular file')}")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError as e:
+        raise AudioError("missing", str(path)) from e
+    except OSError as e:  # PermissionError above all
+        raise AudioError("unreadable", str(e)) from e
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(st.st_mode):  # replaced between stat and open
+        raise AudioError("not_a_file", f"{path} is {_KINDS.get(stat.S_IFMT(st.st_mode), 'not a regular file')}")
+    return st.st_size
 
 
 def read_window(path: str | Path, start_s: float, duration_s: float, cfg: AudioConfig = AudioConfig()) -> np.ndarray:
@@ -139,7 +190,7 @@ def load_audio(
 
             data, sr = read_av(path, start, frames)
     except sf.LibsndfileError as e:
-        raise AudioError("corrupt", str(e)) from e
+        raise AudioError("unreadable" if e.code == SF_ERR_SYSTEM else "corrupt", str(e)) from e
     except (OSError, RuntimeError) as e:
         raise AudioError("unreadable", str(e)) from e
     if data.shape[0] == 0:

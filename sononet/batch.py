@@ -25,7 +25,8 @@ gets the resolved ``spec.toml`` and ``events.jsonl``: one JSON object per log re
 lines to stderr for log collectors. Every stage resumes, so after a crash or a preempted node
 the same command continues: train-all from its checkpoints, prepare and label from their
 finished shards and parts. Exit status: 0 done, 1 the job failed, 2 a bad spec or option,
-130 interrupted; the last stderr line says why in one line.
+130 interrupted, 143 terminated (SIGTERM, which also writes the ``failed`` event); the last
+stderr line says why in one line.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import inspect
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
@@ -186,6 +188,7 @@ def cli(
     events.setFormatter(JsonFormatter())
     logging.getLogger().addHandler(events)
     t0 = time.perf_counter()
+    previous_term = signal.signal(signal.SIGTERM, _terminated)
     try:
         if rank == 0:  # shards share the run dir; one writer keeps the spec file whole
             write_spec(rdir / "spec.toml", cfg, name)
@@ -206,16 +209,33 @@ def cli(
         log.error("interrupted; rerun the same command to resume", extra={"event": "failed"})
         click.echo("sononet-batch: interrupted; rerun the same command to resume", err=True)
         sys.exit(130)
-    except Exception as e:  # the one place a job's failure becomes an exit status
+    except TerminatedError:  # a preempted node or `kubectl delete`: say so before going
+        data = {"error": "terminated (SIGTERM)", "type": "SIGTERM", "seconds": round(time.perf_counter() - t0, 1)}
+        log.error("terminated by SIGTERM; rerun the same command to resume", extra={"event": "failed", "data": data})
+        click.echo("sononet-batch: terminated (SIGTERM); rerun the same command to resume", err=True)
+        sys.exit(128 + signal.SIGTERM)
+    except Exception as exc:  # the one place a job's failure becomes an exit status
+        from sononet.errors import DiskFullError, is_disk_full
+
+        e = DiskFullError(getattr(exc, "filename", None) or rdir) if is_disk_full(exc) else exc  # says: rerun
         data = {"error": str(e), "type": type(e).__name__, "seconds": round(time.perf_counter() - t0, 1)}
         data["traceback"] = traceback.format_exc()  # in the JSON lines; stderr text stays one line
         log.error("%s failed: %s", name, e, extra={"event": "failed", "data": data})
         click.echo(f"sononet-batch: {name} failed: {type(e).__name__}: {e}".splitlines()[0], err=True)
         sys.exit(1)
     finally:
+        signal.signal(signal.SIGTERM, previous_term)
         logging.getLogger().removeHandler(events)
         events.close()
     click.echo(f"{name} done in {seconds:.1f} s: {rdir}")
+
+
+class TerminatedError(BaseException):
+    """SIGTERM arrived; a BaseException so no ``except Exception`` in a stage swallows it."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise TerminatedError
 
 
 def main() -> None:

@@ -32,7 +32,22 @@ def _fail(e: BaseException) -> None:
     sys.exit(2)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+class _Main(click.Group):
+    """The root group: a full disk anywhere below is one line and exit 1, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from sononet.errors import DiskFullError, is_disk_full
+
+        try:
+            return super().invoke(ctx)
+        except OSError as e:
+            if not is_disk_full(e):
+                raise
+            click.echo(f"error: {e if isinstance(e, DiskFullError) else DiskFullError(e.filename or '?')}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.version_option(package_name="sononet")
 def main(verbose: bool) -> None:
@@ -96,7 +111,10 @@ def prepare(
 @click.option("--jobs", type=int, default=8, help="Parallel downloads.")
 @click.option("--base-url", default=None, help="Mirror URL ending in AudioWAV/ (default: the official LFS media URL).")
 @click.option("--limit", type=int, default=None, help="Fetch only the first N files (for a quick check).")
-def download(to: str, jobs: int, base_url: str | None, limit: int | None) -> None:
+@click.option(
+    "--timeout", type=float, default=120.0, help="Seconds one attempt at one file may take in all; then it resumes."
+)
+def download(to: str, jobs: int, base_url: str | None, limit: int | None, timeout: float) -> None:
     """Download CREMA-D's audio, verified by size and sha256; resumable.
 
     \b
@@ -106,7 +124,8 @@ def download(to: str, jobs: int, base_url: str | None, limit: int | None) -> Non
     from sononet.corpus import download as dl
 
     try:
-        summary = dl.download_cremad(to, jobs=jobs, base_url=base_url, files=limit)
+        config = dl.DownloadConfig(file_timeout_s=timeout)
+        summary = dl.download_cremad(to, jobs=jobs, base_url=base_url, files=limit, config=config)
     except USER_ERRORS as e:
         _fail(e)
     click.echo(summary.format())

@@ -7,7 +7,9 @@ them and tests can name them.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -24,6 +26,8 @@ REASONS = {
     "unknown_label": "the label is not in the corpus label set",
     "missing": "the file listed in the manifest does not exist",
     "unreadable": "the file could not be opened (permissions or I/O error)",
+    "not_a_file": "not a regular file (FIFO, device, socket): never opened, so it cannot stall a batch",
+    "duplicate": "the same file is listed again; its first listing is kept",
 }
 
 SCHEMA = pa.schema([("path", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
@@ -60,3 +64,22 @@ def count_by_reason(rows: list[ErrorRow]) -> dict[str, int]:
     for r in rows:
         counts[r.reason] = counts.get(r.reason, 0) + 1
     return dict(sorted(counts.items()))
+
+
+class DiskFullError(OSError):
+    """No space left while writing ``path``; finished work is kept, so a rerun resumes."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(errno.ENOSPC, "no space left on device", str(path))
+        self.message = (
+            f"no space left on the device holding {path}; free some space and rerun the same command: "
+            "finished work is kept and the rerun resumes from it"
+        )
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """True for ENOSPC/EDQUOT, also when a library (pyarrow) only says so in its message."""
+    return isinstance(e, OSError) and (e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(e))

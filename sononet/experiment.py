@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from sononet.corpus.splits import SplitConfig, assign_splits
+from sononet.device import check_device
 from sononet.features.reader import load_metadata
 from sononet.features.shards import atomic_write_json, read_manifest
 from sononet.prepare import PrepareConfig, format_summary, prepare, resolve_device
@@ -51,12 +52,13 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        check_device(self.device)
+        if not self.models or len(set(self.models)) != len(self.models):
+            raise ValueError(f"models must name at least one model, each once. Found: {list(self.models)}")
         if not self.prepare.out:  # the shards belong to the run unless placed elsewhere
             self.prepare.out = str(Path(self.out) / "shards")
         if self.profile not in PROFILES:
             raise ValueError(f"profile must be one of {PROFILES}. Found: {self.profile!r}")
-        if not self.models:
-            raise ValueError("models must name at least one model")
 
 
 def resolve_experiment(cfg: ExperimentConfig) -> ExperimentConfig:

@@ -26,10 +26,12 @@ from tqdm import tqdm
 
 from sononet.audio import AudioConfig, Decoded, load_audio
 from sononet.corpus import Clip, Corpus, load_corpus, parse_label_map, select_labels
+from sononet.device import check_device
 from sononet.errors import AudioError, ErrorRow, count_by_reason
 from sononet.features.frontend import decode_samples, fixed_length, frame_lengths
 from sononet.features.mel import FeatureConfig, LogMel, pick_backend
 from sononet.features.shards import ShardWriter, sha256_file, tensor_array
+from sononet.locking import folder_lock
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,13 @@ class PrepareConfig:
             raise ValueError(f"mel_batch must be positive, or 0 for the device default. Found: {self.mel_batch}")
         if self.workers < 1:
             raise ValueError(f"workers must be positive. Found: {self.workers}")
+        check_device(self.device)
+        if self.mel_backend not in ("auto", "nnaudio", "torchaudio"):
+            raise ValueError(f"mel_backend must be auto, nnaudio or torchaudio. Found: {self.mel_backend!r}")
+        if not 1 <= self.demo_actors <= 999 or self.demo_seed < 0:  # DemoConfig's rules, checked before any work
+            raise ValueError(
+                f"need 1 <= demo_actors <= 999, demo_seed >= 0. Found: {self.demo_actors}, {self.demo_seed}"
+            )
         if isinstance(self.labels, str):
             self.labels = tuple(x.strip() for x in self.labels.split(",") if x.strip())
         if self.labels is not None and len(self.labels) < 2:
@@ -172,9 +181,17 @@ def featurize(waves: np.ndarray, logmel: LogMel, device: torch.device, batch: in
 
 
 def prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
-    """Run the stage; returns (and writes) the summary. Safe to rerun: finished shards are kept."""
+    """Run the stage; returns (and writes) the summary. Safe to rerun: finished shards are kept.
+
+    Holds ``<out>/.lock`` throughout: a second prepare into the same folder stops at once.
+    """
     if not cfg.out:
         raise ValueError("prepare needs an output folder: pass --out DIR")
+    with folder_lock(cfg.out, "prepare"):
+        return _prepare(cfg, progress)
+
+
+def _prepare(cfg: PrepareConfig, progress: bool) -> dict:
     t0 = time.perf_counter()
     corpus = open_corpus(cfg)
     if not corpus.clips:

@@ -109,8 +109,17 @@ def _handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
             cut = len(payload) // 2
             self.send_header("Content-Length", str(cut if action == "short" else len(payload)))
             self.end_headers()
-            if action not in ("truncate", "short", "drop", "stall"):
+            if action not in ("truncate", "short", "drop", "stall", "trickle"):
                 self.wfile.write(payload)
+                return
+            if action == "trickle":  # a byte every 20 ms: each read is quick, the whole never ends
+                for i in range(len(payload)):
+                    try:
+                        self.wfile.write(payload[i : i + 1])
+                        self.wfile.flush()
+                    except OSError:  # the client gave up
+                        return
+                    time.sleep(0.02)
                 return
             self.wfile.write(payload[:cut])
             if action in ("drop", "stall"):
@@ -379,3 +388,47 @@ def test_ctrl_c_stops_workers_and_keeps_the_part(mirror: Mirror, tmp_path: Path)
     killer.join(timeout=5)
     assert (tmp_path / "stall.wav.part").stat().st_size == half and not (tmp_path / "stall.wav").exists()
     assert mirror.seen("ok.wav") == []  # queued files were cancelled, not fetched
+
+
+def test_trickling_mirror_hits_the_per_file_deadline_and_resumes(mirror: Mirror, tmp_path: Path) -> None:
+    mirror.script("ok.wav", "trickle", "trickle")
+    t0 = time.monotonic()
+    s = _run(mirror, tmp_path, "ok.wav", attempts=2, file_timeout_s=0.5)  # socket timeout_s stays 5 s
+    assert time.monotonic() - t0 < 4 and not s.ok and "too slow" in s.failed[0][1]
+    got = (tmp_path / "ok.wav.part").stat().st_size
+    assert 0 < got < len(mirror.blobs["ok.wav"])  # kept for the next run
+    s = _run(mirror, tmp_path, "ok.wav")
+    assert s.ok and mirror.seen("ok.wav")[-1] == f"bytes={got}-"
+    assert (tmp_path / "ok.wav").read_bytes() == mirror.blobs["ok.wav"]
+
+
+def test_timeout_option_reaches_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from sononet.cli import main
+
+    seen = {}
+
+    def fake(to: str, **kw: object) -> DownloadSummary:
+        seen.update(kw)
+        return DownloadSummary()
+
+    monkeypatch.setattr(dl, "download_cremad", fake)
+    result = CliRunner().invoke(main, ["download", "--to", str(tmp_path), "--timeout", "7.5"])
+    assert result.exit_code == 0 and seen["config"].file_timeout_s == 7.5
+    result = CliRunner().invoke(main, ["download", "--to", str(tmp_path), "--timeout", "0"])
+    assert result.exit_code == 2 and "file_timeout_s (--timeout) must be positive. Found: 0.0" in result.output
+
+
+def test_part_symlink_is_refused_and_its_target_untouched(mirror: Mirror, tmp_path: Path) -> None:
+    root, target = tmp_path / "root", tmp_path / "precious.txt"
+    root.mkdir()
+    target.write_bytes(b"keep me")
+    (root / "ok.wav.part").symlink_to(target)
+    s = _run(mirror, root, "ok.wav", "drop.wav")
+    assert s.failed == [("ok.wav", f"{root / 'ok.wav.part'} is not a regular file (a symlink?); remove it and rerun")]
+    assert target.read_bytes() == b"keep me" and mirror.seen("ok.wav") == []
+    assert not (root / "ok.wav").exists() and (root / "drop.wav").read_bytes() == mirror.blobs["drop.wav"]
+    with pytest.raises(dl._FinalError, match="not a regular file"):  # a link planted between check and open
+        dl._open_part(root / "ok.wav.part", "ab")
+    assert target.read_bytes() == b"keep me"

@@ -137,7 +137,7 @@ def test_every_file_has_a_status(folder, labelled) -> None:
     np.testing.assert_allclose(ok.confidence, probs.max(axis=1), rtol=1e-6)
     errors = files[files.status == "error"]
     assert errors.pred.isna().all() and errors.error_detail.notna().all()
-    assert summary["ignored_non_audio"] == 1
+    assert summary["ignored_non_audio"] == 2  # README.md and .hidden.wav
     saved = json.loads(out.with_suffix(".summary.json").read_text())
     assert saved["errors_by_reason"] == files.error_reason.dropna().value_counts().sort_index().to_dict()
     assert saved["error_files"] == len(errors) and saved["windows"] == ok.n_windows.sum()
@@ -260,7 +260,7 @@ def test_inputs_from_lists_and_manifests(folder, model_dir, tmp_path: Path) -> N
     pd.DataFrame({"path": ["audio/rate8k.wav", "audio/zero.wav"]}).to_csv(root.parent / "m.csv", index=False)
     assert list_inputs(root.parent / "m.csv")[0] == [str(root / "rate8k.wav"), str(root / "zero.wav")]
     paths, ignored = list_inputs(root)
-    assert ignored == 1 and all(Path(p).is_absolute() for p in paths) and paths == sorted(paths)
+    assert ignored == 2 and all(Path(p).is_absolute() for p in paths) and paths == sorted(paths)
     summary = run(tmp_path / "files.txt", model_dir, tmp_path / "list.parquet")
     df = pq.read_table(tmp_path / "list.parquet").to_pandas()
     assert summary["files"] == 2 and dict(zip(df.path.map(lambda p: Path(p).name), df.status)) == {

@@ -103,19 +103,18 @@ def test_stream_yields_each_selected_clip_once(prepared: tuple[Path, Path, dict]
     assert len(parts[0]) == len(parts[1]) and set(parts[0]) | set(parts[1]) == set(ids)
 
 
-def _run_prepare(data: Path, out: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "sononet", "prepare", "--data", str(data), "--out", str(out), "--shard-size", "8",
-           "--mel-backend", "torchaudio", "--device", "cpu"]  # fmt: skip
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def _prepare_cmd(data: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "sononet", "prepare", "--data", str(data), "--out", str(out), "--shard-size", "8",
+            "--mel-backend", "torchaudio", "--device", "cpu"]  # fmt: skip
 
 
 def test_kill_after_first_shard_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     data = tmp_path / "cremad"
     write_cremad_like(data, [str(2001 + i) for i in range(4)], ["DFA", "IEO", "TIE", "IOM", "IWW", "TAI"])
     ref = tmp_path / "ref"
-    subprocess.run(_run_prepare(data, ref).args, check=True, capture_output=True)
+    subprocess.run(_prepare_cmd(data, ref), check=True, capture_output=True)
     crashed = tmp_path / "crashed"
-    proc = _run_prepare(data, crashed)
+    proc = subprocess.Popen(_prepare_cmd(data, crashed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline:
         manifest = crashed / "manifest.json"
@@ -127,7 +126,7 @@ def test_kill_after_first_shard_then_resume_equals_uninterrupted(tmp_path: Path)
     state = json.loads((crashed / "manifest.json").read_text())
     assert not state["complete"], "prepare finished before it could be killed; make the corpus larger"
     assert 1 <= len(state["shards"]) < len(json.loads((ref / "manifest.json").read_text())["shards"])
-    subprocess.run(_run_prepare(data, crashed).args, check=True, capture_output=True)
+    subprocess.run(_prepare_cmd(data, crashed), check=True, capture_output=True)  # one process at a time
     want = {p.name: sha256_file(p) for p in shard_paths(ref)}
     assert {p.name: sha256_file(p) for p in shard_paths(crashed)} == want
     assert not list(crashed.glob(".*tmp*")) or all(p.stat().st_size >= 0 for p in crashed.glob(".*tmp*"))

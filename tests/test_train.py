@@ -15,7 +15,8 @@ from conftest import write_cremad_like
 from sklearn.metrics import balanced_accuracy_score
 
 from sononet.corpus.splits import SplitConfig
-from sononet.experiment import ExperimentConfig, run_experiment, shard_splits
+from sononet.experiment import REAL_TRIM_SILENCE_DB, ExperimentConfig, run_experiment, shard_splits
+from sononet.features.mel import FeatureConfig
 from sononet.features.reader import load_metadata
 from sononet.prepare import PrepareConfig, prepare
 from sononet.train.augment import AugmentConfig
@@ -31,10 +32,11 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("train")
     write_cremad_like(root / "data", [str(2001 + i) for i in range(10)], ["DFA", "IEO"])
     out = root / "shards"
-    prepare(
-        PrepareConfig(data=str(root / "data"), out=str(out), shard_size=40, mel_backend="torchaudio", device="cpu"),
-        progress=False,
+    features = FeatureConfig(trim_silence_db=REAL_TRIM_SILENCE_DB)  # what the real profile (any --data) prepares
+    cfg = PrepareConfig(
+        data=str(root / "data"), out=str(out), shard_size=40, mel_backend="torchaudio", device="cpu", features=features
     )
+    prepare(cfg, progress=False)
     return out
 
 

@@ -111,7 +111,10 @@ def load_cremad(root: str | Path) -> Corpus:
     clips: list[Clip] = []
     errors: list[ErrorRow] = []
     for p in sorted(root.iterdir()):
-        if not p.is_file() or _is_ignored(p) or p.name == DEMOGRAPHICS_FILE:
+        if p.is_dir() or _is_ignored(p) or p.name == DEMOGRAPHICS_FILE:
+            continue
+        if not p.is_file():  # a FIFO or device is never opened; a dangling link is missing
+            errors.append(ErrorRow(str(p), "not_a_file" if p.exists() else "missing", "not a regular file"))
             continue
         if p.suffix.lower() not in AUDIO_SUFFIXES:
             errors.append(ErrorRow(str(p), "unsupported_format", f"suffix {p.suffix or '(none)'}"))

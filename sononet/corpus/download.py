@@ -12,8 +12,11 @@ sha256 match the shipped manifest (a file already there is re-hashed, not truste
 arrive in ``<name>.part``, resumed with an HTTP ``Range`` request by the next attempt and by
 the next run (Ctrl-C, network down): a file that fails at the transport level (drops,
 timeouts, 5xx, 429) keeps its ``.part``; a 4xx answer or a checksum mismatch deletes it. The
-corpus loader ignores ``.part`` files. Rerunning is the resume loop: verified files are
-skipped without a request, the rest are fetched or completed::
+corpus loader ignores ``.part`` files. An attempt also has a wall-clock deadline
+(``file_timeout_s``, ``--timeout``), so a mirror trickling a byte a second counts as a drop,
+and a ``.part`` that is not a regular file (a planted symlink) is refused, never written through.
+Rerunning is the resume loop: verified files are skipped without a request, the rest are
+fetched or completed::
 
     summary = download_cremad("data/cremad", jobs=8)
     if not summary.ok:
@@ -27,6 +30,7 @@ import logging
 import os
 import random
 import re
+import stat
 import threading
 import time
 import urllib.error
@@ -37,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from http.client import HTTPException
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 from tqdm import tqdm
 
@@ -65,8 +69,14 @@ class DownloadConfig:
     backoff_s: float = 1.0  # delay before the first retry, doubled for each further one
     max_backoff_s: float = 60.0  # cap on one delay and on a server's Retry-After
     timeout_s: float = 60.0  # per socket operation (connect, each read): a stalled server errors, not hangs
+    # One attempt at one file, in all: a mirror trickling a byte a second never trips timeout_s but
+    # trips this; the .part is kept and resumed. CREMA-D's largest file is 0.5 MB, 120 s is 4 kB/s.
+    file_timeout_s: float = 120.0
     chunk_bytes: int = 64 * 1024  # read size; a drop loses at most one chunk in flight
     progress: bool = True  # tqdm byte bar on stderr; off for tests and batch logs
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         if self.jobs < 1:
@@ -75,8 +85,10 @@ class DownloadConfig:
             raise ValueError(f"attempts must be at least 1. Found: {self.attempts}")
         if self.backoff_s < 0 or self.max_backoff_s < 0:
             raise ValueError(f"backoff delays must be >= 0. Found: {self.backoff_s}, {self.max_backoff_s}")
-        if self.timeout_s <= 0:
+        if not self.timeout_s > 0:
             raise ValueError(f"timeout_s must be positive. Found: {self.timeout_s}")
+        if not self.file_timeout_s > 0:
+            raise ValueError(f"file_timeout_s (--timeout) must be positive. Found: {self.file_timeout_s}")
         if self.chunk_bytes < 1:
             raise ValueError(f"chunk_bytes must be at least 1. Found: {self.chunk_bytes}")
 
@@ -288,6 +300,10 @@ class _Fetcher:
     def fetch(self, row: ManifestRow) -> _Outcome:
         final, part = self.root / row.file, self.root / (row.file + PART_SUFFIX)
         url = self.base_url + urllib.parse.quote(row.file)
+        if part.is_symlink() or (part.exists() and not part.is_file()):  # never write through a planted link
+            with self._lock:
+                self.bar.total -= row.size
+            return _Outcome(row.file, 0, f"{part} is not a regular file (a symlink?); remove it and rerun")
         if part.exists():
             if part.stat().st_size > row.size:
                 part.unlink()
@@ -332,7 +348,11 @@ class _Fetcher:
         return delay
 
     def _transfer(self, url: str, part: Path, size: int) -> None:
-        """One request: append the missing tail of ``part`` (or rewrite it if Range is ignored)."""
+        """One request: append the missing tail of ``part`` (or rewrite it if Range is ignored).
+
+        The whole attempt, connect included, must end within ``file_timeout_s``.
+        """
+        deadline = time.monotonic() + self.cfg.file_timeout_s
         offset = part.stat().st_size if part.exists() else 0
         if offset == size and part.exists():
             return  # complete from an earlier attempt; _check decides
@@ -340,7 +360,7 @@ class _Fetcher:
         if offset:
             request.add_header("Range", f"bytes={offset}-")
         try:
-            response = self._opener.open(request, timeout=self.cfg.timeout_s)
+            response = self._opener.open(request, timeout=min(self.cfg.timeout_s, self.cfg.file_timeout_s))
         except urllib.error.HTTPError as e:
             e.close()
             if e.code == 416:
@@ -372,10 +392,13 @@ class _Fetcher:
                 raise _TransientError(f"unexpected HTTP {status}")
             wanted = size - offset
             got = 0
-            with part.open(mode) as f:
+            with _open_part(part, mode) as f:
                 while got <= wanted:  # one byte past the end tells "too long" from "exact"
                     if self.stop.is_set():
                         raise _StopRequestedError
+                    if time.monotonic() > deadline:  # the .part keeps what arrived; the next attempt resumes
+                        limit = self.cfg.file_timeout_s
+                        raise _TransientError(f"too slow: {got} of {wanted} bytes within the {limit:g} s limit")
                     # read1: whatever has arrived, so bytes before a drop or stall reach the .part
                     chunk = response.read1(min(self.cfg.chunk_bytes, wanted + 1 - got))
                     if not chunk:
@@ -397,6 +420,20 @@ class _Fetcher:
         if digest != row.sha256:
             self._discard(part)
             raise _TransientError(f"sha256 mismatch: got {digest[:12]}..., manifest says {row.sha256[:12]}...")
+
+
+def _open_part(part: Path, mode: str) -> BinaryIO:
+    """Open ``part`` to append ("ab") or rewrite ("wb"); a symlink, FIFO or device is refused, never written."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    flags |= os.O_APPEND if mode == "ab" else os.O_TRUNC
+    try:
+        fd = os.open(part, flags, 0o644)
+    except OSError as e:  # ELOOP: a symlink; ENXIO: a FIFO nobody reads
+        raise _FinalError(f"{part} is not a regular file (a symlink?); remove it and rerun") from e
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _FinalError(f"{part} is not a regular file; remove it and rerun")
+    return open(fd, mode)  # noqa: SIM115 - the caller's `with` closes it
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -12,8 +12,10 @@ The label set comes from the data, never from CREMA-D's six.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -24,25 +26,43 @@ REQUIRED_COLUMNS = ("path", "label")
 KNOWN_COLUMNS = ("path", "label", "speaker", "sex", "intensity", "sentence")
 
 
+# A label that reads as a non-integer number (1.5, 2.0, nan) is a rating, not a class name.
+_DECIMAL_RE = re.compile(r"[-+]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][-+]?\d+|nan|inf(inity)?)", re.IGNORECASE)
+
+
 def _read_table(path: Path) -> list[dict]:
+    """Rows of the manifest; known columns must be text (or integers), never floats, lists or twice."""
     if path.suffix.lower() == ".parquet":
         table = pq.read_table(path)
     else:
         delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-        table = pacsv.read_csv(
+        table = pacsv.read_csv(  # the known columns as written: "2" stays "2", never 2.0
             path,
             parse_options=pacsv.ParseOptions(delimiter=delimiter),
-            convert_options=pacsv.ConvertOptions(strings_can_be_null=True, column_types={"speaker": "string"}),
+            convert_options=pacsv.ConvertOptions(
+                strings_can_be_null=True, column_types=dict.fromkeys(KNOWN_COLUMNS, pa.string())
+            ),
         )
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    names = table.column_names
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if twice:
+        raise ValueError(f"manifest {path} has duplicate column name(s) {twice}; keep one of each")
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if missing:
-        raise ValueError(
-            f"manifest {path} lacks column(s) {missing}; it needs path,label[,speaker]. Found: {table.column_names}"
-        )
+        raise ValueError(f"manifest {path} lacks column(s) {missing}; it needs path,label[,speaker]. Found: {names}")
+    for name in KNOWN_COLUMNS:
+        if name not in names:
+            continue
+        tp = table.schema.field(name).type
+        text = pa.types.is_string(tp) or pa.types.is_large_string(tp) or pa.types.is_null(tp)
+        if not (text or (name != "path" and pa.types.is_integer(tp))):
+            allowed = "text" if name == "path" else "text or integers"
+            raise ValueError(f"manifest {path}: column {name!r} must hold {allowed}. Found type: {tp}")
     return table.to_pylist()
 
 
 def _text(value: object) -> str | None:
+    """A cell as text: integers as written, strings stripped; None and blank are None."""
     if value is None:
         return None
     s = str(value).strip()
@@ -56,7 +76,8 @@ def load_manifest(path: str | Path) -> Corpus:
     clips: list[Clip] = []
     errors: list[ErrorRow] = []
     seen: set[str] = set()
-    for row in _read_table(path):
+    seen_files: dict[Path, int] = {}
+    for i, row in enumerate(_read_table(path)):
         rel = _text(row["path"])
         if rel is None:
             errors.append(ErrorRow(f"{path}:row", "missing", "empty path cell"))
@@ -66,12 +87,20 @@ def load_manifest(path: str | Path) -> Corpus:
         if not audio.is_file():
             errors.append(ErrorRow(str(audio), "missing", f"listed in {path.name} but not on disk"))
             continue
-        if label is None:
-            errors.append(ErrorRow(str(audio), "unknown_label", "empty label cell"))
+        if audio in seen_files:  # one file, one clip: a second listing would be a second, conflicting label
+            errors.append(ErrorRow(str(audio), "duplicate", f"row {i} repeats row {seen_files[audio]}; kept the first"))
+            continue
+        seen_files[audio] = i
+        if label is None or _DECIMAL_RE.fullmatch(label):
+            why = "empty or NaN label cell" if label is None else f"label {label!r} is a non-integer number"
+            errors.append(ErrorRow(str(audio), "unknown_label", why))
             continue
         clip_id = str(Path(rel).with_suffix(""))
         if clip_id in seen:
             clip_id = str(Path(rel))
+        if clip_id in seen:
+            errors.append(ErrorRow(str(audio), "duplicate", f"row {i}: clip id {clip_id!r} is already taken"))
+            continue
         seen.add(clip_id)
         clips.append(
             Clip(
@@ -95,9 +124,12 @@ def load_audiofolder(root: str | Path) -> Corpus:
     clips: list[Clip] = []
     errors: list[ErrorRow] = []
     for p in sorted(root.rglob("*")):
-        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(root).parts):
+        if p.is_dir() or any(part.startswith(".") for part in p.relative_to(root).parts):
             continue
         rel = p.relative_to(root)
+        if not p.is_file():  # a FIFO or device is never opened; a dangling link is missing
+            errors.append(ErrorRow(str(p), "not_a_file" if p.exists() else "missing", "not a regular file"))
+            continue
         if len(rel.parts) < 2:
             errors.append(ErrorRow(str(p), "unknown_label", "file sits directly under the root, not in a label folder"))
             continue

@@ -66,7 +66,13 @@ def load_ravdess(root: str | Path) -> Corpus:
     root = Path(root).resolve()
     clips: list[Clip] = []
     errors: list[ErrorRow] = []
+    seen: dict[str, str] = {}
     for p in _audio_files(root):
+        if p.is_dir():
+            continue
+        if not p.is_file():  # a FIFO or device is never opened; a dangling link is missing
+            errors.append(ErrorRow(str(p), "not_a_file" if p.exists() else "missing", "not a regular file"))
+            continue
         fields = parse_name(p.stem)
         if fields is None:
             errors.append(ErrorRow(str(p), "misnamed", "expected MM-VV-EE-II-SS-RR-AA, e.g. 03-01-05-02-01-01-12"))
@@ -83,6 +89,11 @@ def load_ravdess(root: str | Path) -> Corpus:
                 ErrorRow(str(p), "unknown_label", f"emotion/intensity/statement codes out of range in {p.stem}")
             )
             continue
+        if p.stem in seen:  # one clip id, one clip: the same recording twice (flat and in Actor_XX/)
+            detail = f"clip id {p.stem!r} is already {seen[p.stem]}; kept the first"
+            errors.append(ErrorRow(str(p), "duplicate", detail))
+            continue
+        seen[p.stem] = str(p)
         actor = int(fields["actor"])
         clips.append(
             Clip(

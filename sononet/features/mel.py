@@ -50,9 +50,7 @@ class FeatureConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive. Found: {getattr(self, name)}")
         if self.trim_silence_db is not None and not self.trim_silence_db >= 0:
-            raise ValueError(
-                f"trim_silence_db must be >= 0 (0 or None: no trimming). Found: {self.trim_silence_db}"
-            )
+            raise ValueError(f"trim_silence_db must be >= 0 (0 or None: no trimming). Found: {self.trim_silence_db}")
         if self.mel_dtype not in ("float16", "float32"):
             raise ValueError(f"mel_dtype must be float16 or float32. Found: {self.mel_dtype!r}")
 

@@ -49,6 +49,7 @@ from sononet.label.engine import MIN_WINDOW_S as MIN_WINDOW_S
 from sononet.label.engine import resolve_window as resolve_window
 from sononet.label.engine import score_sources as score_sources
 from sononet.label.inputs import audio_suffixes as audio_suffixes
+from sononet.label.inputs import duplicates
 from sononet.label.inputs import list_inputs as list_inputs
 from sononet.label.inputs import parse_shard as parse_shard
 from sononet.label.inputs import resolve_shard as resolve_shard
@@ -67,6 +68,7 @@ from sononet.label.windows import Source as Source
 from sononet.label.windows import open_source as open_source
 from sononet.label.windows import prefetch as prefetch
 from sononet.label.windows import stream_windows as stream_windows
+from sononet.locking import folder_lock
 
 log = logging.getLogger(__name__)
 
@@ -89,19 +91,48 @@ class LabelConfig:
     embeddings: bool = False  # add the pooled clip vector per row (fixed-shape tensor column `embedding`)
 
     def __post_init__(self) -> None:
+        from sononet.device import check_device
+
         if not str(self.out).endswith(".parquet"):
             raise ValueError(f"out must be a .parquet file (labels are written as Parquet). Found: {self.out!r}")
         for name in ("batch_size", "part_size", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive. Found: {getattr(self, name)}")
+        if self.window_s is not None and not self.window_s >= MIN_WINDOW_S:
+            raise ValueError(f"need window_s >= {MIN_WINDOW_S} (seconds). Found: {self.window_s}")
+        if self.hop_s is not None and not 0 < self.hop_s <= (self.window_s or self.hop_s):
+            raise ValueError(f"need 0 < hop_s <= window_s (seconds). Found: {self.hop_s}")
+        if (self.shard_index, self.shard_count) != (None, None):
+            resolve_shard(self.shard_index, self.shard_count)  # both given, 0 <= i < n
+        check_device(self.device)
+        if self.mel_backend not in ("auto", "nnaudio", "torchaudio"):
+            raise ValueError(f"mel_backend must be auto, nnaudio or torchaudio. Found: {self.mel_backend!r}")
 
 
 def label(cfg: LabelConfig, progress: bool = True) -> dict:
-    """Label this process's shard; with one shard (or ``cfg.merge``) also write ``cfg.out``."""
+    """Label this process's shard; with one shard (or ``cfg.merge``) also write ``cfg.out``.
+
+    Holds ``<out>.parts/.lock`` shared (the shards of one run work side by side, ``--merge``
+    waits) and ``.lock-<shard>`` exclusive (a second process on the same shard stops at once).
+    """
     if cfg.merge:
         return merge(cfg.out)
     if cfg.input is None or cfg.model is None:
         raise ValueError("labelling needs an input path and a model directory (or merge = true)")
+    shard, n = resolve_shard(cfg.shard_index, cfg.shard_count)
+    out_dir = parts_dir(cfg.out)
+    with (
+        folder_lock(out_dir, "label", shared=True),
+        folder_lock(out_dir, f"label shard {shard}/{n}", name=f".lock-{shard:05d}"),
+    ):
+        summary = _label_shard(cfg, progress)
+    if n == 1:
+        return merge(cfg.out)
+    log.info("shard %d/%d done; when all are: sononet label --merge --out %s", shard, n, cfg.out)
+    return summary
+
+
+def _label_shard(cfg: LabelConfig, progress: bool) -> dict:
     from tqdm import tqdm
 
     from sononet.features.shards import atomic_write_json, atomic_write_table, sha256_file
@@ -117,6 +148,9 @@ def label(cfg: LabelConfig, progress: bool = True) -> dict:
     window_s, hop_s, window = resolve_window(lab, cfg.window_s, cfg.hop_s)
     mine = files[shard::n]
     chunks = [mine[i : i + cfg.part_size] for i in range(0, len(mine), cfg.part_size)]
+    repeated = duplicates(files)  # over all shards: the first listing is kept wherever it falls
+    mine_repeated = [i in repeated for i in range(len(files))][shard::n]
+    chunk_repeats = [{j for j in range(len(c)) if mine_repeated[k * cfg.part_size + j]} for k, c in enumerate(chunks)]
     out_dir = parts_dir(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / f"state-{shard:05d}.json"
@@ -136,7 +170,7 @@ def label(cfg: LabelConfig, progress: bool = True) -> dict:
     processed = 0
     with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
         for k in todo:
-            table, stats = label_files(chunks[k], lab, cfg, window, pool, bar)
+            table, stats = label_files(chunks[k], lab, cfg, window, pool, bar, repeats=chunk_repeats[k])
             path = out_dir / f"part-{shard:05d}-{k:05d}.parquet"
             atomic_write_table(path, table)
             state["parts"][str(k)] = {"file": path.name, "sha256": sha256_file(path), **stats}
@@ -154,7 +188,4 @@ def label(cfg: LabelConfig, progress: bool = True) -> dict:
     }  # fmt: skip
     state.update(complete=True, summary=summary)
     atomic_write_json(state_path, state)
-    if n == 1:
-        return merge(cfg.out)
-    log.info("shard %d/%d done; when all are: sononet label --merge --out %s", shard, n, cfg.out)
     return summary

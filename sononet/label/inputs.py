@@ -43,7 +43,13 @@ def audio_suffixes() -> set[str]:
 
 
 def list_inputs(source: str | Path) -> tuple[list[str], int]:
-    """(sorted resolved absolute paths, files ignored for an unknown extension). Listed paths are never ignored."""
+    """(sorted resolved absolute paths, files ignored in a folder). Listed paths are never ignored.
+
+    A folder's hidden files and ``*.part`` downloads are no inputs (macOS ``._x.wav`` forks,
+    transfers in flight), so they get no row; they are counted as ignored, with unknown
+    extensions. A path listed twice (after resolving) stays twice: the labeller gives the
+    repeat a ``duplicate`` row.
+    """
     src = Path(source)
     if not src.exists():
         raise FileNotFoundError(f"input does not exist: {src}")
@@ -54,14 +60,15 @@ def list_inputs(source: str | Path) -> tuple[list[str], int]:
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for name in filenames:
                 if name.startswith(".") or name.endswith(".part"):
-                    continue
-                if Path(name).suffix.lower() in suffixes:
+                    ignored += 1
+                elif Path(name).suffix.lower() in suffixes:
                     paths.append(str(Path(dirpath, name).absolute()))
                 else:
                     ignored += 1
     elif src.suffix.lower() in (".txt", ".lst"):
-        lines = (ln.strip() for ln in src.read_text().splitlines())
-        paths = [str((src.parent / ln).absolute()) for ln in lines if ln and not ln.startswith("#")]
+        # Strip only the line ending: " lead.wav" is a real (if unlucky) file name.
+        lines = (ln.removesuffix("\r") for ln in src.read_text(encoding="utf-8").split("\n"))
+        paths = [_absolute(src.parent / ln) for ln in lines if ln.strip() and not ln.startswith("#")]
     elif src.suffix.lower() in (".csv", ".tsv", ".parquet"):
         import pyarrow.csv as pacsv
         import pyarrow.parquet as pq
@@ -74,7 +81,31 @@ def list_inputs(source: str | Path) -> tuple[list[str], int]:
         if "path" not in table.column_names:
             raise ValueError(f"manifest {src} needs a `path` column. Found: {table.column_names}")
         cells = (str(v).strip() for v in table["path"].to_pylist() if v is not None)
-        paths = [str((src.parent / v).absolute()) for v in cells if v]
+        paths = [_absolute(src.parent / v) for v in cells if v]
     else:
         paths = [str(src.absolute())]
-    return sorted({str(Path(p).resolve()) for p in paths}), ignored
+    return sorted(_resolved(p) for p in paths), ignored
+
+
+def _absolute(path: Path) -> str:
+    # pathlib drops "." parts (so "./a.wav" repeats "a.wav"); _resolved then settles ".." and links
+    return str(path.absolute())
+
+
+def _resolved(path: str) -> str:
+    """The real path; a symlink loop (RuntimeError on Python < 3.13) keeps its absolute path for its row."""
+    try:
+        return str(Path(path).resolve())
+    except (OSError, RuntimeError):
+        return str(Path(path).absolute())
+
+
+def duplicates(paths: list[str]) -> set[int]:
+    """Positions of paths already listed earlier: the first listing is kept, each repeat is an error row."""
+    seen: set[str] = set()
+    repeats = set()
+    for i, p in enumerate(paths):
+        if p in seen:
+            repeats.add(i)
+        seen.add(p)
+    return repeats

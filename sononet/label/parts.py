@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -102,19 +103,29 @@ def embedding_column(vectors: list[np.ndarray | None], dim: int) -> pa.Extension
 
 def label_files(
     files: list[str], lab: Labeller, cfg: LabelConfig, window: tuple[int, int], pool: ThreadPoolExecutor,
-    bar: Any = None,
+    bar: Any = None, repeats: set[int] | frozenset[int] = frozenset(),
 ) -> tuple[pa.Table, dict]:  # fmt: skip
-    """One part: files -> (Arrow table, stats). Memory: one batch of windows plus prefetched clips."""
+    """One part: files -> (Arrow table, stats). Memory: one batch of windows plus prefetched clips.
+
+    ``repeats``: positions in ``files`` listed earlier in the input; each is a ``duplicate`` row, unread.
+    """
     import pyarrow as pa
 
     from sononet.audio import AudioConfig
+    from sononet.errors import AudioError
 
     length, hop = window
     audio = AudioConfig(sample_rate=lab.features.sample_rate)
     window_s = length / audio.sample_rate
 
+    def source(item: tuple[int, str]) -> Source:
+        i, path = item
+        if i in repeats:
+            return Source(path, error=AudioError("duplicate", "listed more than once; the first listing is labelled"))
+        return open_source(path, audio, window_s)
+
     def opened() -> Iterator[Source]:
-        for src in prefetch(lambda p: open_source(p, audio, window_s), files, pool, 2 * cfg.batch_size):
+        for src in prefetch(source, enumerate(files), pool, 2 * cfg.batch_size):
             yield src
             if bar is not None:
                 bar.update(1)
@@ -147,13 +158,14 @@ def _fingerprint(
 
 
 def _load_state(path: Path, fingerprint: dict, shard: int) -> dict:
+    for other in sorted(path.parent.glob("state-*.json")):  # this shard's own state, then its siblings'
+        old = json.loads(other.read_text())["fingerprint"]
+        changed = ", ".join(sorted(k for k in fingerprint if old.get(k) != fingerprint[k]))
+        if changed:
+            raise ValueError(f"{other} was written with a different {changed}; delete it or use another --out")
     if not path.exists():
         return {"fingerprint": fingerprint, "shard": shard, "parts": {}, "complete": False}
-    state = json.loads(path.read_text())
-    changed = ", ".join(sorted(k for k in fingerprint if state["fingerprint"].get(k) != fingerprint[k]))
-    if changed:
-        raise ValueError(f"{path} was written with a different {changed}; delete it or use another --out")
-    return state
+    return json.loads(path.read_text())
 
 
 def _add_stats(stats: Iterable[dict]) -> dict:
@@ -168,12 +180,23 @@ def _add_stats(stats: Iterable[dict]) -> dict:
 
 
 def merge(out: str | Path) -> dict:
-    """Combine all shards' parts into ``out``, one part in memory at a time, after checking all finished."""
+    """Combine all shards' parts into ``out``, one part in memory at a time, after checking all finished.
+
+    Holds ``<out>.parts/.lock`` exclusively, so no shard writes while it reads, and re-hashes every
+    part against its state file first: a part changed since it was listed is never merged.
+    """
+    from sononet.locking import folder_lock
+
+    with folder_lock(parts_dir(out), "label --merge"):
+        return _merge(Path(out))
+
+
+def _merge(out: Path) -> dict:
     import pyarrow.parquet as pq
 
-    from sononet.features.shards import atomic_write_json
+    from sononet.features.shards import atomic_write_json, sha256_file, temp_beside
 
-    out, pdir = Path(out), parts_dir(out)
+    pdir = parts_dir(out)
     states = [json.loads(p.read_text()) for p in sorted(pdir.glob("state-*.json"))]
     if not states:
         raise FileNotFoundError(f"no label state in {pdir}; run `sononet label PATH --model M --out {out}`")
@@ -193,16 +216,28 @@ def merge(out: str | Path) -> dict:
     lost = [p.name for p in paths if not p.exists()]
     if lost:
         raise FileNotFoundError(f"{pdir} lacks listed part(s) {lost}; rerun the labelling command")
+    changed = [p.name for (s, k), p in zip(parts, paths) if sha256_file(p) != s["parts"][k]["sha256"]]
+    if changed:
+        raise ValueError(
+            f"{pdir}: part(s) {changed} no longer match the sha256 in their state file; rerun the labelling "
+            "command for their shard (it redoes exactly those parts), then merge again"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    writer = None
-    for p in paths:
-        table = pq.read_table(p)
-        writer = writer or pq.ParquetWriter(tmp, table.schema, compression="zstd")
-        writer.write_table(table)
-    if writer is not None:
-        writer.close()
-        os.replace(tmp, out)
+    with temp_beside(out) as tmp:  # removed on any failure; a full disk names `out` and says rerun
+        writer = None
+        try:
+            for p in paths:
+                table = pq.read_table(p)
+                writer = writer or pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                writer.write_table(table)
+        except BaseException:
+            if writer is not None:
+                with contextlib.suppress(Exception):  # the first error is the one to report
+                    writer.close()
+            raise
+        if writer is not None:
+            writer.close()
+            os.replace(tmp, out)
     shard_sums = [s["summary"] for s in states]
     seconds = max(s["seconds"] for s in shard_sums)
     now = sum(s["files_labelled_now"] for s in shard_sums)

@@ -37,15 +37,20 @@ class Source:
 
 
 def open_source(path: str, audio: AudioConfig, window_s: float) -> Source:
-    """Hash and probe a file; decode it whole only when it fits one window."""
-    from sononet.audio import load_audio, probe
+    """Hash and probe a file; decode it whole only when it fits one window.
+
+    Only regular files are opened: a FIFO or a link to ``/dev/zero`` becomes a ``not_a_file``
+    row at once instead of blocking (or hashing forever) in a decode thread.
+    """
+    from sononet.audio import check_regular_file, load_audio, probe
     from sononet.errors import AudioError
     from sononet.features.shards import sha256_file
 
     src = Source(path)
-    with contextlib.suppress(OSError):  # missing/unreadable: the probe below names the reason
-        src.sha256 = sha256_file(path)
     try:
+        check_regular_file(path)
+        with contextlib.suppress(OSError):  # vanished since: the probe below names the reason
+            src.sha256 = sha256_file(path)
         info = probe(path)
         src.orig_sr, src.orig_channels = info.samplerate, info.channels
         src.duration_s = info.frames / info.samplerate

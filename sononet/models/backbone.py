@@ -115,22 +115,31 @@ class SpeechEncoder(nn.Module):
             return cls(Wav2Vec2Model(tiny_wav2vec2_config()))
         source = str(source)
         where, local_only = _resolve(source)
+        # Never run a model folder's own Python (auto_map): not even after an interactive prompt.
+        opts = {"local_files_only": local_only, "trust_remote_code": False}
         try:
-            config = AutoConfig.from_pretrained(where, local_files_only=local_only)
+            config = AutoConfig.from_pretrained(where, **opts)
             if config.model_type == "whisper":
                 config.encoder_layerdrop = layerdrop
-                features = WhisperFeatureExtractor.from_pretrained(where, local_files_only=local_only)
+                features = WhisperFeatureExtractor.from_pretrained(where, **opts)
                 if "WhisperEncoder" in (config.architectures or []):  # saved by us: encoder only
-                    model = WhisperEncoder.from_pretrained(where, config=config, local_files_only=local_only)
+                    model = WhisperEncoder.from_pretrained(where, config=config, **opts)
                 else:
-                    full = WhisperModel.from_pretrained(where, config=config, local_files_only=local_only)
+                    full = WhisperModel.from_pretrained(where, config=config, **opts)
                     model = full.get_encoder()
                 return cls(model, features)
             config.layerdrop = layerdrop
-            model = AutoModel.from_pretrained(where, config=config, local_files_only=local_only)
+            model = AutoModel.from_pretrained(where, config=config, **opts)
         except (OSError, HFValidationError) as e:
             hint = "incomplete directory?" if Path(where).is_dir() else "offline?"
             raise BackboneNotFoundError(f"could not load {source!r} ({hint}). {_how_to_fix(source)}") from e
+        except ValueError as e:  # after HFValidationError, a ValueError too
+            if "custom code" not in str(e):
+                raise
+            raise ValueError(
+                f"{source!r} needs its own Python code to load (transformers' trust_remote_code); SonoNet never "
+                "runs code from a model folder. Use a checkpoint of a standard transformers architecture"
+            ) from None
         return cls(model)
 
     @property

@@ -28,6 +28,7 @@ from torch import nn
 from sononet import __version__
 from sononet.models.backbone import BackboneNotFoundError
 from sononet.models.card import write_card
+from sononet.models.config_check import build_config, check_document, check_meta
 from sononet.models.registry import get_spec
 
 FORMAT_VERSION = 1  # bump when the directory layout changes; older readers refuse newer dirs
@@ -93,28 +94,8 @@ def _read_config(path: Path) -> dict[str, Any]:
         doc = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(doc, dict):
-        raise ValueError(f"{path} must hold a JSON object. Found: {type(doc).__name__}")
-    missing = [k for k in ("model", "model_config") if k not in doc]
-    if missing:
-        raise ValueError(f"{path} lacks required key(s) {missing}")
-    if doc.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
-        raise ValueError(
-            f"{path} has format_version {doc['format_version']}; this SonoNet reads up to {FORMAT_VERSION}"
-        )
+    check_document(doc, path, FORMAT_VERSION)
     return doc
-
-
-def _config_from_dict(config_cls: type, values: dict[str, Any], path: Path) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ValueError(f"{path}: unknown model_config key(s) {unknown} for {config_cls.__name__}")
-    # JSON has no tuples; restore them so the rebuilt config equals the saved one.
-    kwargs = {
-        k: tuple(v) if isinstance(v, list) and str(fields[k].type).startswith("tuple") else v for k, v in values.items()
-    }
-    return config_cls(**kwargs)
 
 
 def load_model(directory: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -127,7 +108,8 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
     config_path = directory / CONFIG_FILE
     doc = _read_config(config_path)
     spec = get_spec(doc["model"])
-    cfg = _config_from_dict(spec.config_cls, doc["model_config"], config_path)
+    cfg = build_config(spec.config_cls, doc["model_config"], config_path)
+    check_meta(doc.get("meta") or {}, cfg, spec.input_kind, config_path)  # before any weights are read
 
     if spec.input_kind == "wave":
         backbone = directory / BACKBONE_DIR

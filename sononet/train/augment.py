@@ -31,6 +31,11 @@ class AugmentConfig:
     tempo_perturb: bool = False  # wave models: time-stretch by 0.9/1.0/1.1, pitch kept
     pitch_perturb: bool = False  # wave models: pitch x0.9/1.0/1.1, duration kept
 
+    def __post_init__(self) -> None:
+        for name in ("freq_mask", "time_mask", "n_masks", "noise_std"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0. Found: {getattr(self, name)}")
+
 
 class MelAugment(nn.Module):
     """(B, n_mels, T) normalised log-mel -> masked, noisy log-mel; identity in eval mode."""

@@ -83,9 +83,14 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be >= 0. Found: {getattr(self, name)}")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"train.lr must be positive (or unset for the model's own). Found: {self.lr}")
+        if not self.grad_clip > 0:  # `not >` also refuses NaN
+            raise ValueError(f"train.grad_clip must be positive. Found: {self.grad_clip}")
+        for name in ("weight_decay", "aux_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"train.{name} must be >= 0. Found: {getattr(self, name)}")
         if self.select_on not in SELECT_ON:
             raise ValueError(f"train.select_on must be one of {SELECT_ON}. Found: {self.select_on!r}")
-        if not 0 < self.plateau_factor < 1:
+        if not 0 < self.plateau_factor < 1:  # also refuses NaN
             raise ValueError(f"train.plateau_factor must be in (0, 1). Found: {self.plateau_factor}")
 
 
@@ -109,9 +114,10 @@ def _amp_context(device: torch.device, enabled: bool) -> torch.autocast:
 
 
 def _load_checkpoint(path: Path) -> dict:
+    # weights_only: tensors, dicts, lists and numbers only; a pickle that would run code is refused
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # torch raises many types for a damaged file
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a damaged or refused file
         raise ValueError(
             f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); delete it to start this model "
             "over, or rerun without --resume"
