@@ -15,6 +15,7 @@ Heavy imports (torch, transformers) happen inside the commands so ``--help`` is 
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from dataclasses import replace
@@ -332,15 +333,41 @@ def evaluate(model_dir: str, data: str, out: str, label_map: str | None, device:
     click.echo(f"report: {Path(out) / 'report.md'}")
 
 
+def with_threads(cmd: click.Command) -> click.Command:
+    """Give ``cmd`` a ``--threads`` option that sizes the CPU thread pools before any heavy import."""
+    cmd.params.append(
+        click.Option(
+            ["--threads"], type=int, default=None,
+            help="CPU threads for torch and numba [default: $SONONET_THREADS, else the CPUs this process may use].",
+        )
+    )  # fmt: skip
+    callback = cmd.callback
+
+    @functools.wraps(callback)
+    def run(*args, threads: int | None = None, **kwargs):
+        from sononet.device import configure_threads
+
+        try:
+            configure_threads(threads)
+        except ValueError as e:
+            _fail(e)
+        return callback(*args, **kwargs)
+
+    cmd.callback = run
+    return cmd
+
+
 def _register() -> None:
     """Commands that live beside their stage; their modules keep heavy imports inside the command."""
     from sononet.bench import bench_command
     from sononet.export import export_command
     from sononet.label import label_command
 
-    main.add_command(label_command)
-    main.add_command(bench_command)
+    main.add_command(with_threads(label_command))
+    main.add_command(bench_command)  # has its own --threads: it measures thread counts
     main.add_command(export_command)
+    for name in ("prepare", "train-all", "train", "evaluate"):
+        with_threads(main.commands[name])
 
 
 _register()

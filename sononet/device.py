@@ -1,8 +1,14 @@
-"""The device names every config accepts, checked when the config is built, before any work."""
+"""Where work runs: the device names every config accepts, and how many CPU threads to use."""
 
 from __future__ import annotations
 
+import logging
+import math
+import os
 import re
+from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
@@ -12,3 +18,70 @@ def check_device(device: object, name: str = "device") -> None:
     """Refuse a device torch would only reject at run time (``tpu``), or one of the wrong type."""
     if not isinstance(device, str) or not DEVICE_RE.fullmatch(device):
         raise ValueError(f"{name} must be {DEVICES}. Found: {device!r}")
+
+
+# --- CPU threads -------------------------------------------------------------------------
+# Torch sizes its pool from the host's cores, not from what a container or a shared node
+# lets this process use; OpenMP workers then spin-wait for cores they do not get. Measured
+# on 2 cores beside CPU-bound neighbours (issue 14): passive waiting alone took train-all
+# from 46.8 to 8.8 minutes with bit-identical predictions.
+
+THREADS_ENV = "SONONET_THREADS"
+
+
+def _cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs allowed by a cgroup quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), or None when unlimited."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
+
+
+def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: its affinity mask, capped by the cgroup CPU quota (rounded down, >= 1)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    limit = _cgroup_cpu_limit(cgroup_root)
+    if limit is not None:
+        n = min(n, max(1, math.floor(limit)))
+    return max(1, n)
+
+
+def configure_threads(threads: int | None = None) -> int:
+    """Size torch's and numba's thread pools once, before heavy work; returns the count chosen.
+
+    ``threads`` (``--threads``) wins, then ``$SONONET_THREADS``, then :func:`usable_cpus`.
+    OpenMP waits passively and numba uses its own ``workqueue`` layer rather than torch's
+    libgomp, unless the environment already says otherwise; both must be set before torch
+    and numba load, which is why commands call this first.
+    """
+    global _configured
+    env = os.environ.get(THREADS_ENV, "").strip()
+    if threads is None and env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"${THREADS_ENV} must be a positive integer. Found: {env!r}")
+        threads = int(env)
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be at least 1. Found: {threads}")
+    n = threads or usable_cpus()
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+    import numba
+    import torch
+
+    torch.set_num_threads(n)
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    if _configured != n:
+        why = "asked for" if threads else f"usable of {os.cpu_count()} on the host"
+        log.info("using %d CPU thread(s) (%s); OMP_WAIT_POLICY=%s", n, why, os.environ["OMP_WAIT_POLICY"])
+        _configured = n
+    return n
+
+
+_configured: int | None = None

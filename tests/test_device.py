@@ -1,0 +1,45 @@
+"""CPU threads follow what the process may use: affinity and the cgroup quota, or --threads / $SONONET_THREADS."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from sononet.device import configure_threads, usable_cpus
+
+
+def test_cgroup_v2_quota_caps_the_affinity(tmp_path: Path) -> None:
+    affinity = len(os.sched_getaffinity(0))
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert usable_cpus(tmp_path) == affinity
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs -> 1 thread
+    assert usable_cpus(tmp_path) == 1
+    (tmp_path / "cpu.max").write_text("5000 100000\n")  # a twentieth of a CPU still gets one thread
+    assert usable_cpus(tmp_path) == 1
+
+
+def test_cgroup_v1_quota(tmp_path: Path) -> None:
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert usable_cpus(tmp_path) == len(os.sched_getaffinity(0))
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    assert usable_cpus(tmp_path) == 1
+
+
+def test_threads_flag_env_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("SONONET_THREADS", "1")
+        assert configure_threads() == 1 and torch.get_num_threads() == 1
+        assert os.environ["OMP_WAIT_POLICY"] in ("PASSIVE", os.environ["OMP_WAIT_POLICY"])
+        monkeypatch.setenv("SONONET_THREADS", "zero")
+        with pytest.raises(ValueError, match=r"\$SONONET_THREADS must be a positive integer"):
+            configure_threads()
+        with pytest.raises(ValueError, match="threads must be at least 1. Found: 0"):
+            configure_threads(0)
+    finally:
+        torch.set_num_threads(before)
