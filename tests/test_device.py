@@ -34,8 +34,12 @@ def test_threads_flag_env_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     before = torch.get_num_threads()
     try:
         monkeypatch.setenv("SONONET_THREADS", "1")
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
         assert configure_threads() == 1 and torch.get_num_threads() == 1
-        assert os.environ["OMP_WAIT_POLICY"] in ("PASSIVE", os.environ["OMP_WAIT_POLICY"])
+        assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"  # set for OpenMP runtimes started after this
+        monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+        configure_threads(1)
+        assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"  # the user's own setting wins
         monkeypatch.setenv("SONONET_THREADS", "zero")
         with pytest.raises(ValueError, match=r"\$SONONET_THREADS must be a positive integer"):
             configure_threads()
