@@ -160,7 +160,7 @@ class EmotionClassifier:
         audio = AudioConfig(sample_rate=self.sample_rate)
 
         def open_item(item: tuple[int, Any]) -> Source:
-            return _open(item[0], item[1], sample_rate, audio, window_s)
+            return _open(item[0], item[1], sample_rate, audio, self._lab.clip_span_s(window_s))
 
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             opened = prefetch(open_item, enumerate(items), pool, 2 * self.batch_size)

@@ -140,3 +140,31 @@ def test_ravdess_is_a_native_corpus_kind() -> None:
     assert len(six.clips) == 1056 and six.excluded == {"CAL": 192, "SUR": 192} and six.n_files == 1440
     clip = next(c for c in corpus.clips if c.clip_id == "03-01-05-02-01-01-12")
     assert (clip.label, clip.intensity, clip.speaker, clip.sex) == ("ANG", "strong", "Actor_12", "Female")
+
+
+def test_api_on_real_clips_equals_the_training_path_with_silence_trimming(tmp_path: Path) -> None:
+    """RAVDESS clips (~3.7 s, ~1 s of silence each side) through a trimming model: the API scores each
+    file as training saw it (trimmed whole, then the 3 s window), not as raw 3 s windows."""
+    from sononet import EmotionClassifier
+    from sononet.features.mel import FeatureConfig
+
+    data = tmp_path / "audio"
+    data.mkdir()
+    for actor in (1, 2, 3):
+        for src in sorted((RAVDESS / "audio" / f"Actor_{actor:02d}").glob("03-01-0[1-5]-01-01-01-*.flac")):
+            (data / src.name).symlink_to(src)
+    shards = tmp_path / "shards"
+    features = FeatureConfig(trim_silence_db=30.0)
+    cfg = PrepareConfig(data=str(data), out=str(shards), features=features, mel_backend="torchaudio", device="cpu")
+    prepare(cfg, progress=False)
+    meta = load_metadata(shards, ["clip_id", "speaker", "sex", "label", "source_path"]).to_pandas()
+    splits = {c: {"Actor_01": "train", "Actor_02": "val"}.get(s, "test") for c, s in zip(meta.clip_id, meta.speaker)}
+    labels = sorted(set(meta.label))
+    fc = read_manifest(shards)["feature_config"]
+    result = train_model("cnn", shards, splits, labels, TrainConfig(epochs=1), tmp_path / "cnn", torch.device("cpu"),
+                         meta={"feature_config": fc}, progress=False)  # fmt: skip
+    model, saved = load_model(result.model_dir)
+    want = predict(model, saved["meta"], shards, list(meta.clip_id), torch.device("cpu")).set_index("clip_id")
+    clf = EmotionClassifier.load(result.model_dir, device="cpu", mel_backend="torchaudio")
+    got = clf.predict_proba(list(meta.source_path))
+    np.testing.assert_allclose(got, want.loc[meta.clip_id, [f"prob_{c}" for c in labels]].to_numpy(), atol=2e-5)

@@ -50,11 +50,13 @@ def slice_windows(samples: np.ndarray, length: int, hop: int) -> Iterator[tuple[
         yield total - length, samples[total - length :]
 
 
-def windows_of(src: Source, length: int, hop: int, audio: AudioConfig) -> Iterable[tuple[int, np.ndarray]]:
-    """A source's windows: one clip when it fits the model's window, else windows of ``length`` every ``hop``."""
-    window_s = length / audio.sample_rate
+def windows_of(
+    src: Source, length: int, hop: int, audio: AudioConfig, whole_s: float | None = None
+) -> Iterable[tuple[int, np.ndarray]]:
+    """A source's windows: one clip up to ``whole_s`` (default: the window), else ``length`` every ``hop``."""
+    whole_s = whole_s or length / audio.sample_rate
     if src.samples is not None:
-        if src.duration_s is None or src.duration_s <= window_s:
+        if src.duration_s is None or src.duration_s <= whole_s:
             return [(0, src.samples)]
         return slice_windows(src.samples, length, hop)
     return stream_windows(src, length, hop, audio)
@@ -85,7 +87,7 @@ def score_sources(
     for src in sources:
         waiting.append(src)
         if src.error is None:
-            clips = windows_of(src, length, hop, audio)
+            clips = windows_of(src, length, hop, audio, lab.clip_span_s(length / audio.sample_rate))
             src.samples = None  # the pending batch holds it now; finished sources must not keep audio
             try:
                 for start, clip in clips:

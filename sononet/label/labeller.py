@@ -104,6 +104,20 @@ class Labeller:
 
         return next(m.in_features for m in self.model.head.emotion.modules() if isinstance(m, nn.Linear))
 
+    def clip_span_s(self, window_s: float) -> float:
+        """Longest input scored as one clip, as training saw it.
+
+        That is the window, except for a model trained with silence trimming and labelling with
+        its own window: training trimmed clips of up to ``decode_samples`` before cutting the
+        window, so such files are trimmed whole here too rather than cut into raw windows.
+        """
+        from sononet.features.frontend import decode_samples
+
+        fc = self.features
+        if fc.trim_silence_db and round(window_s * fc.sample_rate) == fc.clip_samples:
+            return decode_samples(fc) / fc.sample_rate
+        return window_s
+
     def predict(
         self, clips: list[np.ndarray], length: int, embed: bool = False
     ) -> tuple[np.ndarray, np.ndarray | None]:

@@ -116,13 +116,13 @@ def label_files(
 
     length, hop = window
     audio = AudioConfig(sample_rate=lab.features.sample_rate)
-    window_s = length / audio.sample_rate
+    whole_s = lab.clip_span_s(length / audio.sample_rate)
 
     def source(item: tuple[int, str]) -> Source:
         i, path = item
         if i in repeats:
             return Source(path, error=AudioError("duplicate", "listed more than once; the first listing is labelled"))
-        return open_source(path, audio, window_s)
+        return open_source(path, audio, whole_s)
 
     def opened() -> Iterator[Source]:
         for src in prefetch(source, enumerate(files), pool, 2 * cfg.batch_size):
