@@ -262,10 +262,11 @@ def train(
     import torch
 
     from sononet.corpus.splits import SplitConfig
+    from sononet.device import resolve_device
     from sononet.experiment import corpus_label, shard_labels, shard_splits, w2v2_overrides
     from sononet.features.reader import load_metadata
-    from sononet.features.shards import atomic_write_json, read_manifest
-    from sononet.prepare import resolve_device
+    from sononet.features.shards import read_manifest
+    from sononet.io import atomic_write_json
     from sononet.train import ddp
     from sononet.train.loop import PROFILE_EPOCHS, TrainConfig, train_model
 

@@ -7,11 +7,36 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
 DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda when torch sees one, else cpu; a CUDA device asked for but absent is an error."""
+    import torch
+
+    check_device(device)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} asked for, but torch sees no CUDA device; use --device cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    """One seed for torch (CPU and CUDA) and NumPy's global generator."""
+    import numpy as np
+    import torch
+
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
 
 
 def check_device(device: object, name: str = "device") -> None:

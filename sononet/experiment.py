@@ -19,10 +19,11 @@ from pathlib import Path
 import pandas as pd
 
 from sononet.corpus.splits import SplitConfig, assign_splits
-from sononet.device import check_device
+from sononet.device import check_device, resolve_device
 from sononet.features.reader import load_metadata
-from sononet.features.shards import atomic_write_json, read_manifest
-from sononet.prepare import PrepareConfig, format_summary, prepare, resolve_device
+from sononet.features.shards import read_manifest
+from sononet.io import atomic_write_json
+from sononet.prepare import PrepareConfig, format_summary, prepare
 from sononet.train.loop import PROFILE_EPOCHS, TrainConfig, predict, train_model
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def resolve_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
     Both entrypoints (``sononet train-all`` and ``sononet-batch train-all``) call this, and
     ``--print-spec`` prints its result. Values set explicitly are never changed.
     """
-    from sononet.prepare import resolve_device
+    from sononet.device import resolve_device
 
     cfg = copy.deepcopy(cfg)
     if cfg.profile == "auto":

@@ -171,6 +171,6 @@ def spec_text(cfg: Any, job: str | None = None) -> str:
 
 def write_spec(path: str | Path, cfg: Any, job: str | None = None) -> None:
     """Write the resolved spec (every field; None omitted since TOML has no null)."""
-    from sononet.features.shards import atomic_write_bytes
+    from sononet.io import atomic_write_bytes
 
     atomic_write_bytes(Path(path), spec_text(cfg, job).encode())

@@ -26,11 +26,12 @@ from tqdm import tqdm
 
 from sononet.audio import AudioConfig, Decoded, load_audio
 from sononet.corpus import Clip, Corpus, load_corpus, parse_label_map, select_labels
-from sononet.device import check_device
+from sononet.device import check_device, resolve_device
 from sononet.errors import AudioError, ErrorRow, count_by_reason
 from sononet.features.frontend import decode_samples, fixed_length, frame_lengths
 from sononet.features.mel import FeatureConfig, LogMel, pick_backend
-from sononet.features.shards import ShardWriter, sha256_file, tensor_array
+from sononet.features.shards import ShardWriter, tensor_array
+from sononet.io import sha256_file
 from sononet.locking import folder_lock
 
 log = logging.getLogger(__name__)
@@ -83,14 +84,6 @@ class PrepareConfig:
                 f"({self.features.sample_rate}) must agree: the mel filterbank assumes the decoder's rate. "
                 "Set both, or only features.sample_rate and audio.sample_rate to the same value"
             )
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} asked for, but torch sees no CUDA device; use --device cpu")
-    return torch.device(device)
 
 
 def open_corpus(cfg: PrepareConfig) -> Corpus:

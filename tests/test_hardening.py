@@ -346,7 +346,7 @@ def test_disk_full_during_merge(audio: Path, model_dir: Path, tmp_path: Path, mo
 
 
 def test_disk_full_in_an_atomic_write_leaves_no_temp_file(tmp_path: Path, monkeypatch) -> None:
-    from sononet.features import shards
+    from sononet import io as shards
 
     def half_written(table, where, **kw) -> None:
         Path(where).write_bytes(b"PAR1 half a file")

@@ -19,7 +19,8 @@ from test_audio import write_bad_inputs
 
 from sononet.corpus.cremad import EMOTIONS, SENTENCES
 from sononet.features.reader import ShardStream, load_metadata
-from sononet.features.shards import ConfigMismatchError, read_manifest, sha256_file, shard_paths, tensor_numpy
+from sononet.features.shards import ConfigMismatchError, read_manifest, shard_paths, tensor_numpy
+from sononet.io import sha256_file
 from sononet.prepare import PrepareConfig, prepare
 
 FAST = {"mel_backend": "torchaudio", "device": "cpu", "workers": 2}

@@ -151,8 +151,8 @@ def run_bench(cfg: BenchConfig) -> dict:
     from sononet.bench.machine import describe_machine
     from sononet.bench.report import evaluate_targets, markdown
     from sononet.bench.timing import pinned_threads
-    from sononet.features.shards import atomic_write_bytes
-    from sononet.prepare import resolve_device
+    from sononet.device import resolve_device
+    from sononet.io import atomic_write_bytes
 
     requested = cfg
     cfg = cfg.resolved()

@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -37,6 +36,7 @@ import soundfile as sf
 from scipy.signal import butter, lfilter, sosfilt
 
 from sononet.corpus.cremad import DEMOGRAPHICS_FILE, EMOTIONS, INTENSITIES, SENTENCES, parse_name
+from sononet.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -395,16 +395,10 @@ def _is_complete(out: Path, config: DemoConfig, stems: list[str]) -> bool:
 
 def _is_ours(p: Path) -> bool:
     """Files a demo run writes: demo-actor WAVs, the demographics, the marker, temp files."""
-    if p.name in (DEMOGRAPHICS_FILE, MARKER_FILE) or (p.name.startswith(".") and p.name.endswith(".part")):
+    if p.name in (DEMOGRAPHICS_FILE, MARKER_FILE) or (p.name.startswith(".") and ".tmp-" in p.name):
         return True
     fields = parse_name(p.stem) if p.suffix == ".wav" else None
     return fields is not None and int(fields["actor"]) >= DEMO_ACTOR_BASE
-
-
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _write_demographics(path: Path, actors: list[_Actor]) -> None:
@@ -449,7 +443,7 @@ def generate_demo(out_dir: str | Path, config: DemoConfig | None = None, progres
             p.unlink()
 
     actors = [_make_actor(config, i) for i in range(config.n_actors)]
-    _write_atomic(out / DEMOGRAPHICS_FILE, lambda p: _write_demographics(p, actors))
+    atomic_write(out / DEMOGRAPHICS_FILE, lambda p: _write_demographics(p, actors))
     from tqdm import tqdm
 
     with tqdm(total=len(stems), desc="demo corpus", unit="clip", disable=not progress) as bar:
@@ -460,11 +454,11 @@ def generate_demo(out_dir: str | Path, config: DemoConfig | None = None, progres
                 actors[int(f["actor"]) - DEMO_ACTOR_BASE],
                 *(f[k] for k in ("sentence", "emotion", "intensity")),
             )
-            _write_atomic(
+            atomic_write(
                 out / f"{stem}.wav",
                 lambda p, x=audio: sf.write(p, x, config.sample_rate, subtype="PCM_16", format="WAV"),
             )
             bar.update()
-    _write_atomic(out / MARKER_FILE, lambda p: p.write_text(json.dumps(_marker(config), indent=2) + "\n"))
+    atomic_write(out / MARKER_FILE, lambda p: p.write_text(json.dumps(_marker(config), indent=2) + "\n"))
     log.info("demo corpus written to %s (%d clips)", out, len(stems))
     return out

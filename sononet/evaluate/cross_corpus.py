@@ -57,13 +57,15 @@ def restrict(preds: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
 def evaluate_cross_corpus(cfg: CrossCorpusConfig, progress: bool = True) -> dict:
     """Prepare ``cfg.data`` with the model's features, predict every clip, write the evaluation."""
     from sononet.corpus import load_corpus, select_labels
+    from sononet.device import resolve_device
     from sononet.evaluate.report import write_evaluation
     from sononet.experiment import corpus_label
     from sononet.features.mel import FeatureConfig
     from sononet.features.reader import load_metadata
-    from sononet.features.shards import atomic_write_json, read_manifest
+    from sononet.features.shards import read_manifest
+    from sononet.io import atomic_write_json
     from sononet.models.saving import load_model
-    from sononet.prepare import PrepareConfig, prepare, resolve_device
+    from sononet.prepare import PrepareConfig, prepare
     from sononet.train.loop import predict
 
     device = resolve_device(cfg.device)

@@ -135,7 +135,7 @@ def label(cfg: LabelConfig, progress: bool = True) -> dict:
 def _label_shard(cfg: LabelConfig, progress: bool) -> dict:
     from tqdm import tqdm
 
-    from sononet.features.shards import atomic_write_json, atomic_write_table, sha256_file
+    from sononet.io import atomic_write_json, atomic_write_table, sha256_file
 
     t0 = time.perf_counter()
     shard, n = resolve_shard(cfg.shard_index, cfg.shard_count)

@@ -57,7 +57,7 @@ def model_id(model_dir: str | Path, doc: dict[str, Any] | None = None) -> str:
     The hash covers every weights file; corpus and init come from the saved protocol, e.g.
     ``cnn@1f0c2a9b3d4e/demo-synthetic/scratch`` or ``wav2vec2@.../cremad/pretrained``.
     """
-    from sononet.features.shards import sha256_file
+    from sononet.io import sha256_file
 
     directory = Path(model_dir)
     name = directory.parent.name if directory.name == "model" else directory.name
@@ -77,9 +77,9 @@ class Labeller:
     def __init__(self, model_dir: str | Path, device: str, mel_backend: str) -> None:
         import torch
 
+        from sononet.device import resolve_device
         from sononet.features.mel import FeatureConfig, LogMel, pick_backend
         from sononet.models.saving import load_model
-        from sononet.prepare import resolve_device
 
         self.device = resolve_device(device)
         model, doc = load_model(model_dir, map_location=self.device)

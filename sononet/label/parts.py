@@ -194,7 +194,7 @@ def merge(out: str | Path) -> dict:
 def _merge(out: Path) -> dict:
     import pyarrow.parquet as pq
 
-    from sononet.features.shards import atomic_write_json, sha256_file, temp_beside
+    from sononet.io import atomic_write_json, sha256_file, temp_beside
 
     pdir = parts_dir(out)
     states = [json.loads(p.read_text()) for p in sorted(pdir.glob("state-*.json"))]

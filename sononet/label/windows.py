@@ -44,7 +44,7 @@ def open_source(path: str, audio: AudioConfig, window_s: float) -> Source:
     """
     from sononet.audio import check_regular_file, load_audio, probe
     from sononet.errors import AudioError
-    from sononet.features.shards import sha256_file
+    from sononet.io import sha256_file
 
     src = Source(path)
     try:

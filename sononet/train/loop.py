@@ -17,7 +17,6 @@ models; UA, with a minimum number of epochs, keeps the model that recognises emo
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import Counter
@@ -31,8 +30,10 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 from tqdm import tqdm
 
+from sononet.device import seed_everything
 from sononet.features.normalize import mel_band_stats, model_inputs
 from sononet.features.reader import ShardStream, load_metadata
+from sononet.io import atomic_write, atomic_write_json
 from sononet.models.registry import MODELS, build_model
 from sononet.models.saving import save_model
 from sononet.train.augment import AugmentConfig, MelAugment, WaveAugment
@@ -100,11 +101,6 @@ class TrainResult:
     history: list[dict]
     best_epoch: int
     digests: list[str]  # one per rank: equal when DDP kept the replicas in sync
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
 
 
 def _amp_context(device: torch.device, enabled: bool) -> torch.autocast:
@@ -365,7 +361,6 @@ class _Trainer:
 
     def save_checkpoint(self) -> None:
         self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.ckpt_path.with_name(f".{CHECKPOINT}.tmp")
         rng = {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -377,9 +372,8 @@ class _Trainer:
             "state": self.state,
             "rng": rng,
         }
-        torch.save(payload, tmp)
-        tmp.replace(self.ckpt_path)
-        (self.out_dir / "history.json").write_text(json.dumps(self.state["history"], indent=2) + "\n")
+        atomic_write(self.ckpt_path, lambda tmp: torch.save(payload, tmp))
+        atomic_write_json(self.out_dir / "history.json", self.state["history"])
 
 
 def train_model(

@@ -1,0 +1,82 @@
+"""Files written whole or not at all, and their checksums: what every resumable stage relies on.
+
+A writer puts its bytes in a temporary sibling, fsyncs and renames it over the target, so a
+file with the final name is always complete, and a crash leaves only a temporary file that the
+next run removes or overwrites. A full disk becomes one :class:`~sononet.errors.DiskFullError`
+naming the path (a rerun resumes), and the partial temporary file is deleted so it stops
+holding the space that ran out. Resume checks compare :func:`sha256_file` with the checksum a
+manifest or state file recorded when the file was written.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sononet.errors import DiskFullError, is_disk_full
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a regular file; anything else (a FIFO, /dev/zero) is an OSError, never read."""
+    h = hashlib.sha256()
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextmanager
+def temp_beside(path: Path) -> Iterator[Path]:
+    """A temporary sibling of ``path``, removed whatever happens unless the caller renamed it.
+
+    A full disk becomes :class:`DiskFullError` naming ``path``, and the partial temporary file
+    is deleted so it does not keep holding the space that ran out.
+    """
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+    except OSError as e:
+        if is_disk_full(e):
+            raise DiskFullError(path) from e
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)``, then rename it over ``path``: for writers that want a file name (soundfile, torch.save)."""
+    with temp_beside(path) as tmp:
+        write(tmp)
+        os.replace(tmp, path)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with temp_beside(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj: object) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def atomic_write_table(path: Path, table: pa.Table, row_group_size: int | None = None) -> None:
+    with temp_beside(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
