@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,9 @@ import soundfile as sf
 import torch
 
 torch.set_num_threads(1)
+# CLI calls inside tests size torch's pool too (sononet.device.configure_threads): keep them at the
+# same single thread, so numbers compared across tests come from the same kernels.
+os.environ["SONONET_THREADS"] = "1"
 
 EMOTIONS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
 

@@ -68,9 +68,13 @@ def ravdess_cnn(short_clips: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     fc = read_manifest(short_clips)["feature_config"]
     protocol = {"corpus": "ravdess", "split": "speaker-disjoint"}
     out = tmp_path_factory.mktemp("ravdess-cnn")
-    torch.set_num_threads(2)
-    result = train_model("cnn", short_clips, splits, EIGHT, TrainConfig(epochs=20), out, torch.device("cpu"),
-                         meta={"feature_config": fc, "protocol": protocol}, progress=False)  # fmt: skip
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the suite's other tests run on one thread; this one trains for real
+    try:
+        result = train_model("cnn", short_clips, splits, EIGHT, TrainConfig(epochs=20), out, torch.device("cpu"),
+                             meta={"feature_config": fc, "protocol": protocol}, progress=False)  # fmt: skip
+    finally:
+        torch.set_num_threads(before)
     return result, splits
 
 
