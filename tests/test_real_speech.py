@@ -29,7 +29,7 @@ from sononet.features.reader import load_metadata
 from sononet.features.shards import read_manifest
 from sononet.models.saving import load_model
 from sononet.prepare import PrepareConfig, prepare
-from sononet.train.loop import TrainConfig, predict, train_model
+from sononet.train.loop import TrainConfig, TrainResult, predict, train_model
 
 RAVDESS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ravdess"
 SIX = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
@@ -61,7 +61,7 @@ def short_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ravdess_cnn(short_clips: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], list]:
+def ravdess_cnn(short_clips: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, dict[str, str]]:
     """The default recipe's CNN, 20 epochs at most, 8 classes, on 4 actors (1 more for val, 1 for test)."""
     meta = load_metadata(short_clips, ["clip_id", "speaker", "sex", "label"]).to_pandas()
     splits = shard_splits(meta, SplitConfig(seed=0))
