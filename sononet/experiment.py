@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from sononet.features.reader import load_metadata
 from sononet.features.shards import read_manifest
 from sononet.io import atomic_write_json
 from sononet.prepare import PrepareConfig, format_summary, prepare
+from sononet.runinfo import RunRecord
 from sononet.train.loop import PROFILE_EPOCHS, TrainConfig, predict, train_model
 
 log = logging.getLogger(__name__)
@@ -151,11 +151,8 @@ def shard_splits(meta: pd.DataFrame, cfg: SplitConfig, fold: int = 0) -> dict[st
 
 
 def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> dict:
-    from sononet.evaluate import write_evaluation
     from sononet.jobs import write_spec
-    from sononet.models.card import write_card
     from sononet.models.registry import model_names
-    from sononet.models.saving import load_model
 
     unknown = [m for m in cfg.models if m not in model_names()]
     if unknown:
@@ -164,16 +161,26 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     write_spec(out / "spec.toml", cfg)
-    atomic_write_json(out / "run.json", {"status": "running", "started": time.time()})
-    t0 = time.perf_counter()
-    device = resolve_device(cfg.device)
+    record = RunRecord(out / "run.json")
+    with record.running():
+        protocol, metrics = _run(cfg, out, record, progress)
+    record.finish("complete", protocol=protocol)
+    return {"seconds": record.doc["seconds"], "metrics": metrics, "protocol": protocol, "out": str(out)}
 
-    summary = prepare(cfg.prepare, progress=progress)
+
+def _run(cfg: ExperimentConfig, out: Path, record: RunRecord, progress: bool) -> tuple[dict, dict]:
+    """The stages of :func:`run_experiment`, each timed into ``run.json``."""
+    from sononet.evaluate import write_evaluation
+    from sononet.models.card import write_card
+    from sononet.models.saving import load_model
+
+    device = resolve_device(cfg.device)
+    with record.stage("prepare"):
+        summary = prepare(cfg.prepare, progress=progress)
     log.info(format_summary(summary))
     manifest = read_manifest(cfg.prepare.out)
     meta = load_metadata(cfg.prepare.out, [*META_COLUMNS, "label"]).to_pandas()
     labels = shard_labels(manifest, meta)
-
     train_cfg = cfg.train
     protocol = {
         "corpus": corpus_label(manifest, list(meta.clip_id)),
@@ -196,11 +203,12 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> dict:
             model_dir = fold_dir / name
             done = model_dir / "done.json"
             if not (cfg.resume and done.exists()):
-                result = train_model(
-                    name, cfg.prepare.out, splits, labels, train_cfg, model_dir, device,
-                    resume=cfg.resume, meta={"feature_config": manifest["feature_config"], "protocol": protocol},
-                    progress=progress,
-                )  # fmt: skip
+                with record.stage(f"train/{name}" + (f"/fold-{fold}" if folds > 1 else "")):
+                    result = train_model(
+                        name, cfg.prepare.out, splits, labels, train_cfg, model_dir, device,
+                        resume=cfg.resume, meta={"feature_config": manifest["feature_config"], "protocol": protocol},
+                        progress=progress,
+                    )  # fmt: skip
                 atomic_write_json(done, {"best_epoch": result.best_epoch, "epochs": len(result.history)})
             histories[name if folds == 1 else f"{name}/fold-{fold}"] = json.loads(
                 (model_dir / "history.json").read_text()
@@ -215,9 +223,8 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> dict:
     predictions = pd.concat(all_preds, ignore_index=True).merge(meta[list(META_COLUMNS)], on="clip_id", how="left")
     predictions = pd.concat([predictions, _ensembles(predictions, labels, list(cfg.models))], ignore_index=True)
     predictions.to_parquet(out / "predictions.parquet", index=False)
-    metrics = write_evaluation(out, predictions, labels, protocol, histories)
+    with record.stage("evaluate"):
+        metrics = write_evaluation(out, predictions, labels, protocol, histories)
     for fold, name in ((f, m) for f in range(folds) for m in cfg.models):  # model cards get the test metrics
         write_card(out / (f"fold-{fold}" if folds > 1 else ".") / name / "model", metrics, fold)
-    elapsed = time.perf_counter() - t0
-    atomic_write_json(out / "run.json", {"status": "complete", "seconds": round(elapsed, 1), "protocol": protocol})
-    return {"seconds": elapsed, "metrics": metrics, "protocol": protocol, "out": str(out)}
+    return protocol, metrics

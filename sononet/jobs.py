@@ -29,8 +29,19 @@ from typing import Any
 
 import tomli_w
 
-# The repo's jobs/ folder (editable installs, the container sets SONONET_JOBS_DIR).
-JOBS_DIR = Path(os.environ.get("SONONET_JOBS_DIR", Path(__file__).resolve().parent.parent / "jobs"))
+
+def _packaged_jobs() -> Path:
+    """The specs installed with the package (``jobs/`` is package data ``sononet.jobspecs``)."""
+    from importlib import resources
+
+    try:
+        return Path(str(resources.files("sononet.jobspecs")))
+    except ModuleNotFoundError:  # a source tree installed before jobs/ became package data
+        return Path(__file__).resolve().parent.parent / "jobs"
+
+
+# $SONONET_JOBS_DIR (the container sets it) or the specs that ship with the package.
+JOBS_DIR = Path(os.environ["SONONET_JOBS_DIR"]) if os.environ.get("SONONET_JOBS_DIR") else _packaged_jobs()
 # job name -> (config class, runner); "module:attr" strings keep `--help` imports light.
 JOBS: dict[str, tuple[str, str]] = {
     "train-all": ("sononet.experiment:ExperimentConfig", "sononet.experiment:run_experiment"),

@@ -276,3 +276,17 @@ def test_indexed_job_shards_the_labelling(tmp_path: Path) -> None:
         job["completions"] - 1,
         job["completions"],
     )
+
+
+def test_job_specs_ship_as_package_data() -> None:
+    """A non-editable install finds the specs too: jobs/ is the package-data package sononet.jobspecs."""
+    import tomllib
+    from importlib import resources
+
+    shipped = resources.files("sononet.jobspecs")
+    assert {"train-all.toml", "prepare.toml", "label-folder.toml", "bench.toml"} <= {p.name for p in shipped.iterdir()}
+    assert (shipped / "k8s" / "train-all-cronjob.yaml").is_file()
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    setuptools = pyproject["tool"]["setuptools"]
+    assert setuptools["package-dir"]["sononet.jobspecs"] == "jobs" and "sononet.jobspecs" in setuptools["packages"]
+    assert setuptools["package-data"]["sononet.jobspecs"] == ["*.toml", "k8s/*.yaml"]

@@ -1,0 +1,121 @@
+"""run.json: what ran, where, with which libraries and threads, how long each stage took, how it ended.
+
+A run directory is copied between machines and compared months later; this file answers
+"which code, which torch, which machine" without the shell history. Its ``status`` is
+``running`` until the end, then ``complete``, ``failed`` or ``interrupted`` (Ctrl-C, SIGTERM),
+so a half-finished run never looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from sononet.io import atomic_write_json
+
+LIBRARIES = ("sononet", "torch", "torchaudio", "nnAudio", "transformers", "numba", "numpy", "pyarrow", "scikit-learn")
+
+
+class Interrupted(BaseException):
+    """SIGTERM during a run; a BaseException like KeyboardInterrupt, so no stage swallows it."""
+
+
+def _git_commit(where: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment() -> dict[str, Any]:
+    """Library versions, the source's git commit, the machine and the thread settings."""
+    import torch
+
+    from sononet.device import usable_cpus
+
+    versions = {}
+    for name in LIBRARIES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    cuda = (
+        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    )
+    return {
+        "versions": versions,
+        "git_commit": _git_commit(Path(__file__).resolve().parent),
+        "machine": {
+            "host": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
+            "cpus_host": os.cpu_count(), "cpus_usable": usable_cpus(), "cuda": cuda,
+        },
+        "threads": {
+            "torch": torch.get_num_threads(),
+            **{k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "SONONET_THREADS")},
+        },
+    }  # fmt: skip
+
+
+class RunRecord:
+    """Keeps ``run.json`` current: ``with record.stage("prepare"): ...`` adds that stage's seconds."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.t0 = time.perf_counter()
+        self.doc: dict[str, Any] = {
+            "status": "running",
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            **environment(),
+            "stages_s": {},
+        }
+        self._write()
+
+    def _write(self) -> None:
+        atomic_write_json(self.path, self.doc)
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        yield
+        self.doc["stages_s"][name] = round(time.perf_counter() - t, 2)
+        self._write()
+
+    def finish(self, status: str, **extra: Any) -> None:
+        self.doc.update(status=status, seconds=round(time.perf_counter() - self.t0, 1), **extra)
+        self.doc["ended"] = datetime.now(UTC).isoformat(timespec="seconds")
+        self._write()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[RunRecord]:
+        """Mark the record ``interrupted`` on Ctrl-C or SIGTERM and ``failed`` on an error, then re-raise."""
+        previous = None
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
+            signal.SIG_DFL,
+            None,
+        ):  # fmt: skip  (sononet-batch installs its own handler; keep it)
+            previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+        try:
+            yield self
+        except (KeyboardInterrupt, Interrupted) as e:
+            self.finish("interrupted", error=type(e).__name__)
+            raise
+        except BaseException as e:
+            status = "interrupted" if type(e).__name__ == "TerminatedError" else "failed"
+            self.finish(status, error=f"{type(e).__name__}: {e}".splitlines()[0])
+            raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted("SIGTERM")
