@@ -195,6 +195,15 @@ def load_audio(
         raise AudioError("unreadable", str(e)) from e
     if data.shape[0] == 0:
         raise AudioError("empty_audio", "decoded 0 samples")
+    return _to_clip(data, int(sr), duration, flags, cfg)
+
+
+def _to_clip(data: np.ndarray, sr: int, duration: float, flags: list[str], cfg: AudioConfig) -> Decoded:
+    """Decoded samples (time, channels) -> a validated mono clip at ``cfg.sample_rate``, flagged.
+
+    The one place files and in-memory arrays are checked and converted, so both give the same
+    errors-table reasons and the same samples.
+    """
     if not np.isfinite(data).all():
         raise AudioError("non_finite", f"{int((~np.isfinite(data)).sum())} NaN/Inf samples")
     if not data.any():
@@ -246,24 +255,6 @@ def decode_array(samples: np.ndarray, sample_rate: int, cfg: AudioConfig = Audio
     duration = data.shape[1] / sample_rate
     if duration < cfg.min_duration_s:
         raise AudioError("too_short", f"{duration:.3f} s < minimum {cfg.min_duration_s} s")
-    if not np.isfinite(data).all():
-        raise AudioError("non_finite", f"{int((~np.isfinite(data)).sum())} NaN/Inf samples")
-    if not data.any():
-        raise AudioError("silent", "every sample is zero")
     if duration > cfg.long_duration_s:
         flags.append("long")
-    if np.mean(np.abs(data) >= CLIP_LEVEL) > CLIP_FRACTION:
-        flags.append("clipped")
-    mono = data.mean(axis=0) if data.shape[0] > 1 else data[0]
-    if data.shape[0] > 1:
-        flags.append("downmixed")
-    if sample_rate != cfg.sample_rate:
-        flags.append("resampled")
-        mono = soxr.resample(mono, sample_rate, cfg.sample_rate, quality=cfg.resample_quality)
-    return Decoded(
-        samples=np.ascontiguousarray(mono, dtype=np.float32),
-        orig_sr=int(sample_rate),
-        orig_channels=int(data.shape[0]),
-        duration_s=float(duration),
-        flags=tuple(flags),
-    )
+    return _to_clip(data.T, int(sample_rate), duration, flags, cfg)
