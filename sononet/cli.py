@@ -134,6 +134,22 @@ def download(to: str, jobs: int, base_url: str | None, limit: int | None, timeou
         sys.exit(1)
 
 
+def _split_option(ctx, param, value: str | None) -> tuple[str, str | None] | None:
+    """``speaker``, ``random`` or ``emobox:<meta dir>`` -> (mode, EmoBox dir)."""
+    if value is None:
+        return None
+    if value in ("speaker", "random"):
+        return value, None
+    mode, sep, meta_dir = value.partition(":")
+    if mode == "emobox" and sep and meta_dir:
+        if not Path(meta_dir).is_dir():
+            raise click.BadParameter(f"EmoBox meta dir does not exist: {meta_dir}")
+        return "emobox", meta_dir
+    raise click.BadParameter(
+        f"expected speaker, random or emobox:<EmoBox meta dir, e.g. EmoBox/data/cremad>. Found: {value!r}"
+    )
+
+
 def _experiment_options(f):
     """train-all's options. Unset ones fall through to the config dataclasses (and the profile)."""
     opts = [
@@ -151,8 +167,9 @@ def _experiment_options(f):
         click.option("--epochs", type=int, default=None, help="Max epochs [default: the profile's: demo 6, real 60]."),
         click.option("--batch-size", type=int, default=None),
         click.option("--folds", type=int, default=None, help="Speaker-grouped k-fold CV (>= 3) [default: 1 split]."),
-        click.option("--split", type=click.Choice(["speaker", "random"]), default=None,
-                     help="random is speaker-dependent (leaky) and says so in every table."),
+        click.option("--split", default=None, callback=_split_option, metavar="speaker|random|emobox:DIR",
+                     help="random is speaker-dependent (leaky) and says so in every table; emobox:DIR takes the "
+                     "folds of an EmoBox meta dir (data/<corpus>) [default: speaker]."),
         click.option("--seed", type=int, default=None),
         click.option("--device", default=None, help="auto | cpu | cuda | cuda:N."),
         click.option("--fresh", is_flag=True, help="Ignore checkpoints in --out and retrain every model."),
@@ -216,7 +233,9 @@ def experiment_config(**kw):
         base.prepare, data=data, labels=labels, features=features,
         label_map=parse_label_map(kw.get("label_map")) or None,
     )  # fmt: skip
-    split = _set(base.split, mode=kw.get("split"), folds=kw.get("folds"), seed=kw.get("seed"))
+    split_kw = kw.get("split")
+    mode, emobox = _split_option(None, None, split_kw) if isinstance(split_kw, str) else split_kw or (None, None)
+    split = _set(base.split, mode=mode, emobox=emobox, folds=kw.get("folds"), seed=kw.get("seed"))
     augment = _set(
         base.train.augment, speed_perturb=kw.get("speed_perturb"), tempo_perturb=kw.get("tempo_perturb"),
         pitch_perturb=kw.get("pitch_perturb"),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sononet.corpus.splits import SplitConfig, assign_splits
+from sononet.corpus.splits import SplitConfig, assign_splits, split_protocol
 from sononet.device import check_device, resolve_device
 from sononet.features.reader import load_metadata
 from sononet.features.shards import read_manifest
@@ -184,7 +184,7 @@ def _run(cfg: ExperimentConfig, out: Path, record: RunRecord, progress: bool) ->
     train_cfg = cfg.train
     protocol = {
         "corpus": corpus_label(manifest, list(meta.clip_id)),
-        "split": cfg.split.protocol,
+        "split": split_protocol(cfg.split, list(meta.clip_id), list(meta.speaker)),
         "folds": cfg.split.folds,
         "seed": cfg.split.seed,
         "pretrained": {"wav2vec2": w2v2_overrides(cfg.w2v2)[1]} if "wav2vec2" in cfg.models else {},

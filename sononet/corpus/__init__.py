@@ -2,14 +2,16 @@
 
 Every corpus reads the same way: ``load_corpus(path)`` returns a :class:`Corpus` holding
 one :class:`Clip` per usable file and an errors-table row per file it had to refuse
-(misnamed, unknown label, missing). Three kinds are detected automatically:
+(misnamed, unknown label, missing). These kinds are detected automatically:
 
 - ``cremad``: a folder of ``{actor}_{sentence}_{emotion}_{intensity}.wav`` files
   (CREMA-D's AudioWAV, or the demo corpus, which uses the same naming);
 - ``manifest``: a CSV or Parquet file with columns ``path,label[,speaker][,...]``,
   paths relative to the manifest;
 - ``ravdess``: RAVDESS speech, ``MM-VV-EE-II-SS-RR-AA`` names at any depth;
-- ``audiofolder``: ``root/<label>/<file>`` (speaker unknown).
+- ``audiofolder``: ``root/<label>/<file>`` (speaker unknown);
+- ``hf``: a Hugging Face ``datasets`` Dataset or DatasetDict saved with ``save_to_disk``;
+- ``lhotse``: a lhotse CutSet manifest (``cuts.jsonl[.gz]``).
 
 :func:`select_labels` then maps labels (``CAL=NEU``) and keeps a chosen class set; clips of
 other classes are counted as excluded, not as errors: they are fine audio, just not this task.
@@ -46,7 +48,7 @@ class Clip:
 
 @dataclass
 class Corpus:
-    kind: str  # cremad | ravdess | manifest | audiofolder
+    kind: str  # cremad | ravdess | manifest | audiofolder | hf | lhotse
     root: str
     clips: list[Clip]
     errors: list[ErrorRow]
@@ -143,10 +145,17 @@ def detect_kind(path: str | Path) -> str:
     if p.is_file():
         if p.suffix.lower() in (".csv", ".parquet", ".tsv"):
             return "manifest"
-        raise ValueError(f"{p} is a file but not a manifest (.csv/.tsv/.parquet)")
+        from sononet.corpus.lhotse import manifest_kind
+
+        if manifest_kind(p):
+            return "lhotse"
+        raise ValueError(f"{p} is a file but not a manifest (.csv/.tsv/.parquet) nor a lhotse CutSet (.jsonl[.gz])")
     from sononet.corpus.cremad import looks_like_cremad
+    from sononet.corpus.hf import looks_like_hf
     from sononet.corpus.ravdess import looks_like_ravdess
 
+    if looks_like_hf(p):
+        return "hf"
     if looks_like_cremad(p):
         return "cremad"
     if looks_like_ravdess(p):
@@ -155,7 +164,8 @@ def detect_kind(path: str | Path) -> str:
         return "audiofolder"
     raise ValueError(
         f"{p} holds no CREMA-D- or RAVDESS-named files and no label sub-folders; pass a CREMA-D AudioWAV folder, "
-        "a manifest CSV/Parquet (path,label[,speaker]) or an audiofolder root/<label>/<file>"
+        "a manifest CSV/Parquet (path,label[,speaker]), an audiofolder root/<label>/<file>, a Hugging Face "
+        "save_to_disk folder or a lhotse cuts.jsonl.gz"
     )
 
 
@@ -178,4 +188,14 @@ def load_corpus(path: str | Path, kind: str = "auto") -> Corpus:
         from sononet.corpus.folder import load_audiofolder
 
         return load_audiofolder(path)
-    raise ValueError(f"unknown corpus kind {kind!r}; expected auto, cremad, ravdess, manifest or audiofolder")
+    if kind == "hf":
+        from sononet.corpus.hf import load_hf
+
+        return load_hf(path)
+    if kind == "lhotse":
+        from sononet.corpus.lhotse import load_lhotse
+
+        return load_lhotse(path)
+    raise ValueError(
+        f"unknown corpus kind {kind!r}; expected auto, cremad, ravdess, manifest, audiofolder, hf or lhotse"
+    )

@@ -5,7 +5,9 @@ model score well by recognising actors it has already heard. The default here is
 speaker-disjoint (no speaker in two splits), stratified by sex where it is known and
 reproducible from a seed; ``k``-fold cross-validation groups by speaker. A random,
 speaker-dependent split exists only as an explicit option and names itself
-``random (speaker-dependent, leaky)`` so every table that uses it says so.
+``random (speaker-dependent, leaky)`` so every table that uses it says so. ``emobox`` takes
+the train/test lists of an EmoBox metadata folder (``sononet.corpus.emobox``), so results
+compare with the EmoBox leaderboard.
 """
 
 from __future__ import annotations
@@ -22,16 +24,29 @@ RANDOM_LEAKY = "random (speaker-dependent, leaky)"
 
 @dataclass
 class SplitConfig:
-    mode: str = "speaker"  # speaker | random; random leaks voices between splits
+    mode: str = "speaker"  # speaker | random | emobox; random leaks voices between splits
     train: float = 0.70  # fractions of speakers (of clips for mode=random)
     val: float = 0.15
     test: float = 0.15
     folds: int = 1  # >1: speaker-grouped k-fold cross-validation (needs >= 3)
     seed: int = 0  # same seed, same split
+    emobox: str | None = None  # mode=emobox: EmoBox meta dir data/<corpus> with fold_N/ lists; sets folds
 
     def __post_init__(self) -> None:
-        if self.mode not in ("speaker", "random"):
-            raise ValueError(f"split mode must be 'speaker' or 'random'. Found: {self.mode!r}")
+        if self.mode not in ("speaker", "random", "emobox"):
+            raise ValueError(f"split mode must be 'speaker', 'random' or 'emobox'. Found: {self.mode!r}")
+        if (self.mode == "emobox") != bool(self.emobox):
+            raise ValueError("split mode 'emobox' needs the EmoBox meta dir (--split emobox:DIR), and only it does")
+        if self.mode == "emobox":
+            from sononet.corpus.emobox import fold_dirs
+
+            n = len(fold_dirs(self.emobox))  # type: ignore[arg-type]
+            if self.folds not in (1, n):
+                raise ValueError(
+                    f"EmoBox meta dir {self.emobox} has {n} fold(s); leave --folds unset. Found: {self.folds}"
+                )
+            self.folds = n
+            return
         total = self.train + self.val + self.test
         if min(self.train, self.val, self.test) <= 0 or abs(total - 1.0) > 1e-6:
             raise ValueError(
@@ -42,7 +57,18 @@ class SplitConfig:
 
     @property
     def protocol(self) -> str:
+        if self.mode == "emobox":
+            return f"emobox folds of {self.emobox}"  # split_protocol() says more once it sees the data
         return SPEAKER_DISJOINT if self.mode == "speaker" else RANDOM_LEAKY
+
+
+def split_protocol(cfg: SplitConfig, clip_ids: Sequence[str], clip_speakers: Sequence[str | None]) -> str:
+    """The protocol string for every table; for EmoBox folds it also says what the data shows."""
+    if cfg.mode != "emobox":
+        return cfg.protocol
+    from sononet.corpus.emobox import describe
+
+    return describe(cfg.emobox, clip_ids, clip_speakers)  # type: ignore[arg-type]
 
 
 def _counts(n: int, fractions: Sequence[float]) -> tuple[int, int, int]:
@@ -122,7 +148,11 @@ def assign_splits(
     cfg: SplitConfig,
     fold: int = 0,
 ) -> dict[str, str]:
-    """Clip -> split for one fold, by the configured protocol."""
+    """Clip -> split for one fold, by the configured protocol (EmoBox: only the clips its lists name)."""
+    if cfg.mode == "emobox":
+        from sononet.corpus.emobox import emobox_split
+
+        return emobox_split(cfg.emobox, fold, clip_ids, clip_speakers, cfg.seed)  # type: ignore[arg-type]
     if cfg.mode == "random":
         if cfg.folds > 1:
             raise ValueError("k-fold cross-validation is speaker-grouped; use --split speaker with --folds")
