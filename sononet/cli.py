@@ -23,14 +23,10 @@ from pathlib import Path
 
 import click
 
+from sononet.errors import USER_ERRORS
+from sononet.errors import fail as _fail
+
 log = logging.getLogger("sononet")
-
-USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, KeyError)
-
-
-def _fail(e: BaseException) -> None:
-    click.echo(f"error: {e}", err=True)
-    sys.exit(2)
 
 
 class _Main(click.Group):
@@ -280,9 +276,10 @@ def train(
     """
     import torch
 
+    from sononet.corpus import corpus_label
     from sononet.corpus.splits import SplitConfig
     from sononet.device import resolve_device
-    from sononet.experiment import corpus_label, shard_labels, shard_splits, w2v2_overrides
+    from sononet.experiment import shard_labels, shard_splits, w2v2_overrides
     from sononet.features.reader import load_metadata
     from sononet.features.shards import read_manifest
     from sononet.io import atomic_write_json

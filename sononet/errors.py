@@ -10,8 +10,10 @@ from __future__ import annotations
 import errno
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
+if TYPE_CHECKING:  # pyarrow loads only when a table is built, so the CLI's --help stays instant
+    import pyarrow as pa
 
 REASONS = {
     "zero_byte": "the file is empty (0 bytes)",
@@ -30,7 +32,7 @@ REASONS = {
     "duplicate": "the same file is listed again; its first listing is kept",
 }
 
-SCHEMA = pa.schema([("path", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
+COLUMNS = ("path", "reason", "detail")  # the errors table: all strings
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,10 @@ class AudioError(Exception):
 
 
 def to_table(rows: list[ErrorRow]) -> pa.Table:
-    return pa.Table.from_pylist([asdict(r) for r in rows], schema=SCHEMA)
+    import pyarrow as pa
+
+    schema = pa.schema([(name, pa.string()) for name in COLUMNS])
+    return pa.Table.from_pylist([asdict(r) for r in rows], schema=schema)
 
 
 def count_by_reason(rows: list[ErrorRow]) -> dict[str, int]:
@@ -83,3 +88,15 @@ class DiskFullError(OSError):
 def is_disk_full(e: BaseException) -> bool:
     """True for ENOSPC/EDQUOT, also when a library (pyarrow) only says so in its message."""
     return isinstance(e, OSError) and (e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(e))
+
+
+# What a command reports as the user's mistake: one line and exit code 2, no traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, KeyError)
+
+
+def fail(e: BaseException) -> None:
+    """End a command on a user error: ``error: <message>`` on stderr and exit code 2."""
+    import click
+
+    click.echo(f"error: {e}", err=True)
+    raise SystemExit(2)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from sononet.corpus import corpus_label
 from sononet.corpus.splits import SplitConfig, assign_splits, split_protocol
 from sononet.device import check_device, resolve_device
 from sononet.features.reader import load_metadata
@@ -87,24 +88,6 @@ def resolve_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
         overrides["wav2vec2"] = {**w2v2_overrides(cfg.w2v2)[0], **overrides.get("wav2vec2", {})}
     train.model_overrides = overrides
     return cfg
-
-
-def corpus_label(manifest: dict, clip_ids: list[str]) -> str:
-    """Name the corpus for every table: real CREMA-D only when every clip is an official one."""
-    from sononet.corpus.cremad import read_audio_manifest
-    from sononet.corpus.demo import MARKER_FILE
-
-    corpus = manifest["corpus"]
-    if corpus["kind"] == "cremad":
-        if (Path(corpus["root"]) / MARKER_FILE).exists():
-            return "demo (synthetic)"
-        official = {Path(r["file"]).stem for r in read_audio_manifest()}
-        if set(clip_ids) <= official:
-            return "cremad"
-        return f"cremad-named folder:{corpus['root']}"
-    if corpus["kind"] == "ravdess":  # names are validated on load; the class set is in every table
-        return "ravdess"
-    return f"{corpus['kind']}:{corpus['root']}"
 
 
 def w2v2_overrides(choice: str) -> tuple[dict, str]:

@@ -150,7 +150,8 @@ def export_command(model: str, fmt: str, out: str | None, opset: int) -> None:
     sononet export --model runs/demo/cnn/model --format onnx --out exported/cnn
     pip install -e '.[export]'   # onnx + onnxruntime, to export and run it
     """
-    from sononet.cli import USER_ERRORS, _fail
+    from sononet.errors import USER_ERRORS
+    from sononet.errors import fail as _fail
 
     out = out or f"{Path(model).resolve()}-onnx"
     try:

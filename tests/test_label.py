@@ -17,6 +17,7 @@ from sononet import label as label_mod
 from sononet.audio import AudioConfig, load_audio
 from sononet.features.mel import FeatureConfig, LogMel
 from sononet.label import LabelConfig, label, list_inputs, merge, parse_shard, resolve_shard, stream_windows
+from sononet.label import run as label_run
 from sononet.models.registry import build_model
 from sononet.models.saving import save_model
 
@@ -228,7 +229,7 @@ def test_resume_after_a_crash_redoes_only_missing_parts(folder, model_dir, label
             raise KilledError("killed while labelling the third part")
         return real(files, *args, **kw)
 
-    monkeypatch.setattr(label_mod, "label_files", crashing)
+    monkeypatch.setattr(label_run, "label_files", crashing)  # where the job loop looks it up
     with pytest.raises(KilledError):
         run(folder[0], model_dir, out, part_size=4)
     n_parts = -(-labelled[1]["files"] // 4)

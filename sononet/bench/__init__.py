@@ -224,7 +224,8 @@ def bench_command(
     sononet bench --tiny --out /tmp/bench
     sononet bench --only mel,pad_trim --repeats 9
     """
-    from sononet.cli import USER_ERRORS, _fail
+    from sononet.errors import USER_ERRORS
+    from sononet.errors import fail as _fail
 
     try:
         names = tuple(s.strip() for s in only.split(",") if s.strip())

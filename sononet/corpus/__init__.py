@@ -19,122 +19,13 @@ other classes are counted as excluded, not as errors: they are fine audio, just 
 
 from __future__ import annotations
 
-import json
-import tomllib
-from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from sononet.errors import ErrorRow
-
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus")
-AUDIO_SUFFIXES += (".m4a", ".aac", ".mp4", ".m4b", ".webm", ".mka", ".mkv", ".mov", ".wma", ".amr", ".3gp")  # PyAV
-
-
-@dataclass(frozen=True)
-class Clip:
-    """One labelled audio file; metadata fields are None where the corpus does not know them."""
-
-    clip_id: str  # unique within the corpus, stable across runs
-    path: str  # absolute path of the audio file
-    label: str
-    speaker: str | None = None
-    intensity: str | None = None  # CREMA-D: LO/MD/HI/XX
-    sex: str | None = None
-    sentence: str | None = None
-    extra: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
-
-
-@dataclass
-class Corpus:
-    kind: str  # cremad | ravdess | manifest | audiofolder | hf | lhotse
-    root: str
-    clips: list[Clip]
-    errors: list[ErrorRow]
-    labels: list[str]  # sorted label set, from the data
-    excluded: dict[str, int] = field(default_factory=dict)  # label -> clips left out by select_labels
-
-    @property
-    def n_files(self) -> int:
-        return len(self.clips) + len(self.errors) + sum(self.excluded.values())
-
-    def summary(self) -> str:
-        speakers = {c.speaker for c in self.clips if c.speaker is not None}
-        return (
-            f"{self.kind} corpus at {self.root}: {len(self.clips)} clips, "
-            f"{len(speakers) if speakers else 'unknown'} speakers, labels {','.join(self.labels)}, "
-            f"{len(self.errors)} refused"
-            + (f", {sum(self.excluded.values())} excluded ({_counts(self.excluded)})" if self.excluded else "")
-        )
-
-
-def _counts(counts: Mapping[str, int]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-
-
-def _read_label_map_file(path: Path) -> str | dict:
-    """A mapping file: JSON or TOML tables, or text with one FROM=TO per line."""
-    text = path.read_text()
-    if path.suffix.lower() == ".json":
-        data = json.loads(text)
-    elif path.suffix.lower() == ".toml":
-        data = tomllib.loads(text)
-    else:
-        return ",".join(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
-    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-        raise ValueError(f"label map file {path} must hold one table of FROM = TO strings")
-    return data
-
-
-def parse_label_map(text: str | Mapping[str, str] | None) -> dict[str, str]:
-    """``"CAL=NEU,SUR=HAP"``, a mapping, or a file (JSON, TOML, FROM=TO lines) -> {"CAL": "NEU", "SUR": "HAP"}."""
-    if not text:
-        return {}
-    if isinstance(text, str) and "=" not in text and Path(text).is_file():
-        text = _read_label_map_file(Path(text))
-    if isinstance(text, Mapping):
-        pairs = list(text.items())
-    else:
-        pairs = []
-        for item in str(text).split(","):
-            if item.strip():
-                src, sep, dst = item.partition("=")
-                if not sep or not src.strip() or not dst.strip():
-                    raise ValueError(f"label map entries look like FROM=TO (e.g. CAL=NEU). Found: {item.strip()!r}")
-                pairs.append((src, dst))
-    mapping = {str(src).strip(): str(dst).strip() for src, dst in pairs}
-    chained = sorted(set(mapping) & set(mapping.values()))
-    if chained:
-        raise ValueError(f"label map must not chain (a target is also a source): {chained}")
-    return mapping
-
-
-def select_labels(
-    corpus: Corpus, keep: Sequence[str] | None = None, label_map: Mapping[str, str] | None = None
-) -> Corpus:
-    """Relabel through ``label_map``, then keep only clips whose label is in ``keep`` (all if None).
-
-    Clips left out are counted per (mapped) label in ``Corpus.excluded``. Asking for a label
-    the data does not have is an error that lists what it does have: a typo should not
-    silently train a five-class model.
-    """
-    label_map = dict(label_map or {})
-    unknown_src = sorted(set(label_map) - {c.label for c in corpus.clips})
-    if unknown_src:
-        raise ValueError(f"--label-map names labels the data lacks: {unknown_src}. Labels present: {corpus.labels}")
-    clips = [replace(c, label=label_map[c.label]) if c.label in label_map else c for c in corpus.clips]
-    present = sorted({c.label for c in clips})
-    if keep is None:
-        return replace(corpus, clips=clips, labels=present)
-    keep = [str(k).strip() for k in keep]
-    missing = sorted(set(keep) - set(present))
-    if missing:
-        raise ValueError(f"--labels asks for {missing}, which the data lacks. Labels present: {present}")
-    wanted = set(keep)
-    excluded = Counter(c.label for c in clips if c.label not in wanted)
-    kept = [c for c in clips if c.label in wanted]
-    return replace(corpus, clips=kept, labels=sorted(wanted), excluded=dict(sorted(excluded.items())))
+from sononet.corpus.clips import AUDIO_SUFFIXES as AUDIO_SUFFIXES
+from sononet.corpus.clips import Clip as Clip
+from sononet.corpus.clips import Corpus as Corpus
+from sononet.corpus.clips import parse_label_map as parse_label_map
+from sononet.corpus.clips import select_labels as select_labels
 
 
 def detect_kind(path: str | Path) -> str:
@@ -199,3 +90,21 @@ def load_corpus(path: str | Path, kind: str = "auto") -> Corpus:
     raise ValueError(
         f"unknown corpus kind {kind!r}; expected auto, cremad, ravdess, manifest, audiofolder, hf or lhotse"
     )
+
+
+def corpus_label(manifest: dict, clip_ids: list[str]) -> str:
+    """Name the corpus for every table: real CREMA-D only when every clip is an official one."""
+    from sononet.corpus.cremad import read_audio_manifest
+    from sononet.corpus.demo import MARKER_FILE
+
+    corpus = manifest["corpus"]
+    if corpus["kind"] == "cremad":
+        if (Path(corpus["root"]) / MARKER_FILE).exists():
+            return "demo (synthetic)"
+        official = {Path(r["file"]).stem for r in read_audio_manifest()}
+        if set(clip_ids) <= official:
+            return "cremad"
+        return f"cremad-named folder:{corpus['root']}"
+    if corpus["kind"] == "ravdess":  # names are validated on load; the class set is in every table
+        return "ravdess"
+    return f"{corpus['kind']}:{corpus['root']}"

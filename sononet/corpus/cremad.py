@@ -21,7 +21,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from sononet.corpus import AUDIO_SUFFIXES, Clip, Corpus
+from sononet.corpus.clips import AUDIO_SUFFIXES, Clip, Corpus
 from sononet.errors import ErrorRow
 
 EMOTIONS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from sononet.corpus import AUDIO_SUFFIXES, Clip, Corpus
+from sononet.corpus.clips import AUDIO_SUFFIXES, Clip, Corpus
 from sononet.errors import ErrorRow
 
 REQUIRED_COLUMNS = ("path", "label")

@@ -29,7 +29,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from sononet.corpus import Clip, Corpus
+from sononet.corpus.clips import Clip, Corpus
 from sononet.errors import ErrorRow
 
 CACHE_DIR = ".sononet-audio"

@@ -30,7 +30,7 @@ import os
 import re
 from pathlib import Path
 
-from sononet.corpus import Clip, Corpus
+from sononet.corpus.clips import Clip, Corpus
 from sononet.errors import ErrorRow
 
 CACHE_DIR = ".sononet-audio"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sononet.corpus import AUDIO_SUFFIXES, Clip, Corpus
+from sononet.corpus.clips import AUDIO_SUFFIXES, Clip, Corpus
 from sononet.errors import ErrorRow
 
 EMOTIONS = {"01": "NEU", "02": "CAL", "03": "HAP", "04": "SAD", "05": "ANG", "06": "FEA", "07": "DIS", "08": "SUR"}

@@ -56,10 +56,9 @@ def restrict(preds: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
 
 def evaluate_cross_corpus(cfg: CrossCorpusConfig, progress: bool = True) -> dict:
     """Prepare ``cfg.data`` with the model's features, predict every clip, write the evaluation."""
-    from sononet.corpus import load_corpus, select_labels
+    from sononet.corpus import corpus_label, load_corpus, select_labels
     from sononet.device import resolve_device
     from sononet.evaluate.report import write_evaluation
-    from sononet.experiment import corpus_label
     from sononet.features.mel import FeatureConfig
     from sononet.features.reader import load_metadata
     from sononet.features.shards import read_manifest

@@ -42,8 +42,9 @@ def label_command(
     sononet label --merge --out labels.parquet
     sononet label clips/ --model M --out feats.parquet --embeddings --strict
     """
-    from sononet.cli import USER_ERRORS, _fail
-    from sononet.label import LabelConfig, label  # the package imports this module first
+    from sononet.errors import USER_ERRORS
+    from sononet.errors import fail as _fail
+    from sononet.label.run import LabelConfig, label
 
     try:
         index, count = parse_shard(shard) if shard else (None, None)

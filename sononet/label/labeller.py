@@ -15,35 +15,6 @@ DEMO_WARNING = (
 )
 
 
-def provenance(doc: dict[str, Any]) -> dict[str, Any]:
-    """What a saved model was trained on, from its config.json: corpus, split, init, pretrained.
-
-    ``init`` is ``scratch`` (CNN, BiGRU), ``pretrained`` or ``random-init`` (the tiny test wav2vec2).
-    """
-    meta = doc.get("meta") or {}
-    protocol = meta.get("protocol")
-    protocol = protocol if isinstance(protocol, dict) else {}
-    describe = str(doc.get("describe", ""))
-    if "not pretrained" in describe or "random-init" in describe:
-        init = "random-init"
-    elif describe.startswith("pretrained"):
-        init = "pretrained"
-    else:
-        init = "scratch"
-    return {
-        "corpus": str(protocol.get("corpus") or "unknown"),
-        "split": str(protocol.get("split") or "unknown"),
-        "folds": protocol.get("folds"),
-        "init": init,
-        "pretrained": init == "pretrained",
-        "describe": describe,
-    }
-
-
-def is_demo(prov: dict[str, Any]) -> bool:
-    return prov["corpus"].startswith("demo")
-
-
 def _slug(text: str) -> str:
     if ":" in text:  # "manifest:/data/x/meta.csv" -> "manifest-meta"
         kind, _, where = text.partition(":")
@@ -66,6 +37,8 @@ def model_id(model_dir: str | Path, doc: dict[str, Any] | None = None) -> str:
         h.update(sha256_file(p).encode())
     ident = f"{name}@{h.hexdigest()[:12]}"
     if doc is not None:
+        from sononet.models.card import provenance
+
         prov = provenance(doc)
         ident += f"/{_slug(prov['corpus'])}/{prov['init']}"
     return ident
@@ -88,6 +61,8 @@ class Labeller:
         if missing:
             raise ValueError(f"{model_dir}: saved meta lacks {missing}; cannot rebuild the training features")
         self.model, self.labels, self.kind = model, list(meta["labels"]), meta["input_kind"]
+        from sononet.models.card import is_demo, provenance
+
         self.doc, self.provenance = doc, provenance(doc)
         self.features = FeatureConfig(**meta["feature_config"])
         self.norm = {k: torch.tensor(v, dtype=torch.float32) for k, v in (meta.get("norm") or {}).items()}

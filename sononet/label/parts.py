@@ -21,7 +21,7 @@ from sononet.label.windows import Source, open_source, prefetch
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from sononet.label import LabelConfig
+    from sononet.label.run import LabelConfig
 
 FORMAT = "sononet-labels/2"  # 2: `scope` and `pred` columns, provenance, optional `embedding`
 

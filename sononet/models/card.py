@@ -20,6 +20,35 @@ CORPORA = {
 }
 
 
+def provenance(doc: dict[str, Any]) -> dict[str, Any]:
+    """What a saved model was trained on, from its config.json: corpus, split, init, pretrained.
+
+    ``init`` is ``scratch`` (CNN, BiGRU), ``pretrained`` or ``random-init`` (the tiny test wav2vec2).
+    """
+    meta = doc.get("meta") or {}
+    protocol = meta.get("protocol")
+    protocol = protocol if isinstance(protocol, dict) else {}
+    describe = str(doc.get("describe", ""))
+    if "not pretrained" in describe or "random-init" in describe:
+        init = "random-init"
+    elif describe.startswith("pretrained"):
+        init = "pretrained"
+    else:
+        init = "scratch"
+    return {
+        "corpus": str(protocol.get("corpus") or "unknown"),
+        "split": str(protocol.get("split") or "unknown"),
+        "folds": protocol.get("folds"),
+        "init": init,
+        "pretrained": init == "pretrained",
+        "describe": describe,
+    }
+
+
+def is_demo(prov: dict[str, Any]) -> bool:
+    return prov["corpus"].startswith("demo")
+
+
 def _corpus_facts(corpus: str) -> tuple[str, str]:
     for key, facts in CORPORA.items():
         if corpus.lower().startswith(key):
@@ -46,7 +75,6 @@ def _metric_lines(metrics: dict[str, Any] | None, name: str, fold: int) -> list[
 
 def render_card(doc: dict[str, Any], metrics: dict[str, Any] | None = None, fold: int = 0) -> str:
     """Markdown for the model described by ``doc`` (a config.json); ``metrics`` as in metrics.json."""
-    from sononet.label.labeller import provenance
 
     meta = doc.get("meta") or {}
     prov = provenance(doc)

@@ -1,0 +1,134 @@
+"""``sononet label``'s job: the config and the loop over shards and parts (see the package docstring)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from sononet.label.engine import MIN_WINDOW_S, resolve_window
+from sononet.label.inputs import duplicates, list_inputs, resolve_shard
+from sononet.label.labeller import Labeller
+from sononet.label.parts import _add_stats, _fingerprint, _load_state, label_files, merge, parts_dir
+from sononet.locking import folder_lock
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LabelConfig:
+    input: str | None = None  # folder, .txt path list, manifest CSV/TSV/Parquet (`path` column) or file
+    model: str | None = None  # saved model directory (holds config.json)
+    out: str = "labels.parquet"  # merged output; parts and state go to <out>.parts/
+    window_s: float | None = None  # None = the model's clip length (3 s): the input length it learned on
+    hop_s: float | None = None  # None = window_s: no overlap, each second labelled once, rows independent
+    batch_size: int = 64  # windows per forward pass; the memory bound with prefetch = 2 batches
+    part_size: int = 1000  # files per part: the unit of resume and of output memory
+    shard_index: int | None = None  # None = JOB_COMPLETION_INDEX or RANK from the environment, else 0
+    shard_count: int | None = None  # None = JOB_COMPLETIONS or WORLD_SIZE from the environment, else 1
+    device: str = "auto"  # cuda when present, else cpu
+    workers: int = 2  # decode threads (soundfile and soxr release the GIL)
+    mel_backend: str = "auto"  # as in prepare: both backends pass the librosa parity test
+    merge: bool = False  # only combine every shard's finished parts into `out`
+    embeddings: bool = False  # add the pooled clip vector per row (fixed-shape tensor column `embedding`)
+
+    def __post_init__(self) -> None:
+        from sononet.device import check_device
+
+        if not str(self.out).endswith(".parquet"):
+            raise ValueError(f"out must be a .parquet file (labels are written as Parquet). Found: {self.out!r}")
+        for name in ("batch_size", "part_size", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive. Found: {getattr(self, name)}")
+        if self.window_s is not None and not self.window_s >= MIN_WINDOW_S:
+            raise ValueError(f"need window_s >= {MIN_WINDOW_S} (seconds). Found: {self.window_s}")
+        if self.hop_s is not None and not 0 < self.hop_s <= (self.window_s or self.hop_s):
+            raise ValueError(f"need 0 < hop_s <= window_s (seconds). Found: {self.hop_s}")
+        if (self.shard_index, self.shard_count) != (None, None):
+            resolve_shard(self.shard_index, self.shard_count)  # both given, 0 <= i < n
+        check_device(self.device)
+        if self.mel_backend not in ("auto", "nnaudio", "torchaudio"):
+            raise ValueError(f"mel_backend must be auto, nnaudio or torchaudio. Found: {self.mel_backend!r}")
+
+
+def label(cfg: LabelConfig, progress: bool = True) -> dict:
+    """Label this process's shard; with one shard (or ``cfg.merge``) also write ``cfg.out``.
+
+    Holds ``<out>.parts/.lock`` shared (the shards of one run work side by side, ``--merge``
+    waits) and ``.lock-<shard>`` exclusive (a second process on the same shard stops at once).
+    """
+    if cfg.merge:
+        return merge(cfg.out)
+    if cfg.input is None or cfg.model is None:
+        raise ValueError("labelling needs an input path and a model directory (or merge = true)")
+    shard, n = resolve_shard(cfg.shard_index, cfg.shard_count)
+    out_dir = parts_dir(cfg.out)
+    with (
+        folder_lock(out_dir, "label", shared=True),
+        folder_lock(out_dir, f"label shard {shard}/{n}", name=f".lock-{shard:05d}"),
+    ):
+        summary = _label_shard(cfg, progress)
+    if n == 1:
+        return merge(cfg.out)
+    log.info("shard %d/%d done; when all are: sononet label --merge --out %s", shard, n, cfg.out)
+    return summary
+
+
+def _label_shard(cfg: LabelConfig, progress: bool) -> dict:
+    from tqdm import tqdm
+
+    from sononet.io import atomic_write_json, atomic_write_table, sha256_file
+
+    t0 = time.perf_counter()
+    shard, n = resolve_shard(cfg.shard_index, cfg.shard_count)
+    files, ignored = list_inputs(cfg.input)
+    if not files:
+        raise ValueError(f"no audio files in {cfg.input} ({ignored} files with other extensions ignored)")
+    lab = Labeller(cfg.model, cfg.device, cfg.mel_backend)
+    if lab.warning:
+        log.warning(lab.warning)
+    window_s, hop_s, window = resolve_window(lab, cfg.window_s, cfg.hop_s)
+    mine = files[shard::n]
+    chunks = [mine[i : i + cfg.part_size] for i in range(0, len(mine), cfg.part_size)]
+    repeated = duplicates(files)  # over all shards: the first listing is kept wherever it falls
+    mine_repeated = [i in repeated for i in range(len(files))][shard::n]
+    chunk_repeats = [{j for j in range(len(c)) if mine_repeated[k * cfg.part_size + j]} for k, c in enumerate(chunks)]
+    out_dir = parts_dir(cfg.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_path = out_dir / f"state-{shard:05d}.json"
+    state = _load_state(state_path, _fingerprint(files, lab, window, n, cfg.part_size, cfg.embeddings), shard)
+    state["n_parts"] = len(chunks)
+
+    def done(k: int) -> bool:  # listed, present and unchanged
+        entry = state["parts"].get(str(k), {"file": ".missing"})
+        path = out_dir / entry["file"]
+        return path.exists() and sha256_file(path) == entry["sha256"]
+
+    todo = [k for k in range(len(chunks)) if not done(k)]
+    state["complete"] = not todo
+    atomic_write_json(state_path, state)
+    bar = tqdm(total=len(mine), unit="file", desc=f"label {shard}/{n}", disable=not progress)
+    bar.update(len(mine) - sum(len(chunks[k]) for k in todo))
+    processed = 0
+    with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
+        for k in todo:
+            table, stats = label_files(chunks[k], lab, cfg, window, pool, bar, repeats=chunk_repeats[k])
+            path = out_dir / f"part-{shard:05d}-{k:05d}.parquet"
+            atomic_write_table(path, table)
+            state["parts"][str(k)] = {"file": path.name, "sha256": sha256_file(path), **stats}
+            atomic_write_json(state_path, state)
+            processed += stats["files"]
+    bar.close()
+    seconds = time.perf_counter() - t0
+    summary = {
+        **_add_stats(state["parts"].values()), "shard": f"{shard}/{n}", "parts": len(chunks),
+        "parts_skipped_as_done": len(chunks) - len(todo), "files_labelled_now": processed,
+        "ignored_non_audio": ignored, "seconds": round(seconds, 3),
+        "files_per_s": round(processed / seconds, 1) if seconds > 0 else None, "model_id": lab.id,
+        "device": str(lab.device), "mel_backend": lab.mel_backend, "window_s": window_s, "hop_s": hop_s,
+        "train_corpus": lab.provenance["corpus"], "warning": lab.warning,
+    }  # fmt: skip
+    state.update(complete=True, summary=summary)
+    atomic_write_json(state_path, state)
+    return summary

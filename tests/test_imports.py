@@ -1,0 +1,109 @@
+"""The import graph: data flows one way (corpus -> audio -> kernels -> features -> ... -> cli).
+
+Read with ``ast`` (nothing is imported): every ``import sononet...`` anywhere in a module, in
+functions too, is an edge; imports under ``if TYPE_CHECKING:`` are not (they never run). A module
+may import its own layer or a lower one, never a higher one, and no set of modules may import
+each other in a cycle.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Lower layers know nothing of higher ones. The first matching prefix wins. `jobs` is low: it names
+# the configs it maps TOML onto by "module:attr" strings and imports them only when asked.
+LAYERS = [
+    ("sononet.errors", 0), ("sononet.io", 0), ("sononet.device", 0), ("sononet.locking", 0),
+    ("sononet.kernels", 0), ("sononet.jobs", 0), ("sononet.corpus", 1), ("sononet.audio", 1), ("sononet.audio_av", 1),
+    ("sononet.features", 2), ("sononet.prepare", 3), ("sononet.models", 3), ("sononet.train", 4),
+    ("sononet.runinfo", 4), ("sononet.evaluate", 5), ("sononet.experiment", 6), ("sononet.label", 6),
+    ("sononet.api", 7), ("sononet.export", 7), ("sononet.bench", 8),
+    ("sononet.batch", 8), ("sononet.cli", 9), ("sononet.__main__", 9), ("sononet", 0),
+]  # fmt: skip
+
+
+def layer(module: str) -> int:
+    return next(n for prefix, n in LAYERS if module == prefix or module.startswith(prefix + "."))
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for base, package in ((ROOT / "sononet", "sononet"), (ROOT / "kernels", "sononet.kernels")):
+        for path in base.rglob("*.py"):
+            name = ".".join([package, *path.relative_to(base).with_suffix("").parts])
+            found[name.removesuffix(".__init__")] = path
+    return found
+
+
+class _Imports(ast.NodeVisitor):
+    def __init__(self, known: set[str]) -> None:
+        self.known, self.found = known, set()
+
+    def visit_If(self, node: ast.If) -> None:
+        if isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            return self.generic_visit(ast.Module(body=node.orelse, type_ignores=[]))
+        self.generic_visit(node)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        if node.level == 0 and node.module and node.module.startswith("sononet"):
+            for alias in node.names:  # `from pkg import submodule` imports the submodule
+                sub = f"{node.module}.{alias.name}"
+                self.found.add(sub if sub in self.known else node.module)
+
+    def visit_Import(self, node: ast.Import) -> None:
+        self.found.update(a.name for a in node.names if a.name in self.known)
+
+
+def edges() -> dict[str, set[str]]:
+    mods = modules()
+    graph = {}
+    for name, path in mods.items():
+        visitor = _Imports(set(mods))
+        visitor.visit(ast.parse(path.read_text()))
+        graph[name] = {m for m in visitor.found if m != name and m in mods}
+    return graph
+
+
+def test_no_upward_import() -> None:
+    upward = sorted(
+        f"{src} (layer {layer(src)}) imports {dst} (layer {layer(dst)})"
+        for src, dsts in edges().items()
+        for dst in dsts
+        if layer(dst) > layer(src) and not dst.startswith(src + ".")  # a package may import its parts
+    )
+    assert not upward, "\n".join(upward)
+
+
+def test_no_import_cycle() -> None:
+    graph = edges()
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    assert not cycles, cycles
