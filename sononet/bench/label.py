@@ -9,7 +9,6 @@ a fixed number of files it should not grow with the folder.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import shutil
@@ -19,10 +18,6 @@ from sononet.bench.corpus import cremad_like, write_wavs
 from sononet.bench.timing import run_sononet
 
 log = logging.getLogger(__name__)
-
-
-def label_available() -> bool:
-    return importlib.util.find_spec("sononet.label") is not None
 
 
 def save_untrained_cnn(directory: Path) -> Path:
@@ -84,8 +79,6 @@ def label_once(n_files: int, model: Path, device: str, workers: int, tmp: Path) 
 
 
 def run_label(sizes: tuple[int, ...], device: str, workers: int, tmp: Path) -> dict:
-    if not label_available():
-        return {"status": "unavailable", "reason": "sononet.label is not importable", "rows": []}
     model = save_untrained_cnn(tmp / "label-model" / "model")
     rows = [label_once(n, model, device, workers, tmp) for n in sizes]
     result: dict = {"rows": rows, "model": "cnn (untrained weights)"}

@@ -40,11 +40,6 @@ def init_from_env(device: torch.device) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def barrier(info: DistInfo) -> None:
-    if info.enabled:
-        dist.barrier()
-
-
 def all_reduce_mean(value: float, info: DistInfo) -> float:
     if not info.enabled:
         return value
