@@ -102,9 +102,11 @@ def configure_threads(threads: int | None = None) -> int:
 
     torch.set_num_threads(n)
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    if _configured != n:  # once per count; INFO only when it differs from the host's core count torch would use
+    if _configured != n:  # once per count
         why = "asked for" if threads else f"usable of {os.cpu_count()} on the host"
-        level = logging.INFO if n != os.cpu_count() else logging.DEBUG
+        # INFO only for a count the user did not choose that differs from the host's cores (a
+        # container quota, an affinity mask): the surprise worth a line. Asked-for counts are DEBUG.
+        level = logging.INFO if threads is None and n != os.cpu_count() else logging.DEBUG
         log.log(level, "using %d CPU thread(s) (%s); OMP_WAIT_POLICY=%s", n, why, os.environ["OMP_WAIT_POLICY"])
         _configured = n
     return n
