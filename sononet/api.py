@@ -158,9 +158,10 @@ class EmotionClassifier:
         items = [inputs] if _is_single(inputs) else list(_check_items(inputs))
         window_s, hop_s, (length, hop) = resolve_window(self._lab, window_s, hop_s)
         audio = AudioConfig(sample_rate=self.sample_rate)
+        whole_s = self._lab.clip_span_s(window_s)
 
         def open_item(item: tuple[int, Any]) -> Source:
-            return _open(item[0], item[1], sample_rate, audio, self._lab.clip_span_s(window_s))
+            return _open(item[0], item[1], sample_rate, audio, whole_s)
 
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             opened = prefetch(open_item, enumerate(items), pool, 2 * self.batch_size)

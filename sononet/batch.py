@@ -45,6 +45,8 @@ from typing import Any
 
 import click
 
+from sononet.errors import Interrupted
+
 log = logging.getLogger("sononet.batch")
 OUTPUT_FIELDS = ("out",)  # always placed under the workdir
 INPUT_FIELDS = ("data", "input", "model")  # placed under the workdir when they exist there
@@ -230,8 +232,9 @@ def cli(
     click.echo(f"{name} done in {seconds:.1f} s: {rdir}")
 
 
-class TerminatedError(BaseException):
-    """SIGTERM arrived; a BaseException so no ``except Exception`` in a stage swallows it."""
+class TerminatedError(Interrupted):
+    """SIGTERM arrived; a BaseException (via Interrupted) so no ``except Exception`` in a stage swallows
+    it, and ``run.json`` records the run as interrupted."""
 
 
 def _terminated(signum: int, frame: object) -> None:

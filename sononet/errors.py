@@ -100,3 +100,8 @@ def fail(e: BaseException) -> None:
 
     click.echo(f"error: {e}", err=True)
     raise SystemExit(2)
+
+
+class Interrupted(BaseException):
+    """SIGTERM during a run; a BaseException like KeyboardInterrupt, so no stage's ``except Exception``
+    swallows it, and ``run.json`` records the run as interrupted."""

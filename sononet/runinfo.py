@@ -21,13 +21,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from sononet.errors import Interrupted
 from sononet.io import atomic_write_json
 
 LIBRARIES = ("sononet", "torch", "torchaudio", "nnAudio", "transformers", "numba", "numpy", "pyarrow", "scikit-learn")
-
-
-class Interrupted(BaseException):
-    """SIGTERM during a run; a BaseException like KeyboardInterrupt, so no stage swallows it."""
 
 
 def _git_commit(where: Path) -> str | None:
@@ -109,8 +106,7 @@ class RunRecord:
             self.finish("interrupted", error=type(e).__name__)
             raise
         except BaseException as e:
-            status = "interrupted" if type(e).__name__ == "TerminatedError" else "failed"
-            self.finish(status, error=f"{type(e).__name__}: {e}".splitlines()[0])
+            self.finish("failed", error=f"{type(e).__name__}: {e}".splitlines()[0])
             raise
         finally:
             if previous is not None:

@@ -72,6 +72,7 @@ def score_sources(
     """
     from sononet.errors import AudioError
 
+    whole_s = lab.clip_span_s(length / audio.sample_rate)  # longest input scored as one clip
     pending: list[tuple[Source, np.ndarray]] = []
     waiting: deque[Source] = deque()  # sources with windows still in `pending`, in input order
 
@@ -87,7 +88,7 @@ def score_sources(
     for src in sources:
         waiting.append(src)
         if src.error is None:
-            clips = windows_of(src, length, hop, audio, lab.clip_span_s(length / audio.sample_rate))
+            clips = windows_of(src, length, hop, audio, whole_s)
             src.samples = None  # the pending batch holds it now; finished sources must not keep audio
             try:
                 for start, clip in clips:

@@ -262,8 +262,10 @@ class _Trainer:
         self.train_stream = ShardStream(
             shards, train_ids, labels, self.kind, bs, True, cfg.seed, cfg.window_shards, rank, world
         )
-        self.calib_stream = ShardStream(
-            shards, train_ids, labels, self.kind, bs, False, cfg.seed, cfg.window_shards, rank, world
+        self.calib_stream = (  # the training clips in order, without augmentation, for BatchNorm statistics
+            ShardStream(shards, train_ids, labels, self.kind, bs, False, cfg.seed, cfg.window_shards, rank, world)
+            if cfg.bn_recalibrate
+            else None
         )
         self.val_stream = ShardStream(shards, val_ids, labels, self.kind, bs, shuffle=False)
         self.state = {"epoch": 0, "history": [], "best_score": -math.inf, "best_epoch": -1, "bad_epochs": 0, "step": 0}
@@ -324,7 +326,7 @@ class _Trainer:
             tot_correct += float((logits.argmax(-1) == labels_t).sum())
             tot_n += n
             bar.set_postfix(loss=f"{tot_loss / tot_n:.3f}", acc=f"{tot_correct / tot_n:.3f}")
-        if cfg.bn_recalibrate:
+        if self.calib_stream is not None:
             recalibrate_batchnorm(self.model, self.calib_stream, self.kind, self.norm, self.device, cfg.amp)
         average_buffers(self.model, self.dist)
         return all_reduce_mean(tot_loss / max(tot_n, 1), self.dist), all_reduce_mean(
