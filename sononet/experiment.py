@@ -33,11 +33,10 @@ META_COLUMNS = ("clip_id", "speaker", "sex", "intensity", "sentence")
 PROFILES = ("auto", "demo", "real")
 
 # The one place where the synthetic demo and real speech differ: the demo trains PROFILE_EPOCHS
-# ["demo"] epochs (it only shows that the pipeline runs, in about 5 CPU minutes) and has no
+# ["demo"] epochs (it only shows that the pipeline runs, in about 4 CPU minutes) and has no
 # silence to trim; real corpora get the recipe chosen on RAVDESS validation folds
-# (results/ravdess): the dataclass defaults plus silence trimming.
-# Real speech: trim leading/trailing silence 30 dB below the peak before the 3 s window (RAVDESS
-# validation folds: see results/ravdess). Acted corpora pad utterances with silence; the demo has none.
+# (results/ravdess): the dataclass defaults plus trimming of leading and trailing silence 30 dB
+# below the peak before the 3 s window (acted corpora pad every utterance with silence).
 REAL_TRIM_SILENCE_DB = 30.0
 
 
@@ -69,8 +68,6 @@ def resolve_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
     Both entrypoints (``sononet train-all`` and ``sononet-batch train-all``) call this, and
     ``--print-spec`` prints its result. Values set explicitly are never changed.
     """
-    from sononet.device import resolve_device
-
     cfg = copy.deepcopy(cfg)
     if cfg.profile == "auto":
         cfg.profile = "demo" if cfg.prepare.data is None else "real"
