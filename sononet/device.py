@@ -9,6 +9,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sononet.errors import UserError
+
 if TYPE_CHECKING:
     import torch
 
@@ -26,7 +28,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} asked for, but torch sees no CUDA device; use --device cpu")
+        raise UserError(f"device {device!r} asked for, but torch sees no CUDA device; use --device cpu")
     return torch.device(device)
 
 

@@ -90,16 +90,17 @@ def is_disk_full(e: BaseException) -> bool:
     return isinstance(e, OSError) and (e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(e))
 
 
-# What a command reports as the user's mistake: one line and exit code 2, no traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, KeyError)
+class UserError(Exception):
+    """A mistake the user can fix: a bad option, path, config or environment.
+
+    The command line prints it as one ``error: <message>`` line with exit code 2. So does a
+    ``ValueError``, the configs' convention for a value out of range; anything else (``KeyError``,
+    ``RuntimeError``, ``TypeError``, ``OSError``) is a bug or a failure and keeps its traceback.
+    """
 
 
-def fail(e: BaseException) -> None:
-    """End a command on a user error: ``error: <message>`` on stderr and exit code 2."""
-    import click
-
-    click.echo(f"error: {e}", err=True)
-    raise SystemExit(2)
+class NotFoundError(UserError, FileNotFoundError):
+    """A path the user named does not exist, or lacks what it must hold."""
 
 
 class Interrupted(BaseException):

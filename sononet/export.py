@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
-
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -136,26 +134,3 @@ def export_model(cfg: ExportConfig) -> dict[str, Any]:
     }  # fmt: skip
     (out / "export.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
-
-
-@click.command("export", context_settings={"show_default": True})
-@click.option("--model", required=True, type=click.Path(exists=True, file_okay=False), help="Saved model dir.")
-@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx")
-@click.option("--out", type=click.Path(), default=None, help="Output folder [default: <model>-onnx].")
-@click.option("--opset", type=int, default=OPSET)
-def export_command(model: str, fmt: str, out: str | None, opset: int) -> None:
-    """Export a trained model (CNN, BiGRU; wav2vec2 where torch's exporter handles it) to ONNX.
-
-    \b
-    sononet export --model runs/demo/cnn/model --format onnx --out exported/cnn
-    pip install -e '.[export]'   # onnx + onnxruntime, to export and run it
-    """
-    from sononet.errors import USER_ERRORS
-    from sononet.errors import fail as _fail
-
-    out = out or f"{Path(model).resolve()}-onnx"
-    try:
-        info = export_model(ExportConfig(model=model, out=out, format=fmt, opset=opset))
-    except (*USER_ERRORS, ImportError) as e:
-        _fail(e)
-    click.echo(f"{info['model_id']} -> {Path(out) / 'model.onnx'} (inputs: {', '.join(info['inputs'])})")

@@ -21,10 +21,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sononet.errors import UserError
+
 LOCK_FILE = ".lock"
 
 
-class FolderLockedError(RuntimeError):
+class FolderLockedError(UserError):
     """Another process holds the folder's lock."""
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sononet.train.augment import AugmentConfig, MelAugment, WaveAugment
+from sononet.train.augment import AugmentConfig, MelAugment, WaveAugment, mixup
 
 SR = 16_000
 
@@ -46,3 +46,22 @@ def test_spec_augment_masks_in_training() -> None:
     mel = torch.ones(4, 128, 94)
     out = MelAugment(AugmentConfig(noise_std=0.0)).train()(mel)
     assert (out == 0).any() and out.shape == mel.shape
+
+
+def test_mixup_is_a_convex_mix_with_a_partner_and_keeps_the_longer_length() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(8, 4, 10)
+    lengths = torch.arange(3, 11)
+    mixed, mixed_len, perm, lam = mixup(x, lengths, alpha=0.4)
+    assert 0.0 <= lam <= 1.0 and sorted(perm.tolist()) == list(range(8))
+    torch.testing.assert_close(mixed, lam * x + (1 - lam) * x[perm])
+    assert torch.equal(mixed_len, torch.maximum(lengths, lengths[perm]))
+
+
+def test_mixup_cannot_be_combined_with_the_intensity_head() -> None:
+    from sononet.train.loop import TrainConfig
+
+    with pytest.raises(ValueError, match="mixup"):
+        TrainConfig(intensity_aux=True, augment=AugmentConfig(mixup_alpha=0.2))
+    with pytest.raises(ValueError, match="mixup_alpha must be >= 0"):
+        AugmentConfig(mixup_alpha=-1.0)

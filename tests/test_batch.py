@@ -18,7 +18,8 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from sononet.batch import cli, resolve_job
+from sononet.batch import resolve_job
+from sononet.cli.batch import cli
 from sononet.jobs import JOBS, JOBS_DIR, SpecError, load_spec
 
 torch.set_num_threads(1)
@@ -184,7 +185,7 @@ def test_dockerfile_entrypoint_and_default_job_exist() -> None:
     ops = dict(dockerfile())  # last of each instruction
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     entry, cmd = json.loads(ops["ENTRYPOINT"]), json.loads(ops["CMD"])
-    assert entry == ["sononet-batch"] and entry[0] in scripts and scripts[entry[0]] == "sononet.batch:main"
+    assert entry == ["sononet-batch"] and entry[0] in scripts and scripts[entry[0]] == "sononet.cli.batch:main"
     assert (REPO / "jobs" / f"{cmd[0]}.toml").is_file() and load_spec(cmd[0])[0] == cmd[0]
     env = docker_env()
     assert env["SONONET_WORKDIR"] == "/work" and env["HF_HOME"] == "/cache/huggingface"

@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -60,6 +61,22 @@ def test_train_lr_is_used(shards64: Path, tmp_path: Path) -> None:
     assert load_model(result.model_dir)[0].config.lr == pytest.approx(3e-4)
 
 
+def test_mixup_trains_on_mixed_batches(shards64: Path, tmp_path: Path) -> None:
+    """Mixup runs through the trainer: same seed, same data, a different (mixed) training loss."""
+    from sononet.train.augment import AugmentConfig
+
+    meta = load_metadata(shards64, ["clip_id", "speaker", "sex"]).to_pandas()
+    splits = shard_splits(meta, SplitConfig(seed=0))
+    fc = read_manifest(shards64)["feature_config"]
+    losses = []
+    for alpha in (0.0, 0.4):
+        cfg = TrainConfig(epochs=1, augment=AugmentConfig(mixup_alpha=alpha), tensorboard=False)
+        result = train_model("cnn", shards64, splits, LABELS, cfg, tmp_path / f"m{alpha}", CPU,
+                             meta={"feature_config": fc}, progress=False)  # fmt: skip
+        losses.append(result.history[0]["train_loss"])
+    assert all(np.isfinite(losses)) and losses[0] != losses[1]
+
+
 def test_sononet_train_model_can_label(shards64: Path, tmp_path: Path) -> None:
     """The torchrun entry saves the feature config, so `sononet label` accepts its model; done.json marks it."""
     out = tmp_path / "one"
@@ -95,7 +112,7 @@ def test_epochs_come_from_one_place() -> None:
 
 @pytest.mark.parametrize("extra", [[], ["--set", "prepare.data=tests", "--set", "out=runs/x"]])
 def test_train_all_and_sononet_batch_resolve_the_same_spec(extra: list[str], tmp_path: Path) -> None:
-    from sononet.batch import cli as batch_cli
+    from sononet.cli.batch import cli as batch_cli
 
     runner = CliRunner()
     direct = ["train-all", "--device", "cpu", "--print-spec"]

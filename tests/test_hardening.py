@@ -435,7 +435,7 @@ def test_config_ranges(build, match: str) -> None:
     ],
 )
 def test_bad_values_are_bad_specs(job: str, sets: list[str], match: str, tmp_path: Path) -> None:
-    from sononet.batch import cli
+    from sononet.cli.batch import cli
 
     args = [job, "--print-spec", "--out", str(tmp_path)] + [a for s in sets for a in ("--set", s)]
     result = CliRunner().invoke(cli, args)
@@ -443,7 +443,7 @@ def test_bad_values_are_bad_specs(job: str, sets: list[str], match: str, tmp_pat
 
 
 def test_train_all_epochs_zero_is_refused_not_defaulted() -> None:
-    from sononet.cli import experiment_config
+    from sononet.cli.train import experiment_config
 
     kw = {"data": None, "out": None, "models": "cnn", "w2v2": "auto", "epochs": 0, "batch_size": 32, "folds": 1,
           "split": "speaker", "seed": 0, "device": "cpu", "fresh": False, "class_weights": False,
@@ -480,7 +480,7 @@ def test_hidden_and_part_files_are_counted_as_ignored(audio: Path, tmp_path: Pat
 def test_sigterm_writes_a_failed_event(tmp_path: Path, monkeypatch) -> None:
     import signal
 
-    from sononet import batch
+    from sononet.cli import batch
 
     def killed(job: str, cfg: object, progress: bool) -> None:
         os.kill(os.getpid(), signal.SIGTERM)

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from sononet import label as label_mod
 from sononet.audio import AudioConfig, load_audio
+from sononet.errors import UserError
 from sononet.features.mel import FeatureConfig, LogMel
 from sononet.label import LabelConfig, label, list_inputs, merge, parse_shard, resolve_shard, stream_windows
 from sononet.label import run as label_run
@@ -204,7 +205,7 @@ def test_two_shards_merged_equal_one_run(folder, model_dir, labelled, tmp_path: 
     out = tmp_path / "sharded.parquet"
     first = run(folder[0], model_dir, out, shard_index=0, shard_count=2, part_size=4)
     assert first["shard"] == "0/2" and not out.exists()
-    with pytest.raises(RuntimeError, match=r"\[1\] never started"):
+    with pytest.raises(UserError, match=r"\[1\] never started"):
         merge(out)
     run(folder[0], model_dir, out, shard_index=1, shard_count=2, part_size=4)
     merged = run(folder[0], model_dir, out, merge=True)

@@ -27,8 +27,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import click
-
 log = logging.getLogger(__name__)
 
 BENCHMARKS = ("mel", "pad_trim", "decode", "prepare", "train", "label")
@@ -191,62 +189,3 @@ def run_bench(cfg: BenchConfig) -> dict:
     atomic_write_bytes(stem.with_suffix(".md"), markdown(doc).encode())
     doc["files"] = [str(stem.with_suffix(".json")), str(stem.with_suffix(".md"))]
     return doc
-
-
-@click.command("bench", context_settings={"show_default": True})
-@click.option("--device", default="auto", help="auto | cpu | cuda | cuda:N; on CUDA the CPU rows are measured too.")
-@click.option("--clips", type=int, default=CREMAD_CLIPS, help="Clips in the prepare benchmark (then 4x that).")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False),
-    default="results/bench",
-    help="Folder for bench-<device>.json/.md.",
-)
-@click.option("--tiny", is_flag=True, help="Smoke sizes (tests): under a minute, numbers not meaningful.")
-@click.option("--only", default=",".join(BENCHMARKS), help="Comma-separated subset of the benchmarks.")
-@click.option("--repeats", type=int, default=5, help="Timed repetitions per measurement (median reported).")
-@click.option("--threads", type=int, default=None, help="Pin torch/numba (and children) to N threads.")
-@click.option("--tmp-dir", type=click.Path(file_okay=False), default=None, help="Scratch space [default: system temp].")
-def bench_command(
-    device: str,
-    clips: int,
-    out: str,
-    tiny: bool,
-    only: str,
-    repeats: int,
-    threads: int | None,
-    tmp_dir: str | None,
-) -> None:
-    """Measure speed and memory of every stage; ratios side by side, machine described.
-
-    \b
-    sononet bench --device cpu --out results/bench
-    sononet bench --tiny --out /tmp/bench
-    sononet bench --only mel,pad_trim --repeats 9
-    """
-    from sononet.errors import USER_ERRORS
-    from sononet.errors import fail as _fail
-
-    try:
-        names = tuple(s.strip() for s in only.split(",") if s.strip())
-        cfg = BenchConfig(
-            out=out,
-            device=device,
-            clips=clips,
-            tiny=tiny,
-            only=names,
-            repeats=repeats,
-            threads=threads,
-            tmp_dir=tmp_dir,
-        )
-        doc = run_bench(cfg)
-    except USER_ERRORS as e:
-        _fail(e)
-    for t in doc["targets"]:
-        verdict = {True: "reached", False: "MISSED", None: "not judged"}[t["reached"]]
-        click.echo(f"{t['name']}: {verdict} ({t['measured']}; goal {t['target']})")
-    failed = [k for k, v in doc["benchmarks"].items() if v["status"] == "failed"]
-    click.echo(f"wrote {' and '.join(doc['files'])} in {doc['seconds']:.0f} s")
-    if failed:
-        click.echo(f"failed benchmarks: {', '.join(failed)} (see the JSON for the error)", err=True)
-        sys.exit(1)

@@ -26,13 +26,14 @@ from sononet.corpus.clips import Clip as Clip
 from sononet.corpus.clips import Corpus as Corpus
 from sononet.corpus.clips import parse_label_map as parse_label_map
 from sononet.corpus.clips import select_labels as select_labels
+from sononet.errors import NotFoundError
 
 
 def detect_kind(path: str | Path) -> str:
     """Say which corpus convention ``path`` follows, or raise with what to do."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"data path does not exist: {p}")
+        raise NotFoundError(f"data path does not exist: {p}")
     if p.is_file():
         if p.suffix.lower() in (".csv", ".parquet", ".tsv"):
             return "manifest"

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sononet.errors import NotFoundError
+
 VAL_FRACTION = 1 / 8  # of each fold's train speakers; EmoBox has no validation lists
 _FOLD_RE = re.compile(r"^fold_(\d+)$")
 
@@ -54,7 +56,7 @@ def fold_dirs(meta_dir: str | Path) -> list[Path]:
     """``fold_1 .. fold_K`` under an EmoBox corpus folder, in order; raise with what to pass otherwise."""
     root = Path(meta_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"EmoBox meta dir does not exist: {root} (pass data/<corpus> of an EmoBox checkout)")
+        raise NotFoundError(f"EmoBox meta dir does not exist: {root} (pass data/<corpus> of an EmoBox checkout)")
     folds = sorted((int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _FOLD_RE.match(p.name)))
     if not folds:
         corpora = sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("fold_*")))
@@ -70,7 +72,7 @@ def _read_list(folder: Path, pattern: str) -> list[tuple[str, str]]:
     """(wav stem, key) per entry of the one list matching ``pattern`` in ``folder``."""
     found = sorted(folder.glob(pattern))
     if len(found) != 1:
-        raise FileNotFoundError(f"expected one {pattern} in {folder}. Found: {[p.name for p in found]}")
+        raise NotFoundError(f"expected one {pattern} in {folder}. Found: {[p.name for p in found]}")
     entries = []
     for i, line in enumerate(found[0].read_text().splitlines(), 1):
         if not line.strip():

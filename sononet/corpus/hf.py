@@ -30,7 +30,7 @@ import os
 from pathlib import Path
 
 from sononet.corpus.clips import Clip, Corpus
-from sononet.errors import ErrorRow
+from sononet.errors import ErrorRow, UserError
 
 CACHE_DIR = ".sononet-audio"
 LABEL_NAMES = ("label", "emotion", "emo", "emotion_label")
@@ -50,9 +50,7 @@ def _load(root: Path):
     try:
         import datasets
     except ImportError as e:
-        raise RuntimeError(
-            f"{root} is a Hugging Face dataset; reading it needs `pip install 'sononet[interop]'`"
-        ) from e
+        raise UserError(f"{root} is a Hugging Face dataset; reading it needs `pip install 'sononet[interop]'`") from e
     loaded = datasets.load_from_disk(str(root))
     return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"": loaded}
 

@@ -31,7 +31,7 @@ import re
 from pathlib import Path
 
 from sononet.corpus.clips import Clip, Corpus
-from sononet.errors import ErrorRow
+from sononet.errors import ErrorRow, NotFoundError, UserError
 
 CACHE_DIR = ".sononet-audio"
 LABEL_KEYS = ("emotion", "emo", "label")
@@ -72,7 +72,7 @@ def _load(path: Path):
     try:
         from lhotse import CutSet
     except ImportError as e:
-        raise RuntimeError(f"{path} is a lhotse manifest; reading it needs `pip install 'sononet[interop]'`") from e
+        raise UserError(f"{path} is a lhotse manifest; reading it needs `pip install 'sononet[interop]'`") from e
     kind = manifest_kind(path)
     if kind in ("recordings", "supervisions"):
         raise ValueError(
@@ -128,7 +128,7 @@ def _whole_file(cut, base: Path) -> Path | None:
         return None
     found = _source_file(rec.sources[0].source, base)
     if found is None:
-        raise FileNotFoundError(f"audio file not found: {rec.sources[0].source}")
+        raise NotFoundError(f"audio file not found: {rec.sources[0].source}")
     return found
 
 
@@ -154,7 +154,7 @@ def _materialise(cut, base: Path, cache: Path) -> Path:
         return out
     audio = cut.load_audio()  # (channels, samples)
     if audio is None:
-        raise FileNotFoundError(f"cut {cut.id} has no recording")
+        raise NotFoundError(f"cut {cut.id} has no recording")
     cache.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     sf.write(tmp, audio.T, int(cut.sampling_rate), subtype="FLOAT", format="WAV")

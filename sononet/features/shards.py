@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sononet.errors import ErrorRow, to_table
+from sononet.errors import ErrorRow, NotFoundError, to_table
 from sononet.io import atomic_write_json, atomic_write_table, sha256_file
 
 MANIFEST = "manifest.json"
@@ -124,7 +124,7 @@ class ShardWriter:
 def read_manifest(directory: str | Path) -> dict:
     path = Path(directory) / MANIFEST
     if not path.exists():
-        raise FileNotFoundError(f"no {MANIFEST} in {directory}; run `sononet prepare --out {directory}` first")
+        raise NotFoundError(f"no {MANIFEST} in {directory}; run `sononet prepare --out {directory}` first")
     manifest = json.loads(path.read_text())
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} manifest. Found format: {manifest.get('format')!r}")

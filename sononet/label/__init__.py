@@ -37,7 +37,6 @@ file list is dealt round-robin: shard i of n takes files i, i+n, ... (``--shard 
     duckdb -c "select pred, count(*) from 'labels.parts/part-*.parquet' where scope = 'file' group by 1"
 """
 
-from sononet.label.cli import label_command as label_command
 from sononet.label.engine import MIN_WINDOW_S as MIN_WINDOW_S
 from sononet.label.engine import resolve_window as resolve_window
 from sononet.label.engine import score_sources as score_sources

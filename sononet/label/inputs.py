@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from sononet.errors import NotFoundError
+
 
 def parse_shard(text: str) -> tuple[int, int]:
     """``"i/n"`` -> (i, n)."""
@@ -52,7 +54,7 @@ def list_inputs(source: str | Path) -> tuple[list[str], int]:
     """
     src = Path(source)
     if not src.exists():
-        raise FileNotFoundError(f"input does not exist: {src}")
+        raise NotFoundError(f"input does not exist: {src}")
     ignored = 0
     if src.is_dir():
         suffixes, paths = audio_suffixes(), []

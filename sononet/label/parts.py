@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sononet.errors import NotFoundError, UserError
 from sononet.label.engine import file_embedding, file_probs, score_sources
 from sononet.label.labeller import Labeller
 from sononet.label.windows import Source, open_source, prefetch
@@ -199,7 +200,7 @@ def _merge(out: Path) -> dict:
     pdir = parts_dir(out)
     states = [json.loads(p.read_text()) for p in sorted(pdir.glob("state-*.json"))]
     if not states:
-        raise FileNotFoundError(f"no label state in {pdir}; run `sononet label PATH --model M --out {out}`")
+        raise NotFoundError(f"no label state in {pdir}; run `sononet label PATH --model M --out {out}`")
     if len({json.dumps(s["fingerprint"], sort_keys=True) for s in states}) > 1:
         raise ValueError(f"{pdir} mixes runs of different inputs, models or shard counts; use a new --out")
     n = states[0]["fingerprint"]["shards"]
@@ -207,7 +208,7 @@ def _merge(out: Path) -> dict:
     missing = [i for i in range(n) if i not in by_shard]
     unfinished = [i for i, s in sorted(by_shard.items()) if not s["complete"]]
     if missing or unfinished:
-        raise RuntimeError(
+        raise UserError(
             f"cannot merge {pdir}: of {n} shards, {missing or 'none'} never started and "
             f"{unfinished or 'none'} did not finish; rerun those (same command and --shard) first"
         )
@@ -215,7 +216,7 @@ def _merge(out: Path) -> dict:
     paths = [pdir / s["parts"][k]["file"] for s, k in parts]
     lost = [p.name for p in paths if not p.exists()]
     if lost:
-        raise FileNotFoundError(f"{pdir} lacks listed part(s) {lost}; rerun the labelling command")
+        raise NotFoundError(f"{pdir} lacks listed part(s) {lost}; rerun the labelling command")
     changed = [p.name for (s, k), p in zip(parts, paths) if sha256_file(p) != s["parts"][k]["sha256"]]
     if changed:
         raise ValueError(

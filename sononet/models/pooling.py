@@ -163,6 +163,19 @@ class ClipHead(nn.Module):
         # Not persistent: the config is the source of truth, so checkpoints do not depend on it.
         self.register_buffer("class_weights", weights, persistent=False)
 
+    def emotion_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Cross-entropy of (B, n_classes) logits with the configured class weights and smoothing.
+
+        Public so that mixup can score one forward pass against two label sets.
+        """
+        return F.cross_entropy(
+            logits.float(),
+            labels,
+            weight=self.class_weights,
+            label_smoothing=self.cfg.label_smoothing,
+            ignore_index=IGNORE_INDEX,
+        )
+
     def forward(
         self, z: Tensor, labels: Tensor | None = None, intensity: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None]:
@@ -170,13 +183,7 @@ class ClipHead(nn.Module):
         logits = self.emotion(z)  # (B, n_classes)
         if labels is None:
             return logits, None
-        loss = F.cross_entropy(
-            logits.float(),
-            labels,
-            weight=self.class_weights,
-            label_smoothing=self.cfg.label_smoothing,
-            ignore_index=IGNORE_INDEX,
-        )
+        loss = self.emotion_loss(logits, labels)
         if self.intensity is not None and intensity is not None:
             int_logits = self.intensity(z).float()  # (B, n_intensity)
             # Sum / count instead of mean: a batch with no known intensity gives 0, not 0/0 = NaN.

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from sononet import __version__
+from sononet.errors import NotFoundError
 from sononet.models.backbone import BackboneNotFoundError
 from sononet.models.card import write_card
 from sononet.models.config_check import build_config, check_document, check_meta
@@ -89,7 +90,7 @@ def save_model(directory: str | Path, model: nn.Module, name: str, meta: dict[st
 
 def _read_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: not a saved SonoNet model (or an unfinished save)")
+        raise NotFoundError(f"{path} is missing: not a saved SonoNet model (or an unfinished save)")
     try:
         doc = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -104,7 +105,7 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
     if not directory.is_dir():
         previous = directory.with_name(f".{directory.name}.previous")
         hint = f"; an interrupted save left the previous model in {previous}" if previous.is_dir() else ""
-        raise FileNotFoundError(f"model directory {directory} does not exist{hint}")
+        raise NotFoundError(f"model directory {directory} does not exist{hint}")
     config_path = directory / CONFIG_FILE
     doc = _read_config(config_path)
     spec = get_spec(doc["model"])
@@ -114,18 +115,18 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
     if spec.input_kind == "wave":
         backbone = directory / BACKBONE_DIR
         if not (backbone / "config.json").is_file():
-            raise FileNotFoundError(f"{backbone / 'config.json'} is missing: the saved encoder is incomplete")
+            raise NotFoundError(f"{backbone / 'config.json'} is missing: the saved encoder is incomplete")
         try:
             model = spec.model_cls(cfg, weights_from=backbone)
         except BackboneNotFoundError as e:
             cause = e.__cause__ or e  # the transformers error names the missing file
-            raise FileNotFoundError(f"could not read the saved encoder in {backbone}: {cause}") from e
+            raise NotFoundError(f"could not read the saved encoder in {backbone}: {cause}") from e
     else:
         model = spec.model_cls(cfg)
 
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
-        raise FileNotFoundError(f"{weights} is missing")
+        raise NotFoundError(f"{weights} is missing")
     try:
         state = load_file(weights)
     except (SafetensorError, OSError, ValueError) as e:

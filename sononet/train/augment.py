@@ -30,9 +30,10 @@ class AugmentConfig:
     speed_perturb: bool = False  # wave models: resample by 0.9/1.0/1.1 (tempo and pitch together)
     tempo_perturb: bool = False  # wave models: time-stretch by 0.9/1.0/1.1, pitch kept
     pitch_perturb: bool = False  # wave models: pitch x0.9/1.0/1.1, duration kept
+    mixup_alpha: float = 0.0  # >0: mix each batch with a shuffled copy, weight ~ Beta(a, a) (Zhang et al. 2018)
 
     def __post_init__(self) -> None:
-        for name in ("freq_mask", "time_mask", "n_masks", "noise_std"):
+        for name in ("freq_mask", "time_mask", "n_masks", "noise_std", "mixup_alpha"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0. Found: {getattr(self, name)}")
 
@@ -110,3 +111,17 @@ class WaveAugment(nn.Module):
         if self.cfg.noise_std > 0:
             x = x + self.cfg.noise_std * torch.randn_like(x)
         return x, lengths
+
+
+def mixup(
+    x: torch.Tensor, lengths: torch.Tensor, alpha: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Convex mix of a batch with a shuffled copy of itself.
+
+    Returns the mixed inputs, their lengths (the longer of each pair: the mix holds both clips'
+    frames), the partner index of each clip and the weight ``lam`` of the original clip; the loss
+    is ``lam * CE(y) + (1 - lam) * CE(y[perm])``. Draws from torch's RNG, so resumes replay it.
+    """
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(x.shape[0], device=x.device)
+    return lam * x + (1.0 - lam) * x[perm], torch.maximum(lengths, lengths[perm]), perm, lam

@@ -36,7 +36,7 @@ from sononet.features.reader import ShardStream, load_metadata
 from sononet.io import atomic_write, atomic_write_json
 from sononet.models.registry import MODELS, build_model
 from sononet.models.saving import save_model
-from sononet.train.augment import AugmentConfig, MelAugment, WaveAugment
+from sononet.train.augment import AugmentConfig, MelAugment, WaveAugment, mixup
 from sononet.train.ddp import DistInfo, all_reduce_mean, average_buffers, gather_digests
 from sononet.train.tensorboard import TrainingBoard
 
@@ -89,6 +89,10 @@ class TrainConfig:
         for name in ("weight_decay", "aux_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"train.{name} must be >= 0. Found: {getattr(self, name)}")
+        if self.augment.mixup_alpha > 0 and self.intensity_aux:
+            raise ValueError(
+                "train.augment.mixup_alpha and train.intensity_aux cannot be combined: mixup has no intensity target"
+            )
         if self.select_on not in SELECT_ON:
             raise ValueError(f"train.select_on must be one of {SELECT_ON}. Found: {self.select_on!r}")
         if not 0 < self.plateau_factor < 1:  # also refuses NaN
@@ -314,7 +318,15 @@ class _Trainer:
                 x, lengths = self.augment(x, lengths)
             labels_t = batch.labels.to(self.device)
             with _amp_context(self.device, cfg.amp):
-                logits, loss = self.wrapped(x, lengths, labels_t, batch.intensity.to(self.device))
+                if cfg.augment.mixup_alpha > 0:
+                    x, lengths, perm, lam = mixup(x, lengths, cfg.augment.mixup_alpha)
+                    logits, _ = self.wrapped(x, lengths)
+                    head = self.model.head
+                    loss = lam * head.emotion_loss(logits, labels_t) + (1 - lam) * head.emotion_loss(
+                        logits, labels_t[perm]
+                    )
+                else:
+                    logits, loss = self.wrapped(x, lengths, labels_t, batch.intensity.to(self.device))
             self._warmup()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -7,31 +7,35 @@ import sys
 
 import click
 
+from sononet.cli.options import device_option, given, mel_backend_option
+from sononet.errors import UserError
 from sononet.label.inputs import parse_shard
 from sononet.label.parts import format_summary, summary_path
 
 TABLE_MAX_FILES = 20  # up to this many inputs, the command prints one line per file
 
 
-@click.command("label", context_settings={"show_default": True})
+@click.command("label")
 @click.argument("path", required=False, type=click.Path(exists=True))
 @click.option("--model", type=click.Path(exists=True, file_okay=False), help="Saved model dir (config.json).")
-@click.option("--out", type=click.Path(), default="labels.parquet", help="Output; parts in <out>.parts/.")
+@click.option("--out", type=click.Path(), default=None, help="Output; parts in <out>.parts/ [default: labels.parquet].")
 @click.option("--window", type=float, default=None, help="Window seconds [default: the model's clip, 3 s].")
 @click.option("--hop", type=float, default=None, help="Seconds between windows [default: --window].")
 @click.option("--shard", default=None, help="i/n [default: from JOB_COMPLETION_INDEX or RANK, else 0/1].")
 @click.option("--merge", "merge_only", is_flag=True, help="Only combine all shards' parts into --out.")
-@click.option("--device", default="auto", help="auto | cpu | cuda | cuda:N.")
-@click.option("--batch-size", type=int, default=64, help="Windows per forward pass.")
-@click.option("--workers", type=int, default=2, help="Decode threads.")
-@click.option("--part-size", type=int, default=1000, help="Files per Parquet part (the unit of resume).")
-@click.option("--mel-backend", type=click.Choice(["auto", "nnaudio", "torchaudio"]), default="auto")
+@device_option
+@click.option("--batch-size", type=int, default=None, help="Windows per forward pass [default: 64].")
+@click.option("--workers", type=int, default=None, help="Decode threads [default: 2].")
+@click.option(
+    "--part-size", type=int, default=None, help="Files per Parquet part (the unit of resume) [default: 1000]."
+)
+@mel_backend_option
 @click.option("--embeddings", is_flag=True, help="Add each row's pooled clip vector (tensor column `embedding`).")
 @click.option("--strict", is_flag=True, help="Exit 1 when any file could not be labelled.")
 def label_command(
-    path: str | None, model: str | None, out: str, window: float | None, hop: float | None, shard: str | None,
-    merge_only: bool, device: str, batch_size: int, workers: int, part_size: int, mel_backend: str,
-    embeddings: bool, strict: bool,
+    path: str | None, model: str | None, out: str | None, window: float | None, hop: float | None,
+    shard: str | None, merge_only: bool, device: str | None, batch_size: int | None, workers: int | None,
+    part_size: int | None, mel_backend: str | None, embeddings: bool, strict: bool,
 ) -> None:  # fmt: skip
     """Label audio files (folder, .txt list, manifest or one file) with a trained model into Parquet.
 
@@ -42,22 +46,20 @@ def label_command(
     sononet label --merge --out labels.parquet
     sononet label clips/ --model M --out feats.parquet --embeddings --strict
     """
-    from sononet.errors import USER_ERRORS
-    from sononet.errors import fail as _fail
     from sononet.label.run import LabelConfig, label
 
-    try:
-        index, count = parse_shard(shard) if shard else (None, None)
-        if not merge_only and (path is None or model is None):
-            raise ValueError("pass PATH and --model (or --merge --out FILE to combine shards)")
-        cfg = LabelConfig(
-            input=path, model=model, out=out, window_s=window, hop_s=hop, batch_size=batch_size,
-            part_size=part_size, shard_index=index, shard_count=count, device=device, workers=workers,
-            mel_backend=mel_backend, merge=merge_only, embeddings=embeddings,
-        )  # fmt: skip
-        summary = label(cfg)
-    except USER_ERRORS as e:
-        _fail(e)
+    index, count = parse_shard(shard) if shard else (None, None)
+    if not merge_only and (path is None or model is None):
+        raise UserError("pass PATH and --model (or --merge --out FILE to combine shards)")
+    cfg = given(
+        LabelConfig(
+            input=path, model=model, window_s=window, hop_s=hop, shard_index=index, shard_count=count,
+            merge=merge_only, embeddings=embeddings,
+        ),
+        out=out, batch_size=batch_size, part_size=part_size, device=device, workers=workers, mel_backend=mel_backend,
+    )  # fmt: skip
+    summary = label(cfg)
+    out = cfg.out
     if "out" in summary and summary["files"] <= TABLE_MAX_FILES:
         click.echo(format_table(out))
     click.echo(format_summary(summary))

@@ -1,0 +1,78 @@
+"""The ``sononet`` command line: thin click shims over the library stages, one module per stage.
+
+Examples::
+
+    sononet train-all                                   # demo corpus, CPU, ~5 min
+    sononet download --to data/cremad                   # real CREMA-D (605 MB, sha256-verified)
+    sononet train-all --data data/cremad --out runs/cremad
+    sononet prepare --data data/cremad --out runs/cremad/shards
+    torchrun --nproc-per-node 2 -m sononet train --shards runs/demo/shards --model cnn --out runs/ddp
+    sononet label recordings/ --model runs/demo/cnn/model --out labels.parquet
+    sononet bench --out results/bench
+
+Errors are handled once, here on the root group: a :class:`~sononet.errors.UserError` or a
+``ValueError`` (a config value out of range) is one ``error:`` line and exit code 2 (``-v`` adds
+the traceback); a full disk is one line and exit 1; anything else is a bug and keeps its
+traceback. Commands therefore raise, never catch. Heavy imports (torch, transformers) happen
+inside the commands so ``--help`` is instant. ``sononet-batch`` is :mod:`sononet.cli.batch`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+
+import click
+
+from sononet.cli.bench import bench_command
+from sononet.cli.evaluate import evaluate_command
+from sononet.cli.export import export_command
+from sononet.cli.label import label_command
+from sononet.cli.options import with_threads
+from sononet.cli.prepare import download_command, prepare_command
+from sononet.cli.train import train_all_command, train_command
+from sononet.errors import UserError
+
+log = logging.getLogger("sononet")
+
+
+class _Main(click.Group):
+    """The root group and the one place where an exception becomes an exit status."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from sononet.errors import DiskFullError, is_disk_full
+
+        try:
+            return super().invoke(ctx)
+        except (UserError, ValueError) as e:
+            if ctx.params.get("verbose"):
+                click.echo(traceback.format_exc().rstrip(), err=True)
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        except OSError as e:
+            if not is_disk_full(e):
+                raise
+            click.echo(f"error: {e if isinstance(e, DiskFullError) else DiskFullError(e.filename or '?')}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging, and the traceback of an error.")
+@click.version_option(package_name="sononet")
+def main(verbose: bool) -> None:
+    """SonoNet: speech emotion recognition as a batch job (CREMA-D -> log-mel shards -> CNN, BiGRU, wav2vec2)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+for _command in (prepare_command, train_all_command, train_command, evaluate_command, label_command):
+    main.add_command(with_threads(_command))
+main.add_command(download_command)
+main.add_command(bench_command)  # has its own --threads: it measures thread counts
+main.add_command(export_command)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""``sononet train-all`` (the whole experiment) and ``sononet train`` (one model, DDP under torchrun)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from sononet.cli.options import MODELS, RegistryChoice, RegistryList, device_option, given
+
+
+def _split_option(ctx: click.Context | None, param: click.Parameter | None, value: str | None):
+    """``speaker``, ``random`` or ``emobox:<meta dir>`` -> (mode, EmoBox dir)."""
+    if value is None:
+        return None
+    if value in ("speaker", "random"):
+        return value, None
+    mode, sep, meta_dir = value.partition(":")
+    if mode == "emobox" and sep and meta_dir:
+        if not Path(meta_dir).is_dir():
+            raise click.BadParameter(f"EmoBox meta dir does not exist: {meta_dir}")
+        return "emobox", meta_dir
+    raise click.BadParameter(
+        f"expected speaker, random or emobox:<EmoBox meta dir, e.g. EmoBox/data/cremad>. Found: {value!r}"
+    )
+
+
+def _experiment_options(f):
+    """train-all's options. Unset ones fall through to the config dataclasses (and the profile)."""
+    opts = [
+        click.option("--data", type=click.Path(exists=True), default=None,
+                     help="Corpus: CREMA-D or RAVDESS folder, manifest CSV/Parquet, audiofolder [default: demo]."),
+        click.option("--out", type=click.Path(), default=None, help="Run folder [default: runs/demo or runs/<data>]."),
+        click.option("--models", type=RegistryList(MODELS), default=None, help="Comma-separated [default: all]."),
+        click.option("--labels", default=None, help="Keep only these classes, e.g. ANG,DIS,FEA,HAP,NEU,SAD."),
+        click.option("--label-map", default=None, help="Relabel first: CAL=NEU,SUR=HAP or a JSON/TOML/text file."),
+        click.option("--trim-silence-db", type=float, default=None,
+                     help="Trim leading/trailing audio this many dB below the clip's peak (librosa.effects.trim)."),
+        click.option("--profile", type=click.Choice(["auto", "demo", "real"]), default=None,
+                     help="demo: short CPU settings; real: the RAVDESS-tuned recipe [default: auto, by --data]."),
+        click.option("--w2v2", default=None, help="tiny | hub id | dir [default: auto: tiny on CPU, base on CUDA]."),
+        click.option("--epochs", type=int, default=None, help="Max epochs [default: the profile's: demo 6, real 60]."),
+        click.option("--batch-size", type=int, default=None),
+        click.option("--folds", type=int, default=None, help="Speaker-grouped k-fold CV (>= 3) [default: 1 split]."),
+        click.option("--split", default=None, callback=_split_option, metavar="speaker|random|emobox:DIR",
+                     help="random is speaker-dependent (leaky) and says so in every table; emobox:DIR takes the "
+                     "folds of an EmoBox meta dir (data/<corpus>) [default: speaker]."),
+        click.option("--seed", type=int, default=None),
+        device_option,
+        click.option("--fresh", is_flag=True, help="Ignore checkpoints in --out and retrain every model."),
+        click.option("--class-weights", is_flag=True, default=None, help="Inverse-frequency class weights."),
+        click.option("--intensity-aux", is_flag=True, default=None, help="Auxiliary LO/MD/HI head where labels exist."),
+        click.option("--mixup", "mixup_alpha", type=float, default=None,
+                     help="Mixup: mix each batch with a shuffled copy, weight ~ Beta(a, a); 0 = off."),
+        click.option("--speed-perturb", is_flag=True, default=None, help="wav2vec2: 0.9/1.0/1.1 speed perturbation."),
+        click.option("--tempo-perturb", is_flag=True, default=None, help="wav2vec2: 0.9/1.0/1.1 time stretch."),
+        click.option("--pitch-perturb", is_flag=True, default=None, help="wav2vec2: pitch x0.9/1.0/1.1."),
+        click.option("--tensorboard/--no-tensorboard", default=None, help="Curves in <out>/<model>/tb [default: on]."),
+        click.option("--print-spec", is_flag=True, help="Print the resolved spec (what would run) and exit."),
+    ]  # fmt: skip
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+@click.command("train-all")
+@_experiment_options
+def train_all_command(print_spec: bool, **kw) -> None:
+    """Prepare (if needed), train the models, evaluate, ensemble and report.
+
+    \b
+    sononet train-all                                          # synthetic demo, CPU, ~5 min
+    sononet train-all --data ../shared/data/ravdess --labels ANG,DIS,FEA,HAP,NEU,SAD --folds 6
+    sononet train-all --data data/cremad --w2v2 facebook/wav2vec2-base --device cuda
+    sononet train-all --data my_manifest.csv --models cnn,bigru --folds 5
+    sononet train-all --data data/cremad --print-spec          # what would run, as TOML
+    """
+    from sononet.experiment import resolve_experiment, run_experiment
+    from sononet.jobs import spec_text
+
+    cfg = experiment_config(**kw)
+    if print_spec:
+        click.echo(spec_text(resolve_experiment(cfg), "train-all"), nl=False)
+        return
+    result = run_experiment(cfg)
+    click.echo(f"done in {result['seconds']:.0f} s: {Path(cfg.out) / 'report.md'}")
+
+
+def experiment_config(**kw):
+    """Map CLI options onto ExperimentConfig; options left unset keep the dataclass defaults."""
+    from sononet.corpus import parse_label_map
+    from sononet.experiment import ExperimentConfig
+
+    data = kw.get("data")
+    out = kw.get("out") or ("runs/demo" if data is None else f"runs/{Path(data).resolve().name.lower()}")
+    models = kw.get("models")
+    if isinstance(models, str):  # called from Python rather than through click
+        models = tuple(m.strip() for m in models.split(",") if m.strip())
+    base = ExperimentConfig(out=out)
+    labels = tuple(x.strip() for x in kw["labels"].split(",") if x.strip()) if kw.get("labels") else None
+    features = given(base.prepare.features, trim_silence_db=kw.get("trim_silence_db"))
+    prepare = given(
+        base.prepare, data=data, labels=labels, features=features,
+        label_map=parse_label_map(kw.get("label_map")) or None,
+    )  # fmt: skip
+    split_kw = kw.get("split")
+    mode, emobox = _split_option(None, None, split_kw) if isinstance(split_kw, str) else split_kw or (None, None)
+    split = given(base.split, mode=mode, emobox=emobox, folds=kw.get("folds"), seed=kw.get("seed"))
+    augment = given(
+        base.train.augment, speed_perturb=kw.get("speed_perturb"), tempo_perturb=kw.get("tempo_perturb"),
+        pitch_perturb=kw.get("pitch_perturb"), mixup_alpha=kw.get("mixup_alpha"),
+    )  # fmt: skip
+    train = given(
+        base.train, epochs=kw.get("epochs"), batch_size=kw.get("batch_size"), seed=kw.get("seed"),
+        class_weights=kw.get("class_weights"), intensity_aux=kw.get("intensity_aux"), augment=augment,
+        tensorboard=kw.get("tensorboard"),
+    )  # fmt: skip
+    return given(
+        base, models=models or None, w2v2=kw.get("w2v2"), device=kw.get("device"), profile=kw.get("profile"),
+        resume=False if kw.get("fresh") else None, prepare=prepare, split=split, train=train,
+    )  # fmt: skip
+
+
+@click.command("train")
+@click.option("--shards", type=click.Path(exists=True), required=True, help="Shard folder from `sononet prepare`.")
+@click.option("--model", "name", type=RegistryChoice(MODELS), required=True, help="The model to train.")
+@click.option("--out", type=click.Path(), required=True, help="Model run folder (checkpoint, model/, history).")
+@click.option("--epochs", type=int, default=None, help="Max epochs [default: the profile's, by the shards' corpus].")
+@click.option("--batch-size", type=int, default=None, help="Per rank [default: TrainConfig's].")
+@click.option("--seed", type=int, default=None, help="Split and training seed [default: TrainConfig's].")
+@click.option("--w2v2", default="tiny", help="tiny | hub id | local dir.")
+@device_option
+@click.option("--resume", is_flag=True, help="Continue from <out>/checkpoint/last.pt.")
+def train_command(
+    shards: str, name: str, out: str, epochs: int | None, batch_size: int | None, seed: int | None, w2v2: str,
+    device: str | None, resume: bool,
+) -> None:  # fmt: skip
+    """Train one model on a speaker-disjoint split of prepared shards; DDP under torchrun.
+
+    \b
+    sononet train --shards runs/demo/shards --model cnn --out runs/cnn
+    torchrun --nproc-per-node 2 -m sononet train --shards runs/demo/shards --model cnn --out runs/ddp
+    """
+    import torch
+
+    from sononet.corpus import corpus_label
+    from sononet.corpus.splits import SplitConfig
+    from sononet.device import resolve_device
+    from sononet.experiment import shard_labels, shard_splits, w2v2_overrides
+    from sononet.features.reader import load_metadata
+    from sononet.features.shards import read_manifest
+    from sononet.io import atomic_write_json
+    from sononet.train import ddp
+    from sononet.train.loop import PROFILE_EPOCHS, TrainConfig, train_model
+
+    dev = resolve_device(device or "auto")
+    info = ddp.init_from_env(dev)
+    if info.enabled and dev.type == "cuda":
+        dev = torch.device("cuda", info.local_rank)
+    manifest = read_manifest(shards)
+    meta = load_metadata(shards, ["clip_id", "speaker", "sex", "label"]).to_pandas()
+    cfg = given(TrainConfig(), epochs=epochs, batch_size=batch_size, seed=seed)
+    split = given(SplitConfig(), seed=seed)
+    splits = shard_splits(meta, split)
+    labels = shard_labels(manifest, meta)
+    over, note = w2v2_overrides(w2v2)
+    corpus = corpus_label(manifest, list(meta.clip_id))
+    profile = "demo" if corpus.startswith("demo") else "real"
+    cfg = given(cfg, epochs=cfg.epochs or PROFILE_EPOCHS[profile], model_overrides={"wav2vec2": over})
+    protocol = {"corpus": corpus, "split": split.protocol, "folds": 1, "seed": cfg.seed}
+    protocol["pretrained"] = {"wav2vec2": note} if name == "wav2vec2" else {}
+    train_meta = {"feature_config": manifest["feature_config"], "protocol": protocol}
+    result = train_model(name, shards, splits, labels, cfg, out, dev, resume=resume, dist=info, meta=train_meta)
+    if info.is_main:
+        done = {"best_epoch": result.best_epoch, "epochs": len(result.history), "world_size": info.world_size}
+        atomic_write_json(Path(out) / "done.json", {**done, "digests": result.digests})
+        click.echo(f"best epoch {result.best_epoch}; model in {result.model_dir}")
+    ddp.shutdown(info)
