@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from sononet.corpus import corpus_label
+from sononet.corpus import corpus_label, is_synthetic
+from sononet.corpus.protocol import Protocol
 from sononet.corpus.splits import SplitConfig, assign_splits, split_protocol
 from sononet.device import check_device, resolve_device
+from sononet.evaluate.predictions import META_COLUMNS
 from sononet.features.reader import load_metadata
 from sononet.features.shards import read_manifest
 from sononet.io import atomic_write_json
@@ -29,7 +31,6 @@ from sononet.train.loop import PROFILE_EPOCHS, TrainConfig, predict, train_model
 
 log = logging.getLogger(__name__)
 DEFAULT_MODELS = ("cnn", "bigru", "wav2vec2")
-META_COLUMNS = ("clip_id", "speaker", "sex", "intensity", "sentence")
 PROFILES = ("auto", "demo", "real")
 
 # The one place where the synthetic demo and real speech differ: the demo trains PROFILE_EPOCHS
@@ -162,15 +163,14 @@ def _run(cfg: ExperimentConfig, out: Path, record: RunRecord, progress: bool) ->
     meta = load_metadata(cfg.prepare.out, [*META_COLUMNS, "label"]).to_pandas()
     labels = shard_labels(manifest, meta)
     train_cfg = cfg.train
-    protocol = {
-        "corpus": corpus_label(manifest, list(meta.clip_id)),
-        "split": split_protocol(cfg.split, list(meta.clip_id), list(meta.speaker)),
-        "folds": cfg.split.folds,
-        "seed": cfg.split.seed,
-        "pretrained": {"wav2vec2": w2v2_overrides(cfg.w2v2)[1]} if "wav2vec2" in cfg.models else {},
-        "profile": cfg.profile,
-        "device": str(device),
-    }
+    split_text, disjoint = split_protocol(cfg.split, list(meta.clip_id), list(meta.speaker))
+    protocol = Protocol(
+        corpus=corpus_label(manifest, list(meta.clip_id)), split=split_text, synthetic=is_synthetic(manifest),
+        speaker_disjoint=disjoint, folds=cfg.split.folds, seed=cfg.split.seed,
+        pretrained={"wav2vec2": w2v2_overrides(cfg.w2v2)[1]} if "wav2vec2" in cfg.models else {},
+        profile=cfg.profile, device=str(device),
+    )  # fmt: skip
+    train_meta = {"feature_config": manifest["feature_config"], "protocol": protocol.to_dict()}
     all_preds = []
     histories: dict[str, list[dict]] = {}
     folds = max(1, cfg.split.folds)
@@ -186,7 +186,7 @@ def _run(cfg: ExperimentConfig, out: Path, record: RunRecord, progress: bool) ->
                 with record.stage(f"train/{name}" + (f"/fold-{fold}" if folds > 1 else "")):
                     result = train_model(
                         name, cfg.prepare.out, splits, labels, train_cfg, model_dir, device,
-                        resume=cfg.resume, meta={"feature_config": manifest["feature_config"], "protocol": protocol},
+                        resume=cfg.resume, meta=train_meta,
                         progress=progress,
                     )  # fmt: skip
                 atomic_write_json(done, {"best_epoch": result.best_epoch, "epochs": len(result.history)})
@@ -207,4 +207,4 @@ def _run(cfg: ExperimentConfig, out: Path, record: RunRecord, progress: bool) ->
         metrics = write_evaluation(out, predictions, labels, protocol, histories)
     for fold, name in ((f, m) for f in range(folds) for m in cfg.models):  # model cards get the test metrics
         write_card(out / (f"fold-{fold}" if folds > 1 else ".") / name / "model", metrics, fold)
-    return protocol, metrics
+    return protocol.to_dict(), metrics

@@ -389,5 +389,27 @@ def test_write_evaluation_rejects_bad_labels_and_protocol(tmp_path: Path) -> Non
     preds = make_predictions(models=("cnn",), n_speakers=2)
     with pytest.raises(ValueError, match="labels mismatch"):
         write_evaluation(tmp_path, preds, EMOTIONS[:5], DEMO_PROTOCOL, {}, n_boot=10)
-    with pytest.raises(ValueError, match=r"protocol must state \['split'\]"):
+    with pytest.raises(ValueError, match="protocol must state corpus and split"):
         write_evaluation(tmp_path, preds, EMOTIONS, {"corpus": "cremad"}, {}, n_boot=10)
+
+
+def test_report_warnings_follow_the_declared_protocol_not_its_wording(tmp_path: Path) -> None:
+    """The banners come from Protocol's flags, set by the loader and the split, not from parsing names."""
+    from sononet.corpus.protocol import Protocol
+
+    preds = make_predictions(models=("cnn",), n_speakers=2)
+    protocol = Protocol(
+        corpus="my corpus", split="speaker-disjoint in name only", synthetic=True, speaker_disjoint=False
+    )
+    metrics = write_evaluation(tmp_path, preds, EMOTIONS, protocol, {}, n_boot=10)
+    report = (tmp_path / "report.md").read_text()
+    assert metrics["checks"]["synthetic_corpus"] and not metrics["checks"]["speaker_disjoint_claimed"]
+    assert "Synthetic demo corpus" in report and "Split is not speaker-disjoint" in report
+    assert Protocol.from_dict(metrics["protocol"]) == protocol  # metrics.json round-trips
+
+
+def test_protocol_reads_models_saved_before_the_flags_were_declared() -> None:
+    from sononet.corpus.protocol import Protocol
+
+    old = Protocol.from_dict({"corpus": "demo (synthetic)", "split": "random (speaker-dependent, leaky)", "folds": 1})
+    assert old.synthetic and not old.speaker_disjoint

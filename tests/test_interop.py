@@ -78,8 +78,8 @@ def test_emobox_folds_keep_lists_and_carve_validation_speakers(tmp_path: Path, c
         spk = {s: {c.split("_")[0] for c, p in split.items() if p == s} for s in ("train", "val")}
         assert len(spk["val"]) == 1 and not spk["val"] & spk["train"]  # 1/8 of 6 speakers, rounded, at least one
         assert split == assign_splits(ids, speakers, {}, cfg, fold)  # seeded
-    protocol = split_protocol(cfg, ids, speakers)
-    assert protocol.startswith("emobox cremad folds (val: 1/8 of train speakers")
+    protocol, disjoint = split_protocol(cfg, ids, speakers)
+    assert disjoint and protocol.startswith("emobox cremad folds (val: 1/8 of train speakers")
     assert "speaker-dependent" not in protocol and "2 listed clips not in the data" in protocol
 
 
@@ -90,7 +90,8 @@ def test_emobox_speaker_dependent_fold_says_so(tmp_path: Path, cremad8: list[str
     cfg = SplitConfig(mode="emobox", emobox=str(meta))
     corpus = load_corpus(tmp_path / "cremad")
     ids, speakers = [c.clip_id for c in corpus.clips], [c.speaker for c in corpus.clips]
-    assert "speaker-dependent: test speakers also in train" in split_protocol(cfg, ids, speakers)
+    text, disjoint = split_protocol(cfg, ids, speakers)
+    assert "speaker-dependent: test speakers also in train" in text and not disjoint  # the report warns
 
 
 def test_emobox_errors_say_what_to_pass(tmp_path: Path, cremad8: list[str]) -> None:

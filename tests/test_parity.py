@@ -7,11 +7,11 @@ these numbers; tighten them here first if the implementation improves.
 
 from __future__ import annotations
 
-import librosa
 import numpy as np
 import pytest
 import torch
 
+from sononet.bench.mel import librosa_logmel
 from sononet.features.mel import FeatureConfig, LogMel
 
 MEDIAN_DB = 1e-3
@@ -48,14 +48,6 @@ SIGNALS = {
     "silence-padded": silence_padded(3),
     "quiet": (1e-3 * speech_like(4)).astype(np.float32),
 }
-
-
-def librosa_logmel(x: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    spec = librosa.feature.melspectrogram(
-        y=x, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels,
-        power=cfg.power, center=True, pad_mode="reflect", htk=False, norm="slaney",
-    )  # fmt: skip
-    return librosa.power_to_db(spec, ref=1.0, amin=cfg.amin, top_db=cfg.top_db)
 
 
 @pytest.mark.parametrize("backend", ["nnaudio", "torchaudio"])

@@ -102,8 +102,12 @@ def test_cross_corpus_ravdess_to_demo(ravdess_cnn: tuple, tmp_path: Path) -> Non
         CrossCorpusConfig(model=str(ravdess_cnn[0].model_dir), data=str(demo), out=str(tmp_path / "xc"))
     )
     protocol = result["protocol"]
-    assert protocol["corpus"] == "cross-corpus: trained on ravdess, tested on demo (synthetic)"
-    assert result["n_clips"] == 2 * 82 and protocol["shared_labels"] == list(SIX)  # CAL, SUR: not in the demo
+    assert (
+        protocol["corpus"] == "cross-corpus: trained on ravdess, tested on demo (synthetic)" and protocol["synthetic"]
+    )
+    assert result["n_clips"] == 2 * 82 and protocol["cross_corpus"]["shared_labels"] == list(
+        SIX
+    )  # CAL, SUR: not in the demo
     preds = pd.read_parquet(tmp_path / "xc" / "predictions.parquet")
     assert set(preds.split) == {"test"} and np.allclose(preds[[f"prob_{c}" for c in SIX]].sum(axis=1), 1.0)
     assert "cross-corpus: trained on ravdess" in (tmp_path / "xc" / "report.md").read_text()

@@ -27,10 +27,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sononet.corpus.cremad import N_CLIPS
+
 log = logging.getLogger(__name__)
 
 BENCHMARKS = ("mel", "pad_trim", "decode", "prepare", "train", "label")
-CREMAD_CLIPS = 7442
+CREMAD_CLIPS = N_CLIPS  # all of CREMA-D
 MAX_CLIPS = 5 * CREMAD_CLIPS  # synthetic copies of CREMA-D keep 4-digit actor ids
 TINY_CLIPS = 64
 

@@ -19,9 +19,12 @@ log = logging.getLogger(__name__)
 
 
 def librosa_logmel(batch: np.ndarray, cfg) -> np.ndarray:
-    """(B, S) float32 -> (B, n_mels, frames) dB, librosa's way with ``cfg``'s parameters."""
+    """(B, S) or (S,) float32 -> (B, n_mels, frames) or (n_mels, frames) dB, librosa's way with ``cfg``'s
+    parameters: the reference both this benchmark and the parity test (``tests/test_parity.py``) use."""
     import librosa
 
+    if batch.ndim == 1:
+        return librosa_logmel(batch[None], cfg)[0]
     spec = librosa.feature.melspectrogram(
         y=batch,
         sr=cfg.sample_rate,
@@ -33,6 +36,8 @@ def librosa_logmel(batch: np.ndarray, cfg) -> np.ndarray:
         power=cfg.power,
         center=True,
         pad_mode="reflect",  # librosa >= 0.10 defaults to "constant"; ours reflects
+        htk=False,
+        norm="slaney",
     )  # (B, n_mels, frames)
     # power_to_db's top_db is relative to the peak of its whole input: one clip at a time.
     return np.stack([librosa.power_to_db(s, ref=1.0, amin=cfg.amin, top_db=cfg.top_db) for s in spec])

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-FULL_CORPUS = 7442  # the prepare target is stated for the whole of CREMA-D
+from sononet.corpus.cremad import N_CLIPS as FULL_CORPUS  # the prepare target is for all of CREMA-D
+from sononet.prepare import CPU_MEL_BATCH
+
 PREPARE_TARGET_S = 60.0
 MEL_TARGET = 4.0
 PAD_TRIM_TARGET = 10.0
 RSS_TARGET = 1.10
-MEL_TARGET_BATCH = 16  # sononet.prepare.CPU_MEL_BATCH: the batch size the pipeline uses on the CPU
+MEL_TARGET_BATCH = CPU_MEL_BATCH  # the batch size the pipeline uses on the CPU
 
 
 def _target(name: str, goal: str, measured: str, reached: bool | None, note: str = "") -> dict:

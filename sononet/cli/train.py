@@ -143,7 +143,8 @@ def train_command(
     """
     import torch
 
-    from sononet.corpus import corpus_label
+    from sononet.corpus import corpus_label, is_synthetic
+    from sononet.corpus.protocol import Protocol
     from sononet.corpus.splits import SplitConfig
     from sononet.device import resolve_device
     from sononet.experiment import shard_labels, shard_splits, w2v2_overrides
@@ -164,12 +165,15 @@ def train_command(
     splits = shard_splits(meta, split)
     labels = shard_labels(manifest, meta)
     over, note = w2v2_overrides(w2v2)
-    corpus = corpus_label(manifest, list(meta.clip_id))
-    profile = "demo" if corpus.startswith("demo") else "real"
+    synthetic = is_synthetic(manifest)
+    profile = "demo" if synthetic else "real"
     cfg = given(cfg, epochs=cfg.epochs or PROFILE_EPOCHS[profile], model_overrides={"wav2vec2": over})
-    protocol = {"corpus": corpus, "split": split.protocol, "folds": 1, "seed": cfg.seed}
-    protocol["pretrained"] = {"wav2vec2": note} if name == "wav2vec2" else {}
-    train_meta = {"feature_config": manifest["feature_config"], "protocol": protocol}
+    protocol = Protocol(
+        corpus=corpus_label(manifest, list(meta.clip_id)), split=split.protocol, synthetic=synthetic,
+        speaker_disjoint=split.mode == "speaker", seed=cfg.seed, profile=profile,
+        pretrained={"wav2vec2": note} if name == "wav2vec2" else {},
+    )  # fmt: skip
+    train_meta = {"feature_config": manifest["feature_config"], "protocol": protocol.to_dict()}
     result = train_model(name, shards, splits, labels, cfg, out, dev, resume=resume, dist=info, meta=train_meta)
     if info.is_main:
         done = {"best_epoch": result.best_epoch, "epochs": len(result.history), "world_size": info.world_size}

@@ -96,11 +96,10 @@ def load_corpus(path: str | Path, kind: str = "auto") -> Corpus:
 def corpus_label(manifest: dict, clip_ids: list[str]) -> str:
     """Name the corpus for every table: real CREMA-D only when every clip is an official one."""
     from sononet.corpus.cremad import read_audio_manifest
-    from sononet.corpus.demo import MARKER_FILE
 
     corpus = manifest["corpus"]
     if corpus["kind"] == "cremad":
-        if (Path(corpus["root"]) / MARKER_FILE).exists():
+        if is_synthetic(manifest):
             return "demo (synthetic)"
         official = {Path(r["file"]).stem for r in read_audio_manifest()}
         if set(clip_ids) <= official:
@@ -109,3 +108,11 @@ def corpus_label(manifest: dict, clip_ids: list[str]) -> str:
     if corpus["kind"] == "ravdess":  # names are validated on load; the class set is in every table
         return "ravdess"
     return f"{corpus['kind']}:{corpus['root']}"
+
+
+def is_synthetic(manifest: dict) -> bool:
+    """The shards hold the generated demo corpus (its folder carries the generator's marker file)."""
+    from sononet.corpus.demo import MARKER_FILE
+
+    corpus = manifest["corpus"]
+    return corpus["kind"] == "cremad" and (Path(corpus["root"]) / MARKER_FILE).exists()

@@ -62,13 +62,19 @@ class SplitConfig:
         return SPEAKER_DISJOINT if self.mode == "speaker" else RANDOM_LEAKY
 
 
-def split_protocol(cfg: SplitConfig, clip_ids: Sequence[str], clip_speakers: Sequence[str | None]) -> str:
-    """The protocol string for every table; for EmoBox folds it also says what the data shows."""
-    if cfg.mode != "emobox":
-        return cfg.protocol
-    from sononet.corpus.emobox import describe
+def split_protocol(cfg: SplitConfig, clip_ids: Sequence[str], clip_speakers: Sequence[str | None]) -> tuple[str, bool]:
+    """(the split in words for every table, whether it keeps test speakers out of training).
 
-    return describe(cfg.emobox, clip_ids, clip_speakers)  # type: ignore[arg-type]
+    For EmoBox folds both come from the data: the folds are fixed lists, and some are speaker-dependent.
+    """
+    if cfg.mode != "emobox":
+        return cfg.protocol, cfg.mode == "speaker"
+    from sononet.corpus.emobox import describe, test_speakers_in_train
+
+    assert cfg.emobox is not None  # SplitConfig checks it
+    return describe(cfg.emobox, clip_ids, clip_speakers), not test_speakers_in_train(
+        cfg.emobox, clip_ids, clip_speakers
+    )
 
 
 def _counts(n: int, fractions: Sequence[float]) -> tuple[int, int, int]:

@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sononet.corpus.protocol import CrossCorpus, Protocol
+from sononet.evaluate.predictions import META_COLUMNS
+
 log = logging.getLogger(__name__)
-META_COLUMNS = ("clip_id", "speaker", "sex", "intensity", "sentence")
 
 
 @dataclass
@@ -56,7 +58,7 @@ def restrict(preds: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
 
 def evaluate_cross_corpus(cfg: CrossCorpusConfig, progress: bool = True) -> dict:
     """Prepare ``cfg.data`` with the model's features, predict every clip, write the evaluation."""
-    from sononet.corpus import corpus_label, load_corpus, select_labels
+    from sononet.corpus import corpus_label, is_synthetic, load_corpus, select_labels
     from sononet.device import resolve_device
     from sononet.evaluate.report import write_evaluation
     from sononet.features.mel import FeatureConfig
@@ -92,27 +94,29 @@ def evaluate_cross_corpus(cfg: CrossCorpusConfig, progress: bool = True) -> dict
     preds = restrict(preds, labels).merge(shard_meta, on="clip_id", how="left")
     name = doc["model"]
     preds["split"], preds["model"], preds["fold"] = "test", name, 0
-    trained_on = (meta.get("protocol") or {}).get("corpus", "unknown corpus")
-    tested_on = corpus_label(read_manifest(prep.out), list(shard_meta.clip_id))
-    protocol = {
-        "corpus": f"cross-corpus: trained on {trained_on}, tested on {tested_on}",
-        "split": "speaker-disjoint (cross-corpus: every test speaker is new)",
-        "folds": 1,
-        "trained_on": trained_on,
-        "tested_on": tested_on,
-        "model_dir": str(Path(cfg.model).resolve()),
-        "shared_labels": labels,
-        "label_map": dict(cfg.label_map),
-        "pretrained": (meta.get("protocol") or {}).get("pretrained", {}),
-        "device": str(device),
-    }
+    trained = Protocol.from_dict(meta["protocol"]) if meta.get("protocol") else None
+    trained_on = trained.corpus if trained else "unknown corpus"
+    test_manifest = read_manifest(prep.out)
+    tested_on = corpus_label(test_manifest, list(shard_meta.clip_id))
+    protocol = Protocol(
+        corpus=f"cross-corpus: trained on {trained_on}, tested on {tested_on}",
+        split="speaker-disjoint (cross-corpus: every test speaker is new)",
+        synthetic=is_synthetic(test_manifest) or bool(trained and trained.synthetic),
+        speaker_disjoint=True,
+        pretrained=trained.pretrained if trained else {},
+        device=str(device),
+        cross_corpus=CrossCorpus(
+            trained_on=trained_on, tested_on=tested_on, model_dir=str(Path(cfg.model).resolve()),
+            shared_labels=tuple(labels), label_map=dict(cfg.label_map),
+        ),
+    )  # fmt: skip
     preds.to_parquet(out / "predictions.parquet", index=False)
     metrics = write_evaluation(out, preds, labels, protocol, histories=None)
     atomic_write_json(
-        out / "run.json", {"status": "complete", "protocol": protocol, "prepare": summary["clips_written"]}
+        out / "run.json", {"status": "complete", "protocol": protocol.to_dict(), "prepare": summary["clips_written"]}
     )
     log.info("cross-corpus report: %s", out / "report.md")
-    return {"metrics": metrics, "protocol": protocol, "out": str(out), "n_clips": len(preds)}
+    return {"metrics": metrics, "protocol": protocol.to_dict(), "out": str(out), "n_clips": len(preds)}
 
 
 def headline(result: dict) -> str:

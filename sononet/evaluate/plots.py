@@ -16,6 +16,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from sononet.corpus.protocol import Protocol
+
 DPI = 110  # sharp enough for a README, small enough to commit under results/
 
 
@@ -31,15 +33,15 @@ def _save(fig: Figure, path: Path) -> str:
     return str(path)
 
 
-def _short_protocol(protocol: Mapping[str, Any]) -> str:
-    return f"{protocol.get('corpus', '?')}, {protocol.get('split', '?')} split"
+def _short_protocol(protocol: Protocol) -> str:
+    return f"{protocol.corpus}, {protocol.split} split"
 
 
 def plot_confusion(
     confusion: Sequence[Sequence[int]],
     labels: Sequence[str],
     title: str,
-    protocol: Mapping[str, Any],
+    protocol: Protocol,
     path: Path,
 ) -> str:
     """Counts and row-normalised (recall per true class) side by side."""
@@ -70,9 +72,7 @@ def plot_confusion(
     return _save(fig, path)
 
 
-def plot_training_curves(
-    history: Sequence[Mapping[str, Any]], title: str, protocol: Mapping[str, Any], path: Path
-) -> str:
+def plot_training_curves(history: Sequence[Mapping[str, Any]], title: str, protocol: Protocol, path: Path) -> str:
     """Loss and accuracy per epoch, train vs validation; missing series are skipped."""
     fig = _figure(9, 3.6)
     axes = fig.subplots(1, 2)
@@ -93,9 +93,7 @@ def plot_training_curves(
     return _save(fig, path)
 
 
-def plot_reliability(
-    reliability: Mapping[str, Any], ece: float, title: str, protocol: Mapping[str, Any], path: Path
-) -> str:
+def plot_reliability(reliability: Mapping[str, Any], ece: float, title: str, protocol: Protocol, path: Path) -> str:
     """Accuracy per confidence bin against the diagonal, with the clip count per bin below."""
     bins = reliability["bins"]
     lo = np.array([b["lo"] for b in bins])

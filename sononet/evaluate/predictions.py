@@ -16,6 +16,7 @@ import pandas as pd
 
 REQUIRED = ("clip_id", "split", "model", "true", "pred")
 METADATA = ("speaker", "sex", "intensity", "sentence")
+META_COLUMNS = ("clip_id", *METADATA)  # what a predictions table takes from the shards, by clip_id
 PROB_PREFIX = "prob_"
 
 

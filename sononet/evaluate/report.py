@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from sononet.corpus.protocol import Protocol
 from sononet.evaluate.baselines import SEED_ACCURACY, SEED_SOURCE, crowd_baseline, seed_comparison
 from sononet.evaluate.metrics import HEADLINE, aggregate_folds, compute_metrics
 from sononet.evaluate.plots import plot_confusion, plot_reliability, plot_training_curves
@@ -34,8 +35,6 @@ from sononet.evaluate.tables import (
     breakdown_table,
     markdown_table,
     per_class_table,
-    pretrained_note,
-    protocol_line,
     speaker_summary,
     wide_breakdown,
     write_table,
@@ -74,25 +73,12 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _check_protocol(protocol: Any) -> dict[str, Any]:
+def _check_protocol(protocol: Protocol | Mapping[str, Any]) -> Protocol:
+    if isinstance(protocol, Protocol):
+        return protocol
     if not isinstance(protocol, Mapping):
-        raise ValueError(f"protocol must be a dict. Found: {type(protocol).__name__}")
-    missing = [k for k in ("corpus", "split") if k not in protocol]
-    if missing:
-        raise ValueError(
-            f"protocol must state {missing} so every table says how its numbers were made. "
-            f"Found keys: {sorted(protocol)}"
-        )
-    return dict(protocol)
-
-
-def is_synthetic(protocol: Mapping[str, Any]) -> bool:
-    corpus = str(protocol.get("corpus", "")).lower()
-    return corpus.startswith("demo") or "synthetic" in corpus
-
-
-def is_speaker_disjoint(protocol: Mapping[str, Any]) -> bool:
-    return str(protocol.get("split", "")).strip().lower().startswith("speaker-disjoint")
+        raise ValueError(f"protocol must be a Protocol. Found: {type(protocol).__name__}")
+    return Protocol.from_dict(dict(protocol))
 
 
 def _pct(m: Mapping[str, Any]) -> str:
@@ -101,7 +87,7 @@ def _pct(m: Mapping[str, Any]) -> str:
     return f"{100 * m['value']:.1f} [{100 * m['ci_low']:.1f}, {100 * m['ci_high']:.1f}]"
 
 
-def _headline_rows(models: Mapping[str, Any], protocol: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _headline_rows(models: Mapping[str, Any], protocol: Protocol) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(numeric table for CSV, formatted table for Markdown), one row per (model, split)."""
     numeric, shown = [], []
     for model, splits in models.items():
@@ -127,17 +113,17 @@ def _headline_rows(models: Mapping[str, Any], protocol: Mapping[str, Any]) -> tu
                     txt[f"{short} %"] = _pct(pooled[name])
             num["ece"] = pooled["ece"]
             txt["ECE"] = "" if pooled["ece"] is None else f"{pooled['ece']:.3f}"
-            txt["corpus"] = str(protocol.get("corpus"))
-            txt["split protocol"] = str(protocol.get("split"))
+            txt["corpus"] = protocol.corpus
+            txt["split protocol"] = protocol.split
             txt["folds"] = len(entry["folds"])
-            txt["pretrained"] = pretrained_note(protocol, model)
+            txt["pretrained"] = protocol.pretrained_note(model)
             numeric.append(num)
             shown.append(txt)
     return pd.DataFrame(numeric), pd.DataFrame(shown)
 
 
 def _evaluate_models(
-    frame: pd.DataFrame, labels: list[str], protocol: Mapping[str, Any], out: Path, n_boot: int, seed: int
+    frame: pd.DataFrame, labels: list[str], protocol: Protocol, out: Path, n_boot: int, seed: int
 ) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
     models: dict[str, Any] = {}
     files: dict[str, dict[str, str]] = {}
@@ -193,7 +179,7 @@ def write_evaluation(
     run_dir: str | Path,
     predictions: pd.DataFrame,
     labels: Sequence[str],
-    protocol: Mapping[str, Any],
+    protocol: Protocol | Mapping[str, Any],
     histories: Mapping[str, Sequence[Mapping[str, Any]]] | None,
     reference_baselines: bool = True,
     *,
@@ -203,7 +189,8 @@ def write_evaluation(
     """Evaluate every (model, split, fold) in ``predictions`` and write the run's report.
 
     ``reference_baselines`` adds the seed comparison and the crowd's voice-only vote, only
-    when ``protocol["corpus"] == "cremad"`` (elsewhere they would compare unlike things).
+    when ``protocol.corpus == "cremad"`` (elsewhere they would compare unlike things). A stored
+    protocol dict is read with :meth:`Protocol.from_dict`.
     Returns the dict written to ``metrics.json``.
     """
     labels = [str(x) for x in labels]
@@ -230,7 +217,7 @@ def write_evaluation(
             files[f"training_{_safe(model)}"] = {"png": curve}
 
     baselines, seed_df = None, None
-    if reference_baselines and protocol.get("corpus") == "cremad":
+    if reference_baselines and protocol.corpus == "cremad":
         baselines = _baselines(frame, models, labels)
         seed_df = seed_comparison(baselines["seed"]["ours_test_accuracy"])
         title = "Test accuracy vs the seed's reported accuracy"
@@ -239,13 +226,13 @@ def write_evaluation(
     numeric, shown = _headline_rows(models, protocol)
     files["headline"] = write_table(numeric, out / "tables" / "headline", protocol, "Headline metrics")
     checks = {
-        "synthetic_corpus": is_synthetic(protocol),
-        "speaker_disjoint_claimed": is_speaker_disjoint(protocol),
+        "synthetic_corpus": protocol.synthetic,
+        "speaker_disjoint_claimed": protocol.speaker_disjoint,
         "speakers_shared_between_splits": speakers_shared_between_splits(frame),
     }
     metrics = _jsonable(
         {
-            "protocol": protocol,
+            "protocol": protocol.to_dict(),
             "labels": labels,
             "models": models,
             "breakdowns": {by: df.to_dict(orient="records") for by, df in breakdowns.items()},
@@ -255,24 +242,25 @@ def write_evaluation(
         }
     )
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False), encoding="utf-8")
-    report = _report_markdown(metrics, shown, breakdowns, seed_df, n_boot)
+    report = _report_markdown(metrics, protocol, shown, breakdowns, seed_df, n_boot)
     (out / "report.md").write_text(report, encoding="utf-8")
     return metrics
 
 
 def _report_markdown(
     metrics: Mapping[str, Any],
+    protocol: Protocol,
     shown: pd.DataFrame,
     breakdowns: Mapping[str, pd.DataFrame],
     seed_df: pd.DataFrame | None,
     n_boot: int,
 ) -> str:
-    protocol, checks, files = metrics["protocol"], metrics["checks"], metrics["files"]
+    checks, files = metrics["checks"], metrics["files"]
     lines = ["# SonoNet evaluation", ""]
     if checks["synthetic_corpus"]:
         lines += [SYNTHETIC_BANNER, ""]
     if not checks["speaker_disjoint_claimed"]:
-        lines += [LEAKY_BANNER.format(split=protocol.get("split")), ""]
+        lines += [LEAKY_BANNER.format(split=protocol.split), ""]
     shared = checks["speakers_shared_between_splits"]
     if shared and checks["speaker_disjoint_claimed"]:
         detail = "; ".join(f"fold {f}: {', '.join(s[:5])}{' …' if len(s) > 5 else ''}" for f, s in shared.items())
@@ -281,7 +269,7 @@ def _report_markdown(
             f"split ({detail}).",
             "",
         ]
-    lines += [f"{protocol_line(protocol)}", "", "## Headline", ""]
+    lines += [protocol.line(), "", "## Headline", ""]
     lines += [
         "Percentages with a percentile bootstrap 95 % CI over clips "
         f"({n_boot} resamples); "
@@ -318,7 +306,7 @@ def _report_markdown(
                 markdown_table(rec, ".1f"),
             ]
     for model, splits in metrics["models"].items():
-        lines += [f"## {model}", "", f"Pretraining: {pretrained_note(protocol, model)}.", ""]
+        lines += [f"## {model}", "", f"Pretraining: {protocol.pretrained_note(model)}.", ""]
         for split, entry in splits.items():
             key = f"{_safe(model)}_{_safe(split)}"
             f = files[key]

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sononet.corpus.protocol import Protocol
+
 UNKNOWN_GROUP = "(unknown)"
 
 
@@ -40,44 +42,24 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
     return "\n".join(lines) + "\n"
 
 
-def protocol_line(protocol: Mapping[str, Any]) -> str:
-    """One line that says how the numbers were made: corpus, split, folds, seed, pretraining."""
-    parts = [
-        f"corpus={protocol.get('corpus', '?')}",
-        f"split={protocol.get('split', '?')}",
-        f"folds={protocol.get('folds', '?')}",
-        f"seed={protocol.get('seed', '?')}",
-    ]
-    pretrained = protocol.get("pretrained") or {}
-    if pretrained:
-        parts.append("pretrained: " + "; ".join(f"{m}={note}" for m, note in sorted(pretrained.items())))
-    return "Protocol: " + " · ".join(parts)
-
-
-def pretrained_note(protocol: Mapping[str, Any], model: str) -> str:
-    return str((protocol.get("pretrained") or {}).get(model, "-"))
-
-
-def with_protocol_columns(df: pd.DataFrame, protocol: Mapping[str, Any]) -> pd.DataFrame:
+def with_protocol_columns(df: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
     """Append protocol columns; a per-model ``pretrained`` column when the table has ``model``."""
     out = df.copy()
-    out["corpus"] = str(protocol.get("corpus", "?"))
-    out["split_protocol"] = str(protocol.get("split", "?"))
-    out["folds"] = protocol.get("folds", "?")
-    out["seed"] = protocol.get("seed", "?")
+    out["corpus"] = protocol.corpus
+    out["split_protocol"] = protocol.split
+    out["folds"] = protocol.folds
+    out["seed"] = protocol.seed
     if "model" in out.columns:
-        out["pretrained"] = [pretrained_note(protocol, str(m)) for m in out["model"]]
+        out["pretrained"] = [protocol.pretrained_note(str(m)) for m in out["model"]]
     return out
 
 
-def write_table(
-    df: pd.DataFrame, stem: Path, protocol: Mapping[str, Any], title: str, floatfmt: str = ".3f"
-) -> dict[str, str]:
+def write_table(df: pd.DataFrame, stem: Path, protocol: Protocol, title: str, floatfmt: str = ".3f") -> dict[str, str]:
     """Write ``stem``.csv (protocol columns) and ``stem``.md (title, protocol line, table)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = stem.with_suffix(".csv"), stem.with_suffix(".md")
     with_protocol_columns(df, protocol).to_csv(csv_path, index=False)
-    md_path.write_text(f"# {title}\n\n{protocol_line(protocol)}\n\n{markdown_table(df, floatfmt)}", encoding="utf-8")
+    md_path.write_text(f"# {title}\n\n{protocol.line()}\n\n{markdown_table(df, floatfmt)}", encoding="utf-8")
     return {"csv": str(csv_path), "md": str(md_path)}
 
 

@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sononet.corpus.protocol import Protocol
+
 # Corpus name as the protocol records it -> (language and material, licence of the audio).
 CORPORA = {
     "cremad": ("English, acted: 91 actors reading 12 sentences", "Open Database License (ODbL 1.0), CREMA-D"),
@@ -26,8 +28,10 @@ def provenance(doc: dict[str, Any]) -> dict[str, Any]:
     ``init`` is ``scratch`` (CNN, BiGRU), ``pretrained`` or ``random-init`` (the tiny test wav2vec2).
     """
     meta = doc.get("meta") or {}
-    protocol = meta.get("protocol")
-    protocol = protocol if isinstance(protocol, dict) else {}
+    stored = meta.get("protocol")
+    protocol = (
+        Protocol.from_dict(stored) if isinstance(stored, dict) and "corpus" in stored and "split" in stored else None
+    )
     describe = str(doc.get("describe", ""))
     if "not pretrained" in describe or "random-init" in describe:
         init = "random-init"
@@ -36,9 +40,10 @@ def provenance(doc: dict[str, Any]) -> dict[str, Any]:
     else:
         init = "scratch"
     return {
-        "corpus": str(protocol.get("corpus") or "unknown"),
-        "split": str(protocol.get("split") or "unknown"),
-        "folds": protocol.get("folds"),
+        "corpus": protocol.corpus if protocol else "unknown",
+        "split": protocol.split if protocol else "unknown",
+        "folds": protocol.folds if protocol else None,
+        "synthetic": bool(protocol and protocol.synthetic),
         "init": init,
         "pretrained": init == "pretrained",
         "describe": describe,
@@ -46,7 +51,7 @@ def provenance(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def is_demo(prov: dict[str, Any]) -> bool:
-    return prov["corpus"].startswith("demo")
+    return prov["synthetic"]
 
 
 def _corpus_facts(corpus: str) -> tuple[str, str]:
@@ -88,7 +93,7 @@ def render_card(doc: dict[str, Any], metrics: dict[str, Any] | None = None, fold
     }[prov["init"]]
     features = meta.get("feature_config") or {}
     feature_rows = [f"| {k} | {v} |" for k, v in features.items()]
-    demo = prov["corpus"].startswith("demo")
+    demo = prov["synthetic"]
     lines = [
         "---",
         "library_name: sononet",
