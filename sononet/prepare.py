@@ -30,7 +30,7 @@ from sononet.device import check_device, resolve_device
 from sononet.errors import AudioError, ErrorRow, count_by_reason
 from sononet.features.frontend import decode_samples, fixed_length, frame_lengths
 from sononet.features.mel import FeatureConfig, LogMel, pick_backend
-from sononet.features.shards import ShardWriter, tensor_array
+from sononet.features.shards import ShardWriter, shard_schema, tensor_array
 from sononet.io import sha256_file
 from sononet.locking import folder_lock
 
@@ -140,27 +140,26 @@ def build_table(
         return [*d.flags, *extra]
 
     wave16 = np.clip(np.round(wave * 32767.0), -32768, 32767).astype(np.int16)
-    return pa.table(
-        {
-            "clip_id": [c.clip_id for c, _, _ in rows],
-            "label": [c.label for c, _, _ in rows],
-            "speaker": pa.array([c.speaker for c, _, _ in rows], pa.string()),
-            "sex": pa.array([c.sex for c, _, _ in rows], pa.string()),
-            "intensity": pa.array([c.intensity for c, _, _ in rows], pa.string()),
-            "sentence": pa.array([c.sentence for c, _, _ in rows], pa.string()),
-            "source_path": [c.path for c, _, _ in rows],
-            "source_sha256": [sha for _, _, sha in rows],
-            "duration_s": pa.array([d.duration_s for _, d, _ in rows], pa.float32()),
-            "orig_sr": pa.array([d.orig_sr for _, d, _ in rows], pa.int32()),
-            "orig_channels": pa.array([d.orig_channels for _, d, _ in rows], pa.int16()),
-            "n_samples": pa.array(n_valid, pa.int32()),
-            "n_frames": pa.array(frames, pa.int16()),
-            "flags": pa.array([flags(d, int(v)) for (_, d, _), v in zip(rows, n_valid)], pa.list_(pa.string())),
-            "extra": [json.dumps(c.extra, sort_keys=True) for c, _, _ in rows],
-            "mel": tensor_array(mel.astype(cfg.mel_dtype)),
-            "wave": tensor_array(wave16),
-        }
-    )
+    columns = {
+        "clip_id": [c.clip_id for c, _, _ in rows],
+        "label": [c.label for c, _, _ in rows],
+        "speaker": [c.speaker for c, _, _ in rows],
+        "sex": [c.sex for c, _, _ in rows],
+        "intensity": [c.intensity for c, _, _ in rows],
+        "sentence": [c.sentence for c, _, _ in rows],
+        "source_path": [c.path for c, _, _ in rows],
+        "source_sha256": [sha for _, _, sha in rows],
+        "duration_s": [d.duration_s for _, d, _ in rows],
+        "orig_sr": [d.orig_sr for _, d, _ in rows],
+        "orig_channels": [d.orig_channels for _, d, _ in rows],
+        "n_samples": n_valid,
+        "n_frames": frames,
+        "flags": [flags(d, int(v)) for (_, d, _), v in zip(rows, n_valid)],
+        "extra": [json.dumps(c.extra, sort_keys=True) for c, _, _ in rows],
+        "mel": tensor_array(mel.astype(cfg.mel_dtype)),
+        "wave": tensor_array(wave16),
+    }
+    return pa.Table.from_pydict(columns, schema=shard_schema(cfg))
 
 
 def featurize(waves: np.ndarray, logmel: LogMel, device: torch.device, batch: int) -> np.ndarray:

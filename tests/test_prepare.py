@@ -18,8 +18,9 @@ from conftest import write_cremad_like
 from test_audio import write_bad_inputs
 
 from sononet.corpus.cremad import EMOTIONS, SENTENCES
+from sononet.features.mel import FeatureConfig
 from sononet.features.reader import ShardStream, load_metadata
-from sononet.features.shards import ConfigMismatchError, read_manifest, shard_paths, tensor_numpy
+from sononet.features.shards import ConfigMismatchError, read_manifest, shard_paths, shard_schema, tensor_numpy
 from sononet.io import sha256_file
 from sononet.prepare import PrepareConfig, prepare
 
@@ -76,6 +77,10 @@ def test_shard_contents(prepared: tuple[Path, Path, dict]) -> None:
     assert {"downmixed", "resampled", "clipped", "long", "padded"} <= flags
     short = meta[meta.n_samples < 48_000].iloc[0]
     assert short.n_frames == -(-short.n_samples // 512)
+    # Every shard has the declared schema, column for column and type for type.
+    features = FeatureConfig(**manifest["feature_config"])
+    for path in shard_paths(out):
+        assert pq.read_schema(path).remove_metadata().equals(shard_schema(features))
 
 
 def test_rerun_is_a_noop_and_configs_do_not_mix(prepared: tuple[Path, Path, dict]) -> None:

@@ -25,12 +25,9 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DistributedSampler
 
-from sononet.features.shards import read_manifest, shard_paths, tensor_numpy
+from sononet.features.shards import METADATA_COLUMNS, read_manifest, shard_paths, tensor_numpy
 
-META_COLUMNS = (
-    "clip_id", "label", "speaker", "sex", "intensity", "sentence", "source_path", "source_sha256",
-    "duration_s", "orig_sr", "n_samples", "n_frames", "flags",
-)  # fmt: skip
+META_COLUMNS = METADATA_COLUMNS  # every column but the tensors
 INTENSITY_LABELS = ("LO", "MD", "HI")  # CREMA-D's graded intensities; XX and None are "unknown"
 
 

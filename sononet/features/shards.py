@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -29,10 +30,30 @@ import pyarrow.parquet as pq
 from sononet.errors import ErrorRow, NotFoundError, to_table
 from sononet.io import atomic_write_json, atomic_write_table, sha256_file
 
+if TYPE_CHECKING:
+    from sononet.features.mel import FeatureConfig
+
 MANIFEST = "manifest.json"
 FORMAT = "sononet-shards/1"
 ERRORS = "errors.parquet"
 SUMMARY = "summary.json"
+
+
+# Every shard's metadata columns, declared once: prepare writes them, the reader and label read them.
+METADATA = (
+    ("clip_id", pa.string()), ("label", pa.string()), ("speaker", pa.string()), ("sex", pa.string()),
+    ("intensity", pa.string()), ("sentence", pa.string()), ("source_path", pa.string()),
+    ("source_sha256", pa.string()), ("duration_s", pa.float32()), ("orig_sr", pa.int32()),
+    ("orig_channels", pa.int16()), ("n_samples", pa.int32()), ("n_frames", pa.int16()),
+    ("flags", pa.list_(pa.string())), ("extra", pa.string()),  # extra: the corpus's own fields, as JSON
+)  # fmt: skip
+METADATA_COLUMNS = tuple(name for name, _ in METADATA)
+
+
+def shard_schema(cfg: FeatureConfig) -> pa.Schema:
+    """The whole shard: the metadata, then ``mel`` (n_mels, frames) and ``wave`` int16 (clip_samples,) tensors."""
+    mel = pa.fixed_shape_tensor(pa.from_numpy_dtype(np.dtype(cfg.mel_dtype)), [cfg.n_mels, cfg.n_frames])
+    return pa.schema([*METADATA, ("mel", mel), ("wave", pa.fixed_shape_tensor(pa.int16(), [cfg.clip_samples]))])
 
 
 class ConfigMismatchError(RuntimeError):
