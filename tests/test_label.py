@@ -269,7 +269,7 @@ def test_inputs_from_lists_and_manifests(folder, model_dir, tmp_path: Path) -> N
         "stereo.wav": "ok", "gone.wav": "error",
     }  # fmt: skip
     assert df.error_reason.tolist().count("missing") == 1
-    with pytest.raises(ValueError, match="`path` column"):
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['path'\]; it needs path\. Found: \['file'\]"):
         pd.DataFrame({"file": ["x.wav"]}).to_csv(tmp_path / "bad.csv", index=False)
         list_inputs(tmp_path / "bad.csv")
 

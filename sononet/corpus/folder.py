@@ -30,8 +30,11 @@ KNOWN_COLUMNS = ("path", "label", "speaker", "sex", "intensity", "sentence")
 _DECIMAL_RE = re.compile(r"[-+]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][-+]?\d+|nan|inf(inity)?)", re.IGNORECASE)
 
 
-def _read_table(path: Path) -> list[dict]:
-    """Rows of the manifest; known columns must be text (or integers), never floats, lists or twice."""
+def manifest_rows(path: Path, required: tuple[str, ...] = REQUIRED_COLUMNS) -> list[dict]:
+    """Rows of a CSV/TSV/Parquet manifest, the one reader for corpora and ``sononet label``.
+
+    Known columns must be text (or integers), never floats, lists or twice, and ``required`` present.
+    """
     if path.suffix.lower() == ".parquet":
         table = pq.read_table(path)
     else:
@@ -47,9 +50,10 @@ def _read_table(path: Path) -> list[dict]:
     twice = sorted({c for c in names if names.count(c) > 1})
     if twice:
         raise ValueError(f"manifest {path} has duplicate column name(s) {twice}; keep one of each")
-    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    missing = [c for c in required if c not in names]
     if missing:
-        raise ValueError(f"manifest {path} lacks column(s) {missing}; it needs path,label[,speaker]. Found: {names}")
+        need = "path,label[,speaker]" if required == REQUIRED_COLUMNS else ",".join(required)
+        raise ValueError(f"manifest {path} lacks column(s) {missing}; it needs {need}. Found: {names}")
     for name in KNOWN_COLUMNS:
         if name not in names:
             continue
@@ -77,7 +81,7 @@ def load_manifest(path: str | Path) -> Corpus:
     errors: list[ErrorRow] = []
     seen: set[str] = set()
     seen_files: dict[Path, int] = {}
-    for i, row in enumerate(_read_table(path)):
+    for i, row in enumerate(manifest_rows(path)):
         rel = _text(row["path"])
         if rel is None:
             errors.append(ErrorRow(f"{path}:row", "missing", "empty path cell"))

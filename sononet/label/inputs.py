@@ -72,17 +72,9 @@ def list_inputs(source: str | Path) -> tuple[list[str], int]:
         lines = (ln.removesuffix("\r") for ln in src.read_text(encoding="utf-8").split("\n"))
         paths = [_absolute(src.parent / ln) for ln in lines if ln.strip() and not ln.startswith("#")]
     elif src.suffix.lower() in (".csv", ".tsv", ".parquet"):
-        import pyarrow.csv as pacsv
-        import pyarrow.parquet as pq
+        from sononet.corpus.folder import manifest_rows
 
-        if src.suffix.lower() == ".parquet":
-            table = pq.read_table(src)
-        else:
-            delim = "\t" if src.suffix.lower() == ".tsv" else ","
-            table = pacsv.read_csv(src, parse_options=pacsv.ParseOptions(delimiter=delim))
-        if "path" not in table.column_names:
-            raise ValueError(f"manifest {src} needs a `path` column. Found: {table.column_names}")
-        cells = (str(v).strip() for v in table["path"].to_pylist() if v is not None)
+        cells = (str(r["path"]).strip() for r in manifest_rows(src, required=("path",)) if r["path"] is not None)
         paths = [_absolute(src.parent / v) for v in cells if v]
     else:
         paths = [str(src.absolute())]
