@@ -243,7 +243,7 @@ def _segments(
 
 
 def _synthesize(config: DemoConfig, actor: _Actor, sentence: str, emotion: str, intensity: str) -> np.ndarray:
-    """One clip as float32 in [-1, 1]."""
+    """One clip as float32 in [-1, 1]: source-filter speech, one seeded RNG drawn in a fixed order."""
     a_idx = int(actor.actor_id) - DEMO_ACTOR_BASE
     key = [
         config.seed,
@@ -261,12 +261,34 @@ def _synthesize(config: DemoConfig, actor: _Actor, sentence: str, emotion: str, 
         for tok in _SENTENCE_SYLLABLES[sentence].split()
     ]
     lengths, kinds = _segments(syllables, prosody, config, rng)
+    track = _targets(lengths, kinds, sr, rng)
+    f0 = _f0_contour(track, kinds, prosody, actor, rng)
+    excitation, breath = _excitation(track, kinds, f0, prosody, actor, rng)
+    voiced = _vocal_tract(excitation, track, actor, breath)
+    return _levels(voiced, track, prosody, config, rng)
+
+
+@dataclass
+class _Track:
+    """A clip's segment timing and the targets the source and filter follow."""
+
+    sr: int
+    lengths: np.ndarray  # samples per segment
+    starts: np.ndarray  # first sample of each segment
+    ends: np.ndarray
+    t: np.ndarray  # (n,) sample times in seconds
+    voicing: np.ndarray  # (n,) voicing amplitude
+    f_t: list[float]  # formant target times
+    f_v: list  # formant targets (F1-F4) at those times
+    noise: np.ndarray  # (n,) frication and stop bursts
+
+
+def _targets(lengths: np.ndarray, kinds: list, sr: int, rng: np.random.Generator) -> _Track:
+    """Amplitude and formant targets as breakpoints, interpolated per sample; consonant noise."""
     n = int(lengths.sum())
     ends = np.cumsum(lengths)
     starts = ends - lengths
     t = np.arange(n) / sr
-
-    # Amplitude and formant targets as breakpoints, interpolated per sample / per block.
     v_t, v_a, f_t, f_v = [0.0], [0.0], [], []
     noise = np.zeros(n)
     for i, kind in enumerate(kinds):
@@ -286,7 +308,7 @@ def _synthesize(config: DemoConfig, actor: _Actor, sentence: str, emotion: str, 
                 f_t.append(t0 + 0.5 * dur)
                 f_v.append(formants)
             m = int(lengths[i])
-            if namp > 0 and okind != "asp":  # /h/ is aspiration, added to the excitation below
+            if namp > 0 and okind != "asp":  # /h/ is aspiration, added to the excitation later
                 u = np.arange(m) / m
                 if okind == "fric":
                     noise_env = np.clip(np.minimum(u / 0.2, (1 - u) / 0.2), 0, 1)
@@ -296,20 +318,28 @@ def _synthesize(config: DemoConfig, actor: _Actor, sentence: str, emotion: str, 
                 noise[starts[i] : ends[i]] += namp * noise_env * burst / (burst.std() + 1e-9)
     v_t.append(n / sr)
     v_a.append(0.0)
-    venv = np.interp(t, v_t, v_a)  # voicing amplitude, (n,)
+    return _Track(sr, lengths, starts, ends, t, np.interp(t, v_t, v_a), f_t, f_v, noise)
 
-    # F0 contour in semitones: level + accents on stressed syllables + declination + final fall.
+
+def _f0_contour(track: _Track, kinds: list, prosody: np.ndarray, actor: _Actor, rng: np.random.Generator) -> np.ndarray:
+    """(n,) F0 in Hz: level + accents on stressed syllables + declination + final fall, in semitones."""
+    sr = track.sr
     vowel_idx = [i for i, k in enumerate(kinds) if k[0] == "vowel"]
-    centres = (starts[vowel_idx] + lengths[vowel_idx] / 2) / sr
+    centres = (track.starts[vowel_idx] + track.lengths[vowel_idx] / 2) / sr
     stressed = np.array([kinds[i][2] for i in vowel_idx], dtype=float)
     span = 2.0 ** prosody[_P_RANGE]
     st = prosody[_P_F0] + span * (
         2.5 * stressed - 2.0 * centres / centres[-1] + 0.8 * rng.standard_normal(len(centres))
     )
     st[-1] -= 1.5 * span
-    f0 = actor.f0 * 2.0 ** (np.interp(t, centres, st) / 12.0)
+    return actor.f0 * 2.0 ** (np.interp(track.t, centres, st) / 12.0)
 
-    # Glottal source: jitter per period, Rosenberg pulse, derivative (lip radiation), shimmer.
+
+def _excitation(
+    track: _Track, kinds: list, f0: np.ndarray, prosody: np.ndarray, actor: _Actor, rng: np.random.Generator
+) -> tuple[np.ndarray, float]:
+    """(excitation (n,), breathiness): jittered Rosenberg pulses, lip radiation, shimmer, aspiration, tilt."""
+    sr, n = track.sr, len(track.t)
     jitter = max(0.004 + prosody[_P_JITTER], 0.0)
     period0 = np.floor(np.cumsum(f0) / sr).astype(np.int64)
     f0 = f0 * (1.0 + jitter * rng.standard_normal(period0[-1] + 2)[period0])
@@ -329,22 +359,25 @@ def _synthesize(config: DemoConfig, actor: _Actor, sentence: str, emotion: str, 
     source *= 1.0 + actor.shimmer * rng.standard_normal(period[-1] + 1)[period]
     source /= source.std() + 1e-12
     aspiration = rng.standard_normal(n) * np.where(frac < oq, 1.0, 0.4)
-    excitation = venv * ((1.0 - breath) * source + 2.0 * breath * aspiration)
+    excitation = track.voicing * ((1.0 - breath) * source + 2.0 * breath * aspiration)
     for i, kind in enumerate(kinds):  # /h/ onsets: aspiration only
         if kind[0] == "onset" and kind[1] == "h":
-            m = int(lengths[i])
-            excitation[starts[i] : ends[i]] += 0.5 * np.sin(np.pi * np.arange(m) / m) * aspiration[starts[i] : ends[i]]
-
+            s, e = track.starts[i], track.ends[i]
+            m = int(track.lengths[i])
+            excitation[s:e] += 0.5 * np.sin(np.pi * np.arange(m) / m) * aspiration[s:e]
     # Spectral tilt: pre-emphasis when bright, one-pole low-pass when dark.
     b_tilt, a_tilt = 0.7 * max(tilt, 0.0), 0.8 * max(-tilt, 0.0)
-    excitation = lfilter([1.0, -b_tilt], [1.0, -a_tilt], excitation)
+    return lfilter([1.0, -b_tilt], [1.0, -a_tilt], excitation), breath
 
-    # Formant cascade, coefficients updated every 16 ms block (state carried across blocks).
+
+def _vocal_tract(excitation: np.ndarray, track: _Track, actor: _Actor, breath: float) -> np.ndarray:
+    """Formant cascade, coefficients updated every 16 ms block (state carried across blocks)."""
+    sr, n = track.sr, len(excitation)
     block = sr // 64
     n_blocks = -(-n // block)
     tb = (np.arange(n_blocks) + 0.5) * block / sr
-    f_v_arr = np.array(f_v) * actor.vtl  # (n_targets, 4)
-    freqs = np.stack([np.interp(tb, f_t, f_v_arr[:, j]) for j in range(4)], axis=1)  # (n_blocks, 4)
+    f_v_arr = np.array(track.f_v) * actor.vtl  # (n_targets, 4)
+    freqs = np.stack([np.interp(tb, track.f_t, f_v_arr[:, j]) for j in range(4)], axis=1)  # (n_blocks, 4)
     bws = np.array([60.0, 90.0, 150.0, 200.0]) * actor.bw_scale * (1.0 + 2.0 * breath)
     r = np.exp(-np.pi * bws / sr)
     freqs = np.minimum(freqs, 0.45 * sr)
@@ -365,10 +398,16 @@ def _synthesize(config: DemoConfig, actor: _Actor, sentence: str, emotion: str, 
     for b, b_end in zip(run_starts, np.r_[run_starts[1:], n_blocks]):
         sl = slice(b * block, min(b_end * block, n))
         voiced[sl], zi = lfilter([gain[b]], den[b], excitation[sl], zi=zi)
+    return voiced
 
-    # Level: speech RMS set by actor and emotion; frication rides on it; room noise fixed.
-    speech = voiced / (voiced[venv > 0.3].std() + 1e-12) + noise
-    active = (venv > 0.3) | (noise != 0)
+
+def _levels(
+    voiced: np.ndarray, track: _Track, prosody: np.ndarray, config: DemoConfig, rng: np.random.Generator
+) -> np.ndarray:
+    """Speech RMS set by actor and emotion; frication rides on it; room noise at a fixed level."""
+    n = len(voiced)
+    speech = voiced / (voiced[track.voicing > 0.3].std() + 1e-12) + track.noise
+    active = (track.voicing > 0.3) | (track.noise != 0)
     level_db = -26.0 + prosody[_P_ENERGY]
     speech *= 10.0 ** (level_db / 20.0) / (speech[active].std() + 1e-12)
     room = lfilter([1.0], [1.0, -0.9], rng.standard_normal(n))
