@@ -21,10 +21,15 @@ from sononet.corpus import corpus_label, is_synthetic
 from sononet.corpus.protocol import Protocol
 from sononet.corpus.splits import SplitConfig, assign_splits, split_protocol
 from sononet.device import check_device, resolve_device
+from sononet.evaluate import write_evaluation
 from sononet.evaluate.predictions import META_COLUMNS
 from sononet.features.reader import load_metadata
 from sononet.features.shards import read_manifest
 from sononet.io import atomic_write_json
+from sononet.jobs import write_spec
+from sononet.models.card import write_card
+from sononet.models.registry import model_names
+from sononet.models.saving import load_model
 from sononet.prepare import PrepareConfig, format_summary, prepare
 from sononet.runinfo import RunRecord
 from sononet.train.loop import PROFILE_EPOCHS, TrainConfig, predict, train_model
@@ -132,9 +137,6 @@ def shard_splits(meta: pd.DataFrame, cfg: SplitConfig, fold: int = 0) -> dict[st
 
 
 def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> dict:
-    from sononet.jobs import write_spec
-    from sononet.models.registry import model_names
-
     unknown = [m for m in cfg.models if m not in model_names()]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(model_names())}")
@@ -151,9 +153,6 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> dict:
 
 def _run(cfg: ExperimentConfig, out: Path, record: RunRecord, progress: bool) -> tuple[dict, dict]:
     """The stages of :func:`run_experiment`, each timed into ``run.json``."""
-    from sononet.evaluate import write_evaluation
-    from sononet.models.card import write_card
-    from sononet.models.saving import load_model
 
     device = resolve_device(cfg.device)
     with record.stage("prepare"):

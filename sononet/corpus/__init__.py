@@ -26,6 +26,10 @@ from sononet.corpus.clips import Clip as Clip
 from sononet.corpus.clips import Corpus as Corpus
 from sononet.corpus.clips import parse_label_map as parse_label_map
 from sononet.corpus.clips import select_labels as select_labels
+from sononet.corpus.cremad import load_cremad, looks_like_cremad, read_audio_manifest
+from sononet.corpus.hf import load_hf, looks_like_hf
+from sononet.corpus.lhotse import load_lhotse, manifest_kind
+from sononet.corpus.ravdess import load_ravdess, looks_like_ravdess
 from sononet.errors import NotFoundError
 
 
@@ -37,14 +41,9 @@ def detect_kind(path: str | Path) -> str:
     if p.is_file():
         if p.suffix.lower() in (".csv", ".parquet", ".tsv"):
             return "manifest"
-        from sononet.corpus.lhotse import manifest_kind
-
         if manifest_kind(p):
             return "lhotse"
         raise ValueError(f"{p} is a file but not a manifest (.csv/.tsv/.parquet) nor a lhotse CutSet (.jsonl[.gz])")
-    from sononet.corpus.cremad import looks_like_cremad
-    from sononet.corpus.hf import looks_like_hf
-    from sononet.corpus.ravdess import looks_like_ravdess
 
     if looks_like_hf(p):
         return "hf"
@@ -65,12 +64,8 @@ def load_corpus(path: str | Path, kind: str = "auto") -> Corpus:
     """Load any supported corpus; ``kind='auto'`` detects the convention."""
     kind = detect_kind(path) if kind == "auto" else kind
     if kind == "cremad":
-        from sononet.corpus.cremad import load_cremad
-
         return load_cremad(path)
     if kind == "ravdess":
-        from sononet.corpus.ravdess import load_ravdess
-
         return load_ravdess(path)
     if kind == "manifest":
         from sononet.corpus.folder import load_manifest
@@ -81,12 +76,8 @@ def load_corpus(path: str | Path, kind: str = "auto") -> Corpus:
 
         return load_audiofolder(path)
     if kind == "hf":
-        from sononet.corpus.hf import load_hf
-
         return load_hf(path)
     if kind == "lhotse":
-        from sononet.corpus.lhotse import load_lhotse
-
         return load_lhotse(path)
     raise ValueError(
         f"unknown corpus kind {kind!r}; expected auto, cremad, ravdess, manifest, audiofolder, hf or lhotse"
@@ -95,7 +86,6 @@ def load_corpus(path: str | Path, kind: str = "auto") -> Corpus:
 
 def corpus_label(manifest: dict, clip_ids: list[str]) -> str:
     """Name the corpus for every table: real CREMA-D only when every clip is an official one."""
-    from sononet.corpus.cremad import read_audio_manifest
 
     corpus = manifest["corpus"]
     if corpus["kind"] == "cremad":

@@ -18,8 +18,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sononet.corpus import corpus_label, is_synthetic, load_corpus, select_labels
 from sononet.corpus.protocol import CrossCorpus, Protocol
+from sononet.device import resolve_device
 from sononet.evaluate.predictions import META_COLUMNS
+from sononet.evaluate.report import write_evaluation
+from sononet.features.mel import FeatureConfig
+from sononet.features.reader import load_metadata
+from sononet.features.shards import read_manifest
+from sononet.io import atomic_write_json
+from sononet.models.saving import load_model
+from sononet.prepare import PrepareConfig, prepare
+from sononet.train.loop import predict
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +68,6 @@ def restrict(preds: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
 
 def evaluate_cross_corpus(cfg: CrossCorpusConfig, progress: bool = True) -> dict:
     """Prepare ``cfg.data`` with the model's features, predict every clip, write the evaluation."""
-    from sononet.corpus import corpus_label, is_synthetic, load_corpus, select_labels
-    from sononet.device import resolve_device
-    from sononet.evaluate.report import write_evaluation
-    from sononet.features.mel import FeatureConfig
-    from sononet.features.reader import load_metadata
-    from sononet.features.shards import read_manifest
-    from sononet.io import atomic_write_json
-    from sononet.models.saving import load_model
-    from sononet.prepare import PrepareConfig, prepare
-    from sononet.train.loop import predict
 
     device = resolve_device(cfg.device)
     model, doc = load_model(cfg.model, map_location=device)
