@@ -29,7 +29,7 @@ from sononet.corpus import Clip, Corpus, load_corpus, parse_label_map, select_la
 from sononet.device import check_device, resolve_device
 from sononet.errors import AudioError, ErrorRow, count_by_reason
 from sononet.features.frontend import decode_samples, fixed_length, frame_lengths
-from sononet.features.mel import FeatureConfig, LogMel, pick_backend
+from sononet.features.mel import CPU_BLOCK, FeatureConfig, LogMel, pick_backend
 from sononet.features.shards import ShardWriter, shard_schema, tensor_array
 from sononet.io import sha256_file
 from sononet.locking import folder_lock
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 # torchaudio's CPU FFT runs fastest around 16 clips a call (the batch stays in cache): 1,437
 # clips/s at 16 against 657 at 64 (results/bench, section 1). A GPU wants large batches.
-CPU_MEL_BATCH = 16
+CPU_MEL_BATCH = CPU_BLOCK
 CUDA_MEL_BATCH = 256
 
 

@@ -26,6 +26,8 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 BACKENDS = ("nnaudio", "torchaudio")
+# Clips per CPU call: a 16-clip STFT stays in cache; 64 at once ran at half the rate (1 thread, 2 cores).
+CPU_BLOCK = 16
 
 
 @dataclass(frozen=True)
@@ -101,22 +103,35 @@ def _nnaudio(cfg: FeatureConfig) -> nn.Module:
     )
 
 
-def _torchaudio(cfg: FeatureConfig) -> nn.Module:
-    import torchaudio
+class _TorchaudioMel(nn.Module):
+    """torchaudio's Spectrogram and MelScale, with the power taken as re^2 + im^2.
 
-    return torchaudio.transforms.MelSpectrogram(
-        sample_rate=cfg.sample_rate,
-        n_fft=cfg.n_fft,
-        hop_length=cfg.hop_length,
-        f_min=cfg.fmin,
-        f_max=cfg.fmax,
-        n_mels=cfg.n_mels,
-        power=cfg.power,
-        center=True,
-        pad_mode="reflect",
-        norm="slaney",
-        mel_scale="slaney",
-    )
+    ``MelSpectrogram(power=2)`` computes ``|X|.pow(2)``: a complex abs (a square root per bin)
+    that cost as much as the FFT itself on the CPU (10.4 ms against 2.7 ms for 16 clips).
+    """
+
+    def __init__(self, cfg: FeatureConfig) -> None:
+        super().__init__()
+        import torchaudio
+
+        self.power = cfg.power
+        self.spec = torchaudio.transforms.Spectrogram(
+            n_fft=cfg.n_fft, hop_length=cfg.hop_length, center=True, pad_mode="reflect", power=None
+        )
+        self.mel = torchaudio.transforms.MelScale(
+            n_mels=cfg.n_mels, sample_rate=cfg.sample_rate, f_min=cfg.fmin, f_max=cfg.fmax,
+            n_stft=cfg.n_fft // 2 + 1, norm="slaney", mel_scale="slaney",
+        )  # fmt: skip
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        """(B, time) -> (B, n_mels, frames) mel power (or magnitude for power 1)."""
+        x = self.spec(wave)  # (B, n_fft // 2 + 1, frames) complex
+        power = x.real * x.real + x.imag * x.imag
+        return self.mel(power if self.power == 2.0 else power.pow(self.power / 2.0))
+
+
+def _torchaudio(cfg: FeatureConfig) -> nn.Module:
+    return _TorchaudioMel(cfg)
 
 
 class LogMel(nn.Module):
@@ -134,7 +149,10 @@ class LogMel(nn.Module):
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         shape = wave.shape
         flat = wave.reshape(-1, shape[-1]).float()  # (B, time)
-        spec = self.mel(flat)  # (B, n_mels, frames)
+        if flat.is_cuda or flat.shape[0] <= CPU_BLOCK:
+            spec = self.mel(flat)  # (B, n_mels, frames)
+        else:
+            spec = torch.cat([self.mel(block) for block in flat.split(CPU_BLOCK)])
         db = power_to_db(spec, self.cfg.amin, self.cfg.top_db)
         return db.reshape(*shape[:-1], *db.shape[-2:])
 

@@ -1,9 +1,14 @@
 """A small 2-D CNN over log-mel spectrograms, the seed's first model made length-aware.
 
-Four blocks of conv3x3 -> ReLU -> max-pool 2x2 -> batch-norm -> dropout, then a mean over
+Four blocks of conv3x3 -> max-pool 2x2 -> ReLU -> batch-norm -> dropout, then a mean over
 frequency and over the valid time frames, then a linear head. After every block the frames
 that lie wholly in the padding are zeroed again, so in eval mode a clip's logits do not
 depend on how much padding its batch added.
+
+Speed on the CPU (measured, 1 thread): activations are channels-last, where oneDNN's 1-channel
+first convolution and the max-pool are 5-12x faster than in the default layout; and the pool
+comes before the ReLU, which is the same function (ReLU is monotone, so it commutes with max)
+on a quarter of the values. Neither changes the weights: older checkpoints load and agree.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C_in, F, T) -> (B, C_out, F // 2, T // 2)."""
-        return self.drop(self.norm(self.pool(torch.relu(self.conv(x)))))
+        return self.drop(self.norm(torch.relu(self.pool(self.conv(x)))))
 
 
 class EmotionCNN(nn.Module):
@@ -67,6 +72,9 @@ class EmotionCNN(nn.Module):
         self.blocks = nn.ModuleList(
             ConvBlock(c_in, c_out, p) for c_in, c_out, p in zip(widths[:-1], widths[1:], cfg.dropouts)
         )
+        # Channels-last weights make oneDNN keep channels-last activations from the first conv on
+        # (a 1-channel input alone cannot say which layout it is in).
+        self.blocks.to(memory_format=torch.channels_last)
         freq_out = cfg.n_mels // 2 ** len(cfg.channels)
         width = cfg.channels[-1] if cfg.pooling == "mean" else 2 * cfg.channels[-1] * freq_out
         self.head = ClipHead(width, cfg)
@@ -88,7 +96,7 @@ class EmotionCNN(nn.Module):
             need = 2 ** len(self.blocks)
             raise ValueError(f"need at least {need} frames, one per pooling step. Found: {n_frames}")
         lengths = check_lengths(lengths, batch, n_frames, x.device)
-        x = x.unsqueeze(1)  # (B, 1, n_mels, T)
+        x = x.unsqueeze(1).contiguous(memory_format=torch.channels_last)  # (B, 1, n_mels, T)
         x = x * length_mask(lengths, n_frames)[:, None, None, :].to(x.dtype)
         for block in self.blocks:
             x = block(x)  # (B, C, F/2, T/2)
