@@ -115,3 +115,11 @@ def configure_threads(threads: int | None = None) -> int:
 
 
 _configured: int | None = None
+
+
+def decode_workers(requested: int | None = None) -> int:
+    """Decode threads: ``requested``, else the thread count :func:`configure_threads` chose, else
+    the usable CPUs. Decoding (libsndfile, soxr, hashing) releases the GIL, so one per CPU."""
+    if requested is not None:
+        return requested
+    return _configured or usable_cpus()

@@ -26,11 +26,11 @@ from tqdm import tqdm
 
 from sononet.audio import AudioConfig, Decoded, load_audio
 from sononet.corpus import Clip, Corpus, load_corpus, parse_label_map, select_labels
-from sononet.device import check_device, resolve_device
+from sononet.device import check_device, decode_workers, resolve_device
 from sononet.errors import AudioError, ErrorRow, count_by_reason
 from sononet.features.frontend import decode_samples, fixed_length, frame_lengths
 from sononet.features.mel import CPU_BLOCK, FeatureConfig, LogMel, pick_backend
-from sononet.features.shards import ShardWriter, shard_schema, tensor_array
+from sononet.features.shards import ShardWriter, packed_array, shard_schema
 from sononet.io import sha256_file
 from sononet.locking import folder_lock
 
@@ -50,7 +50,7 @@ class PrepareConfig:
     label_map: dict[str, str] = field(default_factory=dict)  # relabel before selecting, e.g. {"CAL": "NEU"}
     out: str = ""  # shard folder; a rerun resumes here (train-all: <run>/shards)
     shard_size: int = 256  # inputs per shard: ~30 MB files, and the bound on memory
-    workers: int = 2  # decode threads; the machine's cores are a good start
+    workers: int | None = None  # decode threads; None = the CPU threads chosen (--threads), else usable CPUs
     device: str = "auto"  # cuda when present, else cpu
     mel_backend: str = "auto"  # auto times nnaudio and torchaudio on the device and keeps the faster
     mel_batch: int = 0  # clips per device call; 0 = CPU_MEL_BATCH on the CPU, CUDA_MEL_BATCH on CUDA
@@ -64,8 +64,8 @@ class PrepareConfig:
             raise ValueError(f"shard_size must be positive. Found: {self.shard_size}")
         if self.mel_batch < 0:
             raise ValueError(f"mel_batch must be positive, or 0 for the device default. Found: {self.mel_batch}")
-        if self.workers < 1:
-            raise ValueError(f"workers must be positive. Found: {self.workers}")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be positive (or unset for one per CPU). Found: {self.workers}")
         check_device(self.device)
         if self.mel_backend not in ("auto", "nnaudio", "torchaudio"):
             raise ValueError(f"mel_backend must be auto, nnaudio or torchaudio. Found: {self.mel_backend!r}")
@@ -139,7 +139,10 @@ def build_table(
         extra += ["padded"] if valid < cfg.clip_samples else []
         return [*d.flags, *extra]
 
-    wave16 = np.clip(np.round(wave * 32767.0), -32768, 32767).astype(np.int16)
+    scaled = np.multiply(wave, 32767.0)  # to int16 PCM in place: one float buffer, not three
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, -32768, 32767, out=scaled)
+    wave16 = scaled.astype(np.int16)
     columns = {
         "clip_id": [c.clip_id for c, _, _ in rows],
         "label": [c.label for c, _, _ in rows],
@@ -156,8 +159,8 @@ def build_table(
         "n_frames": frames,
         "flags": [flags(d, int(v)) for (_, d, _), v in zip(rows, n_valid)],
         "extra": [json.dumps(c.extra, sort_keys=True) for c, _, _ in rows],
-        "mel": tensor_array(mel.astype(cfg.mel_dtype)),
-        "wave": tensor_array(wave16),
+        "mel": packed_array(mel.astype(cfg.mel_dtype)),
+        "wave": packed_array(wave16),
     }
     return pa.Table.from_pydict(columns, schema=shard_schema(cfg))
 
@@ -213,7 +216,8 @@ def _prepare(cfg: PrepareConfig, progress: bool) -> dict:
     bar.update(len(corpus.clips) - sum(len(chunks[k]) for k in todo))
     # Decoding runs one chunk ahead in `pool`; Parquet encoding of shard k overlaps the features
     # of shard k+1 in `writer_pool` (one writer, so the manifest is updated in order).
-    with ThreadPoolExecutor(max_workers=cfg.workers) as pool, ThreadPoolExecutor(max_workers=1) as writer_pool:
+    workers = decode_workers(cfg.workers)
+    with ThreadPoolExecutor(max_workers=workers) as pool, ThreadPoolExecutor(max_workers=1) as writer_pool:
         pending: Future | None = None
         for k, results in _decoded_chunks(chunks, todo, pool, cfg):
             good = [(c, d, sha) for c, d, sha in results if isinstance(d, Decoded)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sononet.device import configure_threads, usable_cpus
+from sononet.device import configure_threads, decode_workers, usable_cpus
 
 
 def test_cgroup_v2_quota_caps_the_affinity(tmp_path: Path) -> None:
@@ -47,3 +47,14 @@ def test_threads_flag_env_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
             configure_threads(0)
     finally:
         torch.set_num_threads(before)
+
+
+def test_decode_workers_follow_the_thread_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--threads 1 means one decode thread too, unless workers are asked for."""
+    monkeypatch.delenv("SONONET_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        configure_threads(1)
+        assert decode_workers() == 1 and decode_workers(3) == 3
+    finally:
+        configure_threads(before)

@@ -20,7 +20,7 @@ from test_audio import write_bad_inputs
 from sononet.corpus.cremad import EMOTIONS, SENTENCES
 from sononet.features.mel import FeatureConfig
 from sononet.features.reader import ShardStream, load_metadata
-from sononet.features.shards import ConfigMismatchError, read_manifest, shard_paths, shard_schema, tensor_numpy
+from sononet.features.shards import ConfigMismatchError, read_manifest, shard_paths, shard_schema, shard_tensor
 from sononet.io import sha256_file
 from sononet.prepare import PrepareConfig, prepare
 
@@ -67,8 +67,8 @@ def test_shard_contents(prepared: tuple[Path, Path, dict]) -> None:
     for entry in manifest["shards"].values():
         assert sha256_file(out / entry["file"]) == entry["sha256"]
     table = pq.read_table(shard_paths(out)[0])
-    mel = tensor_numpy(table["mel"])
-    wave = tensor_numpy(table["wave"])
+    mel = shard_tensor(table, "mel")
+    wave = shard_tensor(table, "wave")
     assert mel.shape[1:] == (128, 94) and mel.dtype == np.float16
     assert wave.shape[1:] == (48_000,) and wave.dtype == np.int16
     meta = load_metadata(out).to_pandas()
@@ -144,3 +144,34 @@ def test_empty_corpus_is_a_clear_error(tmp_path: Path) -> None:
     (data / "2001_DFA_ANG_XX.wav").write_bytes(b"")
     with pytest.raises(ValueError, match="no usable audio"):
         prepare(PrepareConfig(data=str(data), out=str(tmp_path / "o"), **FAST), progress=False)
+
+
+def test_format_1_shards_are_still_read_and_never_extended(prepared: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    """Shards written before tensors were packed (Arrow fixed-shape tensors) train as before."""
+    import shutil
+
+    import pyarrow as pa
+
+    from sononet.features.shards import ShardWriter, tensor_array
+
+    _, out, _ = prepared
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    manifest = read_manifest(old)
+    for entry in manifest["shards"].values():
+        path = old / entry["file"]
+        table = pq.read_table(path)
+        for name in ("mel", "wave"):
+            i = table.column_names.index(name)
+            table = table.set_column(i, name, tensor_array(shard_tensor(table, name)))
+        assert isinstance(table["mel"].type, pa.FixedShapeTensorType)
+        pq.write_table(table, path)
+        entry["sha256"] = sha256_file(path)
+    manifest["format"] = "sononet-shards/1"
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    ids = load_metadata(out)["clip_id"].to_pylist()
+    new_batches = list(ShardStream(out, ids, list(EMOTIONS), "mel", 8, shuffle=False))
+    old_batches = list(ShardStream(old, ids, list(EMOTIONS), "mel", 8, shuffle=False))
+    assert all(a.clip_ids == b.clip_ids and a.x.equal(b.x) for a, b in zip(new_batches, old_batches))
+    with pytest.raises(ConfigMismatchError, match="format 'sononet-shards/1'"):
+        ShardWriter(old, {k: manifest[k] for k in ("feature_config", "config_hash")})

@@ -25,7 +25,7 @@ TABLE_MAX_FILES = 20  # up to this many inputs, the command prints one line per 
 @click.option("--merge", "merge_only", is_flag=True, help="Only combine all shards' parts into --out.")
 @device_option
 @click.option("--batch-size", type=int, default=None, help="Windows per forward pass [default: 64].")
-@click.option("--workers", type=int, default=None, help="Decode threads [default: 2].")
+@click.option("--workers", type=int, default=None, help="Decode threads [default: one per CPU thread, as --threads].")
 @click.option(
     "--part-size", type=int, default=None, help="Files per Parquet part (the unit of resume) [default: 1000]."
 )

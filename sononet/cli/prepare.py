@@ -18,7 +18,7 @@ from sononet.errors import UserError
 @click.option("--demo", is_flag=True, help="Use the generated synthetic demo corpus (no download).")
 @click.option("--out", type=click.Path(), required=True, help="Shard folder; a rerun resumes here.")
 @click.option("--shard-size", type=int, default=None, help="Clips per Parquet shard (bounds memory) [default: 256].")
-@click.option("--workers", type=int, default=None, help="Decode threads [default: 2].")
+@click.option("--workers", type=int, default=None, help="Decode threads [default: one per CPU thread, as --threads].")
 @device_option
 @mel_backend_option
 def prepare_command(

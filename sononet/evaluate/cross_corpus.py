@@ -41,7 +41,7 @@ class CrossCorpusConfig:
     out: str  # report folder; the test corpus's shards go to <out>/shards
     label_map: dict[str, str] = field(default_factory=dict)  # test-corpus relabelling, e.g. {"CAL": "NEU"}
     device: str = "auto"
-    workers: int = 2  # decode threads for preparing the test corpus
+    workers: int | None = None  # decode threads for preparing the test corpus; None = as prepare
 
 
 def shared_labels(model_labels: list[str], corpus_labels: list[str]) -> list[str]:

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from sononet.features.shards import shard_paths, tensor_numpy
+from sononet.features.shards import shard_paths, shard_tensor
 
 
 def mel_band_stats(
@@ -40,7 +40,7 @@ def mel_band_stats(
         table = table.filter(pc.is_in(table["clip_id"], ids))
         if not table.num_rows:
             continue
-        mel = tensor_numpy(table["mel"]).astype(np.float64)  # (N, n_mels, T)
+        mel = shard_tensor(table, "mel").astype(np.float64)  # (N, n_mels, T)
         frames = table["n_frames"].to_numpy()
         mask = np.arange(mel.shape[-1])[None, :] < frames[:, None]  # (N, T)
         if per_clip:

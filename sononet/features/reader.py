@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DistributedSampler
 
-from sononet.features.shards import METADATA_COLUMNS, read_manifest, shard_paths, tensor_numpy
+from sononet.features.shards import METADATA_COLUMNS, read_manifest, shard_paths, shard_tensor
 
 META_COLUMNS = METADATA_COLUMNS  # every column but the tensors
 INTENSITY_LABELS = ("LO", "MD", "HI")  # CREMA-D's graded intensities; XX and None are "unknown"
@@ -113,7 +113,7 @@ class ShardStream:
         unknown = sorted(set(table["label"].to_pylist()) - set(self.label_index))
         if unknown:
             raise ValueError(f"{path.name} holds labels {unknown} outside the label set {list(self.label_index)}")
-        values = tensor_numpy(table[col]) if table.num_rows else np.zeros((0,), np.float32)
+        values = shard_tensor(table, col)
         return {
             "x": values,
             "lengths": table[length_col].to_numpy().astype(np.int64),

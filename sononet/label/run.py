@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from sononet.device import decode_workers
 from sononet.label.engine import MIN_WINDOW_S, resolve_window
 from sononet.label.inputs import duplicates, list_inputs, resolve_shard
 from sononet.label.labeller import Labeller
@@ -28,7 +29,7 @@ class LabelConfig:
     shard_index: int | None = None  # None = JOB_COMPLETION_INDEX or RANK from the environment, else 0
     shard_count: int | None = None  # None = JOB_COMPLETIONS or WORLD_SIZE from the environment, else 1
     device: str = "auto"  # cuda when present, else cpu
-    workers: int = 2  # decode threads (soundfile and soxr release the GIL)
+    workers: int | None = None  # decode threads; None = the CPU threads chosen (--threads), else usable CPUs
     mel_backend: str = "auto"  # as in prepare: both backends pass the librosa parity test
     merge: bool = False  # only combine every shard's finished parts into `out`
     embeddings: bool = False  # add the pooled clip vector per row (fixed-shape tensor column `embedding`)
@@ -39,7 +40,7 @@ class LabelConfig:
         if not str(self.out).endswith(".parquet"):
             raise ValueError(f"out must be a .parquet file (labels are written as Parquet). Found: {self.out!r}")
         for name in ("batch_size", "part_size", "workers"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive. Found: {getattr(self, name)}")
         if self.window_s is not None and not self.window_s >= MIN_WINDOW_S:
             raise ValueError(f"need window_s >= {MIN_WINDOW_S} (seconds). Found: {self.window_s}")
@@ -111,7 +112,7 @@ def _label_shard(cfg: LabelConfig, progress: bool) -> dict:
     bar = tqdm(total=len(mine), unit="file", desc=f"label {shard}/{n}", disable=not progress)
     bar.update(len(mine) - sum(len(chunks[k]) for k in todo))
     processed = 0
-    with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
+    with ThreadPoolExecutor(max_workers=decode_workers(cfg.workers)) as pool:
         for k in todo:
             table, stats = label_files(chunks[k], lab, cfg, window, pool, bar, repeats=chunk_repeats[k])
             path = out_dir / f"part-{shard:05d}-{k:05d}.parquet"
