@@ -1,9 +1,10 @@
-"""How every benchmark measures: median of repeated timings, and a child process's own peak RSS.
+"""How every benchmark measures: median of repeated timings, a child process's own peak RSS, a CPU hog.
 
 A median over a few repetitions shrugs off the odd slow run that a shared machine causes;
 min and max are kept so a reader can see the spread. Peak RSS comes from ``wait4`` on the
 one command, not ``getrusage(RUSAGE_CHILDREN)``, which is the maximum over *every* child the
-benchmark ever waited for and so could not show a smaller second run.
+benchmark ever waited for and so could not show a smaller second run. ``cpu_hog`` makes the
+contended condition a benchmark can be measured under: busy children it always ends itself.
 """
 
 from __future__ import annotations
@@ -139,3 +140,56 @@ def run_sononet(args: list[str], log_path: str | Path) -> ChildRun:
     if child.returncode != 0:
         raise RuntimeError(f"sononet {args[0]} exited with {child.returncode}:\n{child.tail()}")
     return child
+
+
+# One busy process of the hog. It says when it spins (so timing starts under load, and a failed
+# start is seen), and stops by itself after its time limit or once its parent is gone: a killed
+# benchmark can never leave it running.
+HOG_MARKER = "sononet-bench-cpu-hog"
+_HOG = f"""
+import os, sys, time  # {HOG_MARKER}
+parent, end = int(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+print("spinning", flush=True)
+while time.monotonic() < end and os.getppid() == parent:
+    for _ in range(100_000):
+        pass
+"""
+
+
+@contextlib.contextmanager
+def cpu_hog(width: int, limit_s: float) -> Iterator[list[subprocess.Popen]]:
+    """``width`` busy child processes (one core's worth of demand each) for the duration of the block.
+
+    They are terminated (then killed if need be) and reaped on the way out, whatever happens in
+    the block or while starting them; ``limit_s`` bounds them even if this process dies first.
+    Yields the processes so a caller can check they were still spinning when it finished.
+    """
+    if width < 1 or limit_s <= 0:
+        raise ValueError(f"width and limit_s must be positive. Found: {width}, {limit_s}")
+    procs: list[subprocess.Popen] = []
+    try:
+        for i in range(width):
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-S", "-c", _HOG, str(os.getpid()), str(limit_s), str(i)],  # i: which one
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                )
+            )
+        for p in procs:
+            if p.stdout is None or p.stdout.readline() != b"spinning\n":
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(timeout=5)
+                raise RuntimeError(f"CPU hog process {p.pid} did not start (exit code {p.returncode})")
+        yield procs
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            if p.stdout is not None:
+                p.stdout.close()

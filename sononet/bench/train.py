@@ -1,9 +1,14 @@
-"""Benchmark 5: training steps per second for each model, on random inputs of the real shapes.
+"""Benchmark 5: training steps per second for each model, alone and beside a CPU hog.
 
 One step is what the training loop does per batch: forward with labels, backward, gradient
 clipping, AdamW. Inputs are (B, 128, 94) log-mel for the CNN and BiGRU and (B, 48000) 16 kHz
 waveform for wav2vec2; bf16 autocast on CUDA as in the loop. A few warm steps (allocator,
 cuDNN autotuning) are excluded; the median step time of the timed steps is reported.
+
+On the CPU the same steps run again beside a hog of as many busy processes as torch has
+intra-op threads, the machine another job shares it with. Wall time then has to grow; what
+should not is this process's CPU time per step (``time.process_time``, every thread): if it
+does, threads burn CPU waiting for each other (spinning at barriers while a core is taken).
 """
 
 from __future__ import annotations
@@ -11,9 +16,13 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from collections.abc import Callable
+
+from sononet.bench.timing import cpu_hog
 
 log = logging.getLogger(__name__)
 N_CLASSES = 6  # CREMA-D's emotions
+HOG_SLACK_S = 60.0  # the hog's own time limit: this plus 20x the quiet time of the contended steps
 
 
 def _overrides(name: str, w2v2: str) -> dict:
@@ -22,7 +31,35 @@ def _overrides(name: str, w2v2: str) -> dict:
     return {"tiny": True} if w2v2 == "tiny" else {"backbone": w2v2}
 
 
-def bench_model(name: str, device: str, batch: int, warmup: int, steps: int, w2v2: str = "tiny") -> dict:
+def timed_steps(step: Callable[[], None], steps: int, sync: Callable[[], None]) -> tuple[list[float], list[float]]:
+    """Wall and process CPU seconds of each of ``steps`` calls of ``step``."""
+    wall, cpu = [], []
+    for _ in range(steps):
+        sync()
+        t0, c0 = time.perf_counter(), time.process_time()
+        step()
+        sync()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu
+
+
+def contended_steps(
+    step: Callable[[], None], warmup: int, steps: int, width: int, quiet_s: float
+) -> tuple[list[float], list[float]]:
+    """``timed_steps`` beside ``width`` busy processes (after ``warmup`` steps there, untimed)."""
+    with cpu_hog(width, HOG_SLACK_S + 20 * (warmup + steps) * quiet_s) as hog:
+        for _ in range(warmup):
+            step()
+        wall, cpu = timed_steps(step, steps, lambda: None)
+        if any(p.poll() is not None for p in hog):  # its time limit ran out: not contended throughout
+            raise RuntimeError("the CPU hog ended before the contended steps did")
+    return wall, cpu
+
+
+def bench_model(
+    name: str, device: str, batch: int, warmup: int, steps: int, w2v2: str = "tiny", contention: bool = True
+) -> dict:
     import torch
 
     from sononet.features.mel import FeatureConfig
@@ -56,15 +93,7 @@ def bench_model(name: str, device: str, batch: int, warmup: int, steps: int, w2v
         torch.cuda.reset_peak_memory_stats(dev)
     for _ in range(warmup):
         step()
-    times = []
-    for _ in range(steps):
-        if on_cuda:
-            torch.cuda.synchronize(dev)
-        t0 = time.perf_counter()
-        step()
-        if on_cuda:
-            torch.cuda.synchronize(dev)
-        times.append(time.perf_counter() - t0)
+    times, cpu = timed_steps(step, steps, (lambda: torch.cuda.synchronize(dev)) if on_cuda else (lambda: None))
     median = statistics.median(times)
     row = {
         "model": name,
@@ -79,15 +108,31 @@ def bench_model(name: str, device: str, batch: int, warmup: int, steps: int, w2v
         "min_s": min(times),
         "max_s": max(times),
         "repeats": steps,
+        "cpu_s_per_step": statistics.median(cpu),
         "peak_gpu_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if on_cuda else None,
     }
+    if contention and not on_cuda:
+        width = torch.get_num_threads()
+        times, cpu = contended_steps(step, warmup, steps, width, median)
+        hog_median, hog_cpu = statistics.median(times), statistics.median(cpu)
+        row |= {
+            "hog_processes": width,
+            "contended_steps_per_s": 1.0 / hog_median,
+            "contended_median_s": hog_median,
+            "contended_cpu_s_per_step": hog_cpu,
+            "cpu_s_ratio_contended": hog_cpu / row["cpu_s_per_step"],
+        }
+        log.info("train %s beside a %d-process hog: CPU-s per step x%.2f", name, width, row["cpu_s_ratio_contended"])
     log.info("train %s on %s: %.2f steps/s", name, device, row["steps_per_s"])
     return row
 
 
-def run_train(models: tuple[str, ...], devices: list[str], batch: int, warmup: int, steps: int, w2v2: str) -> dict:
-    rows = [bench_model(m, d, batch, warmup, steps, w2v2) for d in devices for m in models]
+def run_train(
+    models: tuple[str, ...], devices: list[str], batch: int, warmup: int, steps: int, w2v2: str, contention: bool = True
+) -> dict:
+    rows = [bench_model(m, d, batch, warmup, steps, w2v2, contention) for d in devices for m in models]
     return {
         "rows": rows,
-        "note": "random inputs; wav2vec2 is the random-init tiny encoder unless w2v2 names weights",
+        "note": "random inputs; wav2vec2 is the random-init tiny encoder unless w2v2 names weights; "
+        "contended rows (CPU only) run beside a hog of as many busy processes as torch has threads",
     }
