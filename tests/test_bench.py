@@ -147,7 +147,7 @@ def test_cli_runs_a_subset_and_prints_verdicts(tmp_path: Path) -> None:
         "python_loop",
     ]
     assert {r["dest"] for r in result["rows"]} == {"fresh", "pre-touched"}
-    assert rows["memcpy"]["pct_of_memcpy"] == rows["memcpy_pretouched"]["pct_of_memcpy"] == 100.0
+    assert rows["memcpy"]["pct_of_memcpy"] == pytest.approx(100.0) == rows["memcpy_pretouched"]["pct_of_memcpy"]
     # Each row is judged against the copy with the same kind of destination.
     want = 100 * rows["numba_pretouched"]["gib_per_s"] / rows["memcpy_pretouched"]["gib_per_s"]
     assert rows["numba_pretouched"]["pct_of_memcpy"] == pytest.approx(want)
