@@ -52,7 +52,7 @@ class PrepareConfig:
     shard_size: int = 256  # inputs per shard: ~30 MB files, and the bound on memory
     workers: int | None = None  # decode threads; None = the CPU threads chosen (--threads), else usable CPUs
     device: str = "auto"  # cuda when present, else cpu
-    mel_backend: str = "auto"  # auto times nnaudio and torchaudio on the device and keeps the faster
+    mel_backend: str = "auto"  # auto: torchaudio on the CPU; on CUDA the faster of both, timed
     mel_batch: int = 0  # clips per device call; 0 = CPU_MEL_BATCH on the CPU, CUDA_MEL_BATCH on CUDA
     demo_actors: int = 16  # size of the generated demo corpus (82 clips per actor)
     demo_seed: int = 0

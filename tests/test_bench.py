@@ -516,3 +516,11 @@ def test_resolved_keeps_explicit_small_clips_in_tiny_mode() -> None:
 def test_run_child_kills_a_command_past_its_timeout(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="ran past 0 s and was killed"):
         run_child([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "slow.log", timeout_s=0.3)
+
+
+def test_a_scratch_folder_that_does_not_exist_yet_is_made(tmp_path: Path) -> None:
+    scratch = tmp_path / "scratch" / "deeper"
+    doc = run_bench(
+        BenchConfig(out=str(tmp_path / "out"), device="cpu", tiny=True, only=("pad_trim",), tmp_dir=str(scratch))
+    )
+    assert doc["benchmarks"]["pad_trim"]["status"] == "ok" and scratch.is_dir()

@@ -171,6 +171,8 @@ def run_bench(cfg: BenchConfig) -> dict:
             "resolved_config": dataclasses.asdict(cfg),
             "machine": describe_machine(),
         }
+        if cfg.tmp_dir:  # an asked-for scratch folder is made, like every output folder
+            Path(cfg.tmp_dir).mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="sononet-bench-", dir=cfg.tmp_dir) as tmp:
             for name in (b for b in BENCHMARKS if b in cfg.only):
                 log.info("bench: %s", name)
