@@ -29,7 +29,7 @@ from sononet.corpus import Clip, Corpus, load_corpus, parse_label_map, select_la
 from sononet.device import check_device, decode_workers, resolve_device
 from sononet.errors import AudioError, ErrorRow, count_by_reason
 from sononet.features.frontend import decode_samples, fixed_length, frame_lengths
-from sononet.features.mel import CPU_BLOCK, FeatureConfig, LogMel, pick_backend
+from sononet.features.mel import BACKENDS, CPU_BLOCK, FeatureConfig, LogMel, pick_backend
 from sononet.features.shards import ShardWriter, packed_array, shard_schema
 from sononet.io import sha256_file
 from sononet.locking import folder_lock
@@ -67,8 +67,8 @@ class PrepareConfig:
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be positive (or unset for one per CPU). Found: {self.workers}")
         check_device(self.device)
-        if self.mel_backend not in ("auto", "nnaudio", "torchaudio"):
-            raise ValueError(f"mel_backend must be auto, nnaudio or torchaudio. Found: {self.mel_backend!r}")
+        if self.mel_backend not in ("auto", *BACKENDS):
+            raise ValueError(f"mel_backend must be auto or one of {BACKENDS}. Found: {self.mel_backend!r}")
         if not 1 <= self.demo_actors <= 999 or self.demo_seed < 0:  # DemoConfig's rules, checked before any work
             raise ValueError(
                 f"need 1 <= demo_actors <= 999, demo_seed >= 0. Found: {self.demo_actors}, {self.demo_seed}"

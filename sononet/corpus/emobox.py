@@ -131,29 +131,25 @@ def emobox_split(
     return {c: "val" if c in val else p for c, p in part.items() if p is not None}
 
 
-def describe(meta_dir: str | Path, clip_ids: Sequence[str], clip_speakers: Sequence[str | None]) -> str:
-    """The protocol string: which folds, how validation was made, and what the data shows about speakers."""
+def describe(meta_dir: str | Path, clip_ids: Sequence[str], clip_speakers: Sequence[str | None]) -> tuple[str, bool]:
+    """(the protocol string, whether no fold tests a speaker it trains on), both from one read of
+    the folds: which folds, how validation was made, and what the data shows about speakers."""
     folds = read_folds(meta_dir)
     name = Path(meta_dir).resolve().name
+    speaker = dict(zip(clip_ids, clip_speakers))
     known = all(s is not None for s in clip_speakers)
     notes = [f"val: 1/8 of train {'speakers' if known else 'clips, random'}, seeded"]
     listed = sum(f.n_listed for f in folds)
-    matched = sum(f.match(cid) is not None for f in folds for cid in clip_ids)
-    if test_speakers_in_train(meta_dir, clip_ids, clip_speakers):
+    matched = 0
+    shared = False
+    for f in folds:
+        part = {cid: f.match(cid) for cid in clip_ids}
+        matched += sum(p is not None for p in part.values())
+        test_spk = {speaker[c] for c, p in part.items() if p == "test"} - {None}
+        shared |= bool(test_spk & {speaker[c] for c, p in part.items() if p == "train"})
+    shared &= known  # speaker sharing is only knowable when every clip names its speaker
+    if shared:
         notes.append("speaker-dependent: test speakers also in train")
     if listed > matched:
         notes.append(f"{listed - matched} listed clips not in the data")
-    return f"emobox {name} folds ({'; '.join(notes)})"
-
-
-def test_speakers_in_train(meta_dir: str | Path, clip_ids: Sequence[str], clip_speakers: Sequence[str | None]) -> bool:
-    """True when some fold tests a speaker it also trains on (only knowable when speakers are known)."""
-    if not all(s is not None for s in clip_speakers):
-        return False
-    speaker = dict(zip(clip_ids, clip_speakers))
-    for f in read_folds(meta_dir):
-        part = {cid: f.match(cid) for cid in clip_ids}
-        test = {speaker[c] for c, p in part.items() if p == "test"}
-        if test & {speaker[c] for c, p in part.items() if p == "train"}:
-            return True
-    return False
+    return f"emobox {name} folds ({'; '.join(notes)})", not shared

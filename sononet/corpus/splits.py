@@ -69,12 +69,10 @@ def split_protocol(cfg: SplitConfig, clip_ids: Sequence[str], clip_speakers: Seq
     """
     if cfg.mode != "emobox":
         return cfg.protocol, cfg.mode == "speaker"
-    from sononet.corpus.emobox import describe, test_speakers_in_train
+    from sononet.corpus.emobox import describe
 
     assert cfg.emobox is not None  # SplitConfig checks it
-    return describe(cfg.emobox, clip_ids, clip_speakers), not test_speakers_in_train(
-        cfg.emobox, clip_ids, clip_speakers
-    )
+    return describe(cfg.emobox, clip_ids, clip_speakers)
 
 
 def _counts(n: int, fractions: Sequence[float]) -> tuple[int, int, int]:
