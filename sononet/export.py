@@ -61,7 +61,10 @@ def normalised(model: nn.Module, kind: str, norm: dict[str, list[float]]) -> nn.
             super().__init__()
             self.model = model
             if kind == "mel":
-                self.register_buffer("mean", torch.tensor(norm["mean"], dtype=torch.float32))
+                mean = torch.tensor(norm["mean"], dtype=torch.float32)
+                if "speaker" in norm:  # speakers are unknown here: the training speakers' average voice
+                    mean = mean + torch.tensor(norm["speaker_default"], dtype=torch.float32)
+                self.register_buffer("mean", mean)
                 self.register_buffer("std", torch.tensor(norm["std"], dtype=torch.float32))
 
         def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -62,7 +62,10 @@ def test_predict_shapes_and_order(clf: EmotionClassifier, audio: Path) -> None:
     scores = [d["score"] for d in one]
     assert scores == sorted(scores, reverse=True) and sum(scores) == pytest.approx(1.0, abs=1e-5)
     two = clf.predict([str(audio / "a8k.wav"), audio / "b44k.flac"], top_k=2)
-    assert len(two) == 2 and all(len(r) == 2 for r in two) and two[0] == one[:2]
+    assert len(two) == 2 and all(len(r) == 2 for r in two)
+    # Batched with another clip: the same ranking, scores equal to float precision (oneDNN may block differently).
+    assert [d["label"] for d in two[0]] == [d["label"] for d in one[:2]]
+    assert [d["score"] for d in two[0]] == pytest.approx([d["score"] for d in one[:2]], rel=1e-5)
     assert clf.predict([]) == [] and clf.predict_proba([]).shape == (0, len(LABELS))
 
 

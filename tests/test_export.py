@@ -58,3 +58,18 @@ def test_cli(tmp_path: Path) -> None:
     assert "model.onnx" in result.output and (tmp_path / "x" / "model.onnx").stat().st_size > 1000
     result = CliRunner().invoke(main, ["export", "--model", str(model_dir), "--format", "tflite"])
     assert result.exit_code == 2 and "tflite" in result.output
+
+
+def test_export_normalises_as_label_does_for_a_speaker_normalised_model(tmp_path: Path) -> None:
+    """The exported graph cannot know the speaker: it bakes in the training speakers' average, as label does."""
+    from sononet.features.normalize import model_inputs
+
+    model, doc = load_model(save_tiny(tmp_path / "cnn" / "model"))
+    norm = doc["meta"]["norm"]
+    assert norm["speaker"] == 1.0
+    x, lengths = example_inputs("mel", FEATURES, 3)
+    with torch.no_grad():
+        _, got = normalised(model, "mel", norm)(x, lengths)
+        tensors = {k: torch.tensor(v, dtype=torch.float32) for k, v in norm.items()}
+        want, _ = model(model_inputs(x, lengths, "mel", tensors, torch.device("cpu")), lengths)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)

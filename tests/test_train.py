@@ -177,3 +177,53 @@ def test_digest_sees_every_weight() -> None:
     with torch.no_grad():
         a.bias[0] += 1e-6
     assert weights_digest(a) != before
+
+
+def test_speaker_means_are_per_speaker_over_valid_frames(shards: Path) -> None:
+    """Each speaker's mean equals the mean of its clips' valid frames, recomputed here from the raw shards."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from sononet.features.normalize import mel_band_stats, speaker_means
+    from sononet.features.shards import shard_paths, shard_tensor
+
+    table = pq.read_table(shard_paths(shards)[0], columns=["clip_id", "speaker", "n_frames", "mel"])
+    ids, spk = table["clip_id"].to_pylist(), table["speaker"].to_pylist()
+    speakers = speaker_means(shards, ids)
+    assert set(speakers.means) == set(spk) and len(speakers.means) > 1
+    mel, frames = shard_tensor(table, "mel").astype(np.float64), table["n_frames"].to_numpy()
+    one = spk[0]
+    frames_of = [mel[i][:, : frames[i]] for i in range(len(ids)) if spk[i] == one]
+    np.testing.assert_allclose(speakers.means[one], np.concatenate(frames_of, axis=1).mean(1), rtol=1e-5, atol=1e-4)
+    offsets = speakers.offsets()
+    assert all(offsets[c] is speakers.means[s] for c, s in zip(ids, spk))
+    mean, std = mel_band_stats(shards, ids, offsets=offsets)
+    assert np.abs(mean).max() < 1e-3 and (std > 0).all()  # centred per speaker, so ~0 overall
+    np.testing.assert_allclose(speakers.average(ids), np.mean(list(speakers.means.values()), axis=0), rtol=1e-6)
+
+
+def test_speaker_norm_is_saved_and_predict_uses_each_speakers_mean(shards: Path, tmp_path: Path) -> None:
+    """A speaker-normalised model: ``predict`` with speakers known differs from the label/API fallback
+    (the training speakers' average), and both are what ``model_inputs`` makes of the stored features."""
+    from sononet.models.saving import load_model
+    from sononet.train.loop import predict
+
+    splits = splits_for(shards)
+    result = train_model("cnn", shards, splits, LABELS, TrainConfig(epochs=1), tmp_path / "cnn", CPU, progress=False)
+    model, saved = load_model(result.model_dir)
+    norm = saved["meta"]["norm"]
+    assert norm["speaker"] == 1.0 and len(norm["speaker_default"]) == len(norm["mean"])
+    test_ids = [c for c, s in splits.items() if s == "test"]
+    known = predict(model, saved["meta"], shards, test_ids, CPU).set_index("clip_id")
+    unknown = predict(model, saved["meta"], shards, test_ids, CPU, known_speakers=False).set_index("clip_id")
+    probs = [f"prob_{c}" for c in LABELS]
+    assert not known[probs].equals(unknown.loc[known.index, probs])
+    off = train_model("cnn", shards, splits, LABELS, TrainConfig(epochs=1, speaker_norm=False), tmp_path / "off",
+                      CPU, progress=False)  # fmt: skip
+    assert "speaker" not in load_model(off.model_dir)[1]["meta"]["norm"]
+
+
+def test_speaker_norm_and_clip_norm_are_refused_together() -> None:
+    with pytest.raises(ValueError, match="speaker_norm and train.clip_norm"):
+        TrainConfig(clip_norm=True)
+    TrainConfig(clip_norm=True, speaker_norm=False)

@@ -7,13 +7,24 @@ cepstral mean normalisation: what a microphone, a room or a voice adds to every 
 clip goes, what changes within the clip (the prosody) stays. Waveforms are standardised per
 clip over their valid samples, as ``Wav2Vec2FeatureExtractor(do_normalize=True)`` does.
 
+With speaker normalisation (``TrainConfig.speaker_norm``, the default) each clip first loses
+its speaker's per-band mean, taken over the valid frames of all of that speaker's clips in the
+set at hand (:func:`speaker_means`): what is constant in a voice (vocal tract, habitual
+level, microphone) goes, how this clip departs from the speaker's usual self stays. It needs no
+labels, only which clips share a speaker, so test speakers are normalised by their own
+unlabelled audio, as in speaker-independent SER practice (Busso et al. 2011). It assumes each
+speaker's clips span several emotions; a speaker heard in one emotion only loses part of it.
+Where the speaker is unknown (``sononet label``, the Python API, ONNX export) the offset is the
+training speakers' average (``speaker_default``), which costs accuracy: see results/ravdess.
+
 Training, evaluation and labelling all call :func:`model_inputs`, so a saved model's inputs
 are rebuilt exactly from the ``norm`` dict it carries.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,24 +36,77 @@ import torch
 from sononet.features.shards import shard_paths, shard_tensor
 
 
+def _mel_tables(directory: str | Path, clip_ids: Collection[str], columns: list[str]):
+    """(table, (N, n_mels, T) float64 log-mel, (N, T) valid-frame mask) per shard holding any of ``clip_ids``."""
+    ids = pa.array(sorted(clip_ids), pa.string())
+    for path in shard_paths(directory):
+        table = pq.read_table(path, columns=["clip_id", "n_frames", "mel", *columns])
+        table = table.filter(pc.is_in(table["clip_id"], ids))
+        if table.num_rows:
+            mel = shard_tensor(table, "mel").astype(np.float64)
+            frames = table["n_frames"].to_numpy()
+            yield table, mel, np.arange(mel.shape[-1])[None, :] < frames[:, None]
+
+
+@dataclass
+class SpeakerMeans:
+    """Which speaker each clip has, and each speaker's per-band log-mel mean."""
+
+    speaker_of: dict[str, str]  # clip_id -> speaker ("" where unknown)
+    means: dict[str, np.ndarray]  # speaker -> (n_mels,) float32
+
+    def offsets(self) -> dict[str, np.ndarray]:
+        """clip_id -> its speaker's mean: what each clip loses before the model sees it."""
+        return {cid: self.means[spk] for cid, spk in self.speaker_of.items()}
+
+    def average(self, clip_ids: Collection[str]) -> np.ndarray:
+        """The mean over the distinct speakers of ``clip_ids``, each speaker weighted once."""
+        speakers = sorted({self.speaker_of[c] for c in clip_ids})
+        return np.mean([self.means[s] for s in speakers], axis=0).astype(np.float32)
+
+
+def speaker_means(directory: str | Path, clip_ids: Collection[str]) -> SpeakerMeans:
+    """Each speaker's mean over the valid frames of its clips among ``clip_ids``.
+
+    Clips without a speaker are pooled as one unknown speaker (""), which for a corpus
+    without speakers is a plain global mean.
+    """
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    speaker_of: dict[str, str] = {}
+    for table, mel, mask in _mel_tables(directory, clip_ids, ["speaker"]):
+        clip_sums = (mel * mask[:, None, :]).sum(-1)  # (N, n_mels)
+        for cid, spk, total, n in zip(
+            table["clip_id"].to_pylist(), table["speaker"].to_pylist(), clip_sums, mask.sum(-1), strict=True
+        ):
+            spk = spk or ""
+            speaker_of[cid] = spk
+            sums[spk] = sums[spk] + total if spk in sums else total
+            counts[spk] = counts.get(spk, 0) + int(n)
+    if not speaker_of:
+        raise ValueError(f"none of the {len(clip_ids)} clips is in {directory}; cannot compute speaker means")
+    means = {spk: (sums[spk] / max(counts[spk], 1)).astype(np.float32) for spk in sums}
+    return SpeakerMeans(speaker_of, means)
+
+
 def mel_band_stats(
-    directory: str | Path, clip_ids: Collection[str], per_clip: bool = False
+    directory: str | Path,
+    clip_ids: Collection[str],
+    per_clip: bool = False,
+    offsets: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-band mean and std over the valid frames of ``clip_ids``, one shard at a time.
 
-    With ``per_clip`` the statistics are those of the clip-mean-removed features (the mean is ~0).
+    With ``per_clip`` the statistics are those of the clip-mean-removed features, with
+    ``offsets`` (clip_id -> (n_mels,), ``SpeakerMeans.offsets``) those of the features minus
+    each clip's offset; the mean is then ~0.
     """
-    ids = pa.array(sorted(clip_ids), pa.string())
     total = sq = None
     count = 0
-    for path in shard_paths(directory):
-        table = pq.read_table(path, columns=["clip_id", "n_frames", "mel"])
-        table = table.filter(pc.is_in(table["clip_id"], ids))
-        if not table.num_rows:
-            continue
-        mel = shard_tensor(table, "mel").astype(np.float64)  # (N, n_mels, T)
-        frames = table["n_frames"].to_numpy()
-        mask = np.arange(mel.shape[-1])[None, :] < frames[:, None]  # (N, T)
+    for table, mel, mask in _mel_tables(directory, clip_ids, []):
+        frames = mask.sum(-1)
+        if offsets is not None:
+            mel = mel - np.stack([offsets[c] for c in table["clip_id"].to_pylist()])[:, :, None]
         if per_clip:
             mel = mel - (mel * mask[:, None, :]).sum(-1, keepdims=True) / np.maximum(frames, 1)[:, None, None]
         valid = mel * mask[:, None, :]
@@ -83,18 +147,29 @@ def normalize_wave(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 def model_inputs(
-    x: torch.Tensor, lengths: torch.Tensor, kind: str, norm: dict[str, torch.Tensor], device: torch.device
+    x: torch.Tensor,
+    lengths: torch.Tensor,
+    kind: str,
+    norm: dict[str, torch.Tensor],
+    device: torch.device,
+    offsets: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Stored features of one batch -> what the model takes, on ``device``.
 
     Args:
         x: (B, n_mels, T) log-mel dB (``kind="mel"``) or (B, S) waveform (``kind="wave"``).
         lengths: (B,) valid frames or samples.
-        norm: the saved statistics: ``mean``, ``std`` (n_mels,) and, when set, ``per_clip``.
+        norm: the saved statistics: ``mean``, ``std`` (n_mels,) and, when set, ``per_clip``, or
+            ``speaker`` with ``speaker_default`` (n_mels,).
+        offsets: (B, n_mels) each clip's speaker mean, for a speaker-normalised model; None:
+            ``speaker_default`` for every clip (speakers unknown).
     """
     x = x.to(device, non_blocking=True)
     lengths = lengths.to(device)
     if kind == "mel":
+        if "speaker" in norm:
+            offsets = norm["speaker_default"].expand(x.shape[0], -1) if offsets is None else offsets
+            x = x - offsets.to(device)[:, :, None]
         per_clip = bool(norm.get("per_clip", torch.tensor(0.0)).item())
         return normalize_mel(x, norm["mean"].to(device), norm["std"].to(device), lengths if per_clip else None)
     return normalize_wave(x, lengths)

@@ -14,7 +14,7 @@ The shards are plain Parquet, so any Arrow reader works too::
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,10 +46,15 @@ class Batch:
     labels: torch.Tensor  # (B,) class index
     intensity: torch.Tensor  # (B,) 0/1/2 for LO/MD/HI, -100 where unknown
     clip_ids: list[str]
+    offsets: torch.Tensor | None = None  # (B, n_mels) each clip's speaker mean, when the stream has offsets
 
 
 class ShardStream:
-    """An epoch-seeded, windowed-shuffle stream over the rows of ``clip_ids``."""
+    """An epoch-seeded, windowed-shuffle stream over the rows of ``clip_ids``.
+
+    ``offsets`` (clip_id -> (n_mels,), from ``normalize.SpeakerMeans.offsets``) ride along with each
+    batch for :func:`~sononet.features.normalize.model_inputs`.
+    """
 
     def __init__(
         self,
@@ -63,6 +68,7 @@ class ShardStream:
         window_shards: int = 4,
         rank: int = 0,
         world_size: int = 1,
+        offsets: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         if input_kind not in ("mel", "wave"):
             raise ValueError(f"input_kind must be 'mel' or 'wave'. Found: {input_kind!r}")
@@ -81,6 +87,7 @@ class ShardStream:
         self.window_shards = max(1, window_shards)
         self.rank = rank
         self.world_size = world_size
+        self.offsets = offsets
         self.epoch = 0
         counts = self._rows_per_shard()
         self._window_counts = [
@@ -114,7 +121,13 @@ class ShardStream:
         if unknown:
             raise ValueError(f"{path.name} holds labels {unknown} outside the label set {list(self.label_index)}")
         values = shard_tensor(table, col)
+        offsets = {}
+        if self.offsets is not None:
+            rows = [self.offsets[c] for c in table["clip_id"].to_pylist()]
+            empty = np.zeros((0, values.shape[1]), np.float32)
+            offsets["offsets"] = np.stack(rows).astype(np.float32) if rows else empty
         return {
+            **offsets,
             "x": values,
             "lengths": table[length_col].to_numpy().astype(np.int64),
             "labels": np.array([self.label_index[lab] for lab in table["label"].to_pylist()], np.int64),
@@ -168,4 +181,5 @@ class ShardStream:
             labels=torch.from_numpy(rows["labels"]),
             intensity=torch.from_numpy(rows["intensity"]),
             clip_ids=list(rows["clip_ids"]),
+            offsets=torch.from_numpy(rows["offsets"]) if "offsets" in rows else None,
         )

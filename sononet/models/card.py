@@ -119,6 +119,15 @@ def render_card(doc: dict[str, Any], metrics: dict[str, Any] | None = None, fold
         f"{protocol.get('seed', 'unknown')}",
         f"- initialisation: {init}",
         f"- best epoch: {meta.get('best_epoch', 'unknown')}; validation loss: {meta.get('val_loss', 'unknown')}",
+        *(
+            [
+                "- normalisation: per speaker. Evaluation removed each test speaker's mean log-mel over its own clips;",
+                "  `sononet label` and `EmotionClassifier` do not know who speaks and remove the training speakers'",
+                "  average instead, which scores lower (see results/ravdess in the SonoNet repository).",
+            ]
+            if "speaker" in (meta.get("norm") or {})
+            else []
+        ),
         "",
         "## Metrics",
         "",

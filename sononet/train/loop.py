@@ -31,7 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from sononet.device import seed_everything
-from sononet.features.normalize import mel_band_stats, model_inputs
+from sononet.features.normalize import mel_band_stats, model_inputs, speaker_means
 from sononet.features.reader import ShardStream, load_metadata
 from sononet.io import atomic_write, atomic_write_json
 from sononet.models.registry import MODELS, build_model
@@ -62,6 +62,7 @@ class TrainConfig:
     plateau_patience: int = 4  # epochs before ReduceLROnPlateau halves the learning rate
     plateau_factor: float = 0.5
     bn_recalibrate: bool = True  # recompute BatchNorm statistics on the training clips after each epoch
+    speaker_norm: bool = True  # log-mel: remove each speaker's per-band mean first (features/normalize.py)
     clip_norm: bool = False  # log-mel: remove each clip's own per-band mean before the global standardisation
     class_weights: bool = False  # inverse-frequency CE weights (CREMA-D's NEU is 15 % rarer)
     intensity_aux: bool = False  # auxiliary LO/MD/HI head where intensity labels exist
@@ -92,6 +93,11 @@ class TrainConfig:
         if self.augment.mixup_alpha > 0 and self.intensity_aux:
             raise ValueError(
                 "train.augment.mixup_alpha and train.intensity_aux cannot be combined: mixup has no intensity target"
+            )
+        if self.speaker_norm and self.clip_norm:
+            raise ValueError(
+                "train.speaker_norm and train.clip_norm cannot be combined: the clip's own mean would replace "
+                "its speaker's; set one of them to false"
             )
         if self.select_on not in SELECT_ON:
             raise ValueError(f"train.select_on must be one of {SELECT_ON}. Found: {self.select_on!r}")
@@ -152,7 +158,7 @@ def recalibrate_batchnorm(
     model.train()
     for batch in stream:
         with _amp_context(device, amp):
-            model(model_inputs(batch.x, batch.lengths, kind, norm, device), batch.lengths.to(device))
+            model(model_inputs(batch.x, batch.lengths, kind, norm, device, batch.offsets), batch.lengths.to(device))
     for m, momentum in zip(layers, momenta):
         m.momentum = momentum
 
@@ -176,7 +182,7 @@ def evaluate_loss(
     truth: list[np.ndarray] = []
     preds: list[np.ndarray] = []
     for batch in stream:
-        x = model_inputs(batch.x, batch.lengths, kind, norm, device)
+        x = model_inputs(batch.x, batch.lengths, kind, norm, device, batch.offsets)
         labels_t = batch.labels.to(device)
         with _amp_context(device, amp):
             logits, loss = model(x, batch.lengths.to(device), labels_t)
@@ -236,11 +242,18 @@ class _Trainer:
         n_mels = int(feature_config.get("n_mels", 128))
         self.model = build_model(name, n_classes=len(labels), n_mels=n_mels, **overrides).to(device)
         self.norm: dict[str, torch.Tensor] = {}
+        offsets = None  # clip_id -> its speaker's mean, for every train and val clip
         if self.kind == "mel":
-            mean, std = mel_band_stats(shards, train_ids, per_clip=cfg.clip_norm)
+            if cfg.speaker_norm:
+                speakers = speaker_means(shards, [*train_ids, *val_ids])
+                offsets = speakers.offsets()
+            mean, std = mel_band_stats(shards, train_ids, per_clip=cfg.clip_norm, offsets=offsets)
             self.norm = {"mean": torch.from_numpy(mean), "std": torch.from_numpy(std)}
             if cfg.clip_norm:
                 self.norm["per_clip"] = torch.tensor(1.0)
+            if cfg.speaker_norm:  # unknown speakers (label, the API) get the training speakers' average
+                self.norm["speaker"] = torch.tensor(1.0)
+                self.norm["speaker_default"] = torch.from_numpy(speakers.average(train_ids))
         sample_rate = int(feature_config.get("sample_rate", 16_000))
         self.augment = (MelAugment(cfg.augment) if self.kind == "mel" else WaveAugment(cfg.augment, sample_rate)).to(
             device
@@ -264,14 +277,16 @@ class _Trainer:
         rank, world = dist.rank, dist.world_size
         bs = cfg.batch_size
         self.train_stream = ShardStream(
-            shards, train_ids, labels, self.kind, bs, True, cfg.seed, cfg.window_shards, rank, world
+            shards, train_ids, labels, self.kind, bs, True, cfg.seed, cfg.window_shards, rank, world, offsets
         )
         self.calib_stream = (  # the training clips in order, without augmentation, for BatchNorm statistics
-            ShardStream(shards, train_ids, labels, self.kind, bs, False, cfg.seed, cfg.window_shards, rank, world)
+            ShardStream(
+                shards, train_ids, labels, self.kind, bs, False, cfg.seed, cfg.window_shards, rank, world, offsets
+            )
             if cfg.bn_recalibrate
             else None
         )
-        self.val_stream = ShardStream(shards, val_ids, labels, self.kind, bs, shuffle=False)
+        self.val_stream = ShardStream(shards, val_ids, labels, self.kind, bs, shuffle=False, offsets=offsets)
         self.state = {"epoch": 0, "history": [], "best_score": -math.inf, "best_epoch": -1, "bad_epochs": 0, "step": 0}
 
     @property
@@ -310,7 +325,7 @@ class _Trainer:
             disable=not (progress and self.dist.is_main), leave=False, dynamic_ncols=True,
         )  # fmt: skip
         for batch in bar:
-            x = model_inputs(batch.x, batch.lengths, self.kind, self.norm, self.device)
+            x = model_inputs(batch.x, batch.lengths, self.kind, self.norm, self.device, batch.offsets)
             lengths = batch.lengths.to(self.device)
             if self.kind == "mel":
                 x = self.augment(x)
@@ -441,16 +456,23 @@ def predict(
     clip_ids: list[str],
     device: torch.device,
     batch_size: int = 64,
+    known_speakers: bool = True,
 ) -> pd.DataFrame:
-    """Class probabilities for ``clip_ids``: columns clip_id, true, pred, prob_<label>..."""
+    """Class probabilities for ``clip_ids``: columns clip_id, true, pred, prob_<label>...
+
+    A speaker-normalised model gets each speaker's mean over its clips among ``clip_ids``; with
+    ``known_speakers=False`` the training speakers' average instead, as ``sononet label`` does.
+    """
     labels = meta["labels"]
     kind = meta["input_kind"]
     norm = {k: torch.tensor(v) for k, v in meta.get("norm", {}).items()}
     model.eval().to(device)
-    stream = ShardStream(shards, clip_ids, labels, kind, batch_size, shuffle=False)
+    offsets = speaker_means(shards, clip_ids).offsets() if "speaker" in norm and known_speakers else None
+    stream = ShardStream(shards, clip_ids, labels, kind, batch_size, shuffle=False, offsets=offsets)
     rows = []
     for batch in stream:
-        logits, _ = model(model_inputs(batch.x, batch.lengths, kind, norm, device), batch.lengths.to(device))
+        x = model_inputs(batch.x, batch.lengths, kind, norm, device, batch.offsets)
+        logits, _ = model(x, batch.lengths.to(device))
         probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         for cid, y, p in zip(batch.clip_ids, batch.labels.tolist(), probs):
             rows.append(
