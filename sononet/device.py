@@ -80,6 +80,21 @@ def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     return max(1, n)
 
 
+def _env_threads() -> int | None:
+    env = os.environ.get(THREADS_ENV, "").strip()
+    if not env:
+        return None
+    if not env.isdigit() or int(env) < 1:
+        raise ValueError(f"${THREADS_ENV} must be a positive integer. Found: {env!r}")
+    return int(env)
+
+
+def thread_budget() -> int:
+    """The CPU threads this run may use: what :func:`configure_threads` chose, else
+    ``$SONONET_THREADS``, else :func:`usable_cpus`."""
+    return _configured or _env_threads() or usable_cpus()
+
+
 def configure_threads(threads: int | None = None) -> int:
     """Size torch's and numba's thread pools once, before heavy work; returns the count chosen.
 
@@ -89,11 +104,8 @@ def configure_threads(threads: int | None = None) -> int:
     and numba load, which is why commands call this first.
     """
     global _configured
-    env = os.environ.get(THREADS_ENV, "").strip()
-    if threads is None and env:
-        if not env.isdigit() or int(env) < 1:
-            raise ValueError(f"${THREADS_ENV} must be a positive integer. Found: {env!r}")
-        threads = int(env)
+    if threads is None:
+        threads = _env_threads()
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be at least 1. Found: {threads}")
     n = threads or usable_cpus()

@@ -12,15 +12,21 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import multiprocessing
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
+from tqdm import tqdm
 
 from sononet.corpus import corpus_label, is_synthetic
 from sononet.corpus.protocol import Protocol
 from sononet.corpus.splits import SplitConfig, assign_splits, split_protocol
-from sononet.device import check_device, resolve_device
+from sononet.device import check_device, configure_threads, resolve_device, thread_budget
 from sononet.evaluate import write_evaluation
 from sononet.evaluate.predictions import META_COLUMNS
 from sononet.features.reader import load_metadata
@@ -53,6 +59,7 @@ class ExperimentConfig:
     w2v2: str = "auto"  # tiny (random-init, offline), a hub id or a local dir; auto: tiny on CPU, base on CUDA
     device: str = "auto"
     resume: bool = True  # continue an interrupted run in the same directory
+    jobs: int | None = None  # models (fold x model) trained at once, one process each; None: see resolve_experiment
     profile: str = "auto"  # demo | real; auto: demo for the generated corpus, real for any --data
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -66,6 +73,8 @@ class ExperimentConfig:
             self.prepare.out = str(Path(self.out) / "shards")
         if self.profile not in PROFILES:
             raise ValueError(f"profile must be one of {PROFILES}. Found: {self.profile!r}")
+        if self.jobs is not None and self.jobs < 1:
+            raise ValueError(f"jobs must be at least 1 (or unset for one per CPU thread). Found: {self.jobs}")
 
 
 def resolve_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -81,6 +90,11 @@ def resolve_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
         cfg.prepare.device = cfg.device
     if cfg.profile == "real" and cfg.prepare.features.trim_silence_db is None:  # 0 turns it off explicitly
         cfg.prepare.features = replace(cfg.prepare.features, trim_silence_db=REAL_TRIM_SILENCE_DB)
+    if cfg.jobs is None:
+        # On the CPU, N single-threaded trainings beat one N-threaded one: these models are too small
+        # for intra-op threads to pay (bench: BiGRU 1.2 -> 40 clips/s from 2 threads to 1).
+        cpu = resolve_device(cfg.device).type == "cpu"
+        cfg.jobs = min(thread_budget(), max(1, cfg.split.folds) * len(cfg.models)) if cpu else 1
     train = cfg.train
     if train.epochs is None:
         train.epochs = PROFILE_EPOCHS[cfg.profile]
@@ -91,6 +105,61 @@ def resolve_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
         overrides["wav2vec2"] = {**w2v2_overrides(cfg.w2v2)[0], **overrides.get("wav2vec2", {})}
     train.model_overrides = overrides
     return cfg
+
+
+@dataclass(frozen=True)
+class TrainUnit:
+    """One model of one fold: what a training process needs besides the run's shared settings."""
+
+    name: str
+    fold: int | None  # None: a single split
+    splits: dict[str, str]
+    model_dir: str
+
+    @property
+    def stage(self) -> str:
+        return f"train/{self.name}" + (f"/fold-{self.fold}" if self.fold is not None else "")
+
+
+def train_unit(
+    unit: TrainUnit, shards: str, labels: list[str], cfg: TrainConfig, device: str, resume: bool, meta: dict,
+    progress: bool = False, threads: int | None = None,
+) -> float:  # fmt: skip
+    """Train one unit and mark it done; returns its seconds. Runs in this process or in a worker
+    (``threads`` then sizes the worker's pools, before its first torch op)."""
+    if threads is not None:
+        configure_threads(threads)
+    t = time.perf_counter()
+    result = train_model(
+        unit.name, shards, unit.splits, labels, cfg, unit.model_dir, resolve_device(device), resume=resume,
+        meta=meta, progress=progress,
+    )  # fmt: skip
+    done = {"best_epoch": result.best_epoch, "epochs": len(result.history)}
+    atomic_write_json(Path(unit.model_dir) / "done.json", done)
+    return time.perf_counter() - t
+
+
+def _train_parallel(
+    units: list[TrainUnit], run_unit: Callable[..., float], jobs: int, record: RunRecord, progress: bool
+) -> None:
+    """``units`` in ``jobs`` worker processes of ``thread_budget() // jobs`` threads each.
+
+    Spawned, not forked: a fork of a process whose OpenMP pool is running can hang. A worker's
+    error stops the queue (running units finish or die with the pool) and is raised here; a
+    rerun resumes, as every finished unit left its ``done.json``.
+    """
+    threads = max(1, thread_budget() // jobs)
+    log.info("training %d models, %d at a time, %d thread(s) each", len(units), jobs, threads)
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {pool.submit(run_unit, unit, threads=threads): unit for unit in units}
+        bar = tqdm(as_completed(futures), total=len(futures), desc="train", unit="model", disable=not progress)
+        for future in bar:
+            unit = futures[future]
+            record.add_stage(unit.stage, future.result())
+            bar.set_postfix_str(unit.stage.removeprefix("train/"))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def w2v2_overrides(choice: str) -> tuple[dict, str]:
@@ -137,6 +206,11 @@ def shard_splits(meta: pd.DataFrame, cfg: SplitConfig, fold: int = 0) -> dict[st
 
 
 def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> dict:
+    """Run (or resume) the experiment in ``cfg.out``; returns seconds, metrics, protocol and folder.
+
+    With ``jobs`` > 1 training runs in spawned worker processes: a script calling this must
+    guard its top level with ``if __name__ == "__main__":``, as ``multiprocessing`` requires.
+    """
     unknown = [m for m in cfg.models if m not in model_names()]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(model_names())}")
@@ -170,25 +244,34 @@ def _run(cfg: ExperimentConfig, out: Path, record: RunRecord, progress: bool) ->
         profile=cfg.profile, device=str(device),
     )  # fmt: skip
     train_meta = {"feature_config": manifest["feature_config"], "protocol": protocol.to_dict()}
-    all_preds = []
-    histories: dict[str, list[dict]] = {}
     folds = max(1, cfg.split.folds)
+    units = []  # (fold, model, splits, model dir) still to train
+    fold_splits = {}
     for fold in range(folds):
-        splits = shard_splits(meta, cfg.split, fold)
+        fold_splits[fold] = splits = shard_splits(meta, cfg.split, fold)
         fold_dir = out / (f"fold-{fold}" if folds > 1 else ".")
         fold_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(fold_dir / "splits.json", splits)
         for name in cfg.models:
+            if not (cfg.resume and (fold_dir / name / "done.json").exists()):
+                units.append(TrainUnit(name, fold if folds > 1 else None, splits, str(fold_dir / name)))
+    run_unit = partial(
+        train_unit, shards=cfg.prepare.out, labels=labels, cfg=train_cfg, device=str(device), resume=cfg.resume,
+        meta=train_meta,
+    )  # fmt: skip
+    jobs = min(cfg.jobs or 1, len(units))
+    if jobs <= 1:
+        for unit in units:
+            record.add_stage(unit.stage, run_unit(unit, progress=progress))
+    else:
+        _train_parallel(units, run_unit, jobs, record, progress)
+    all_preds = []
+    histories: dict[str, list[dict]] = {}
+    for fold in range(folds):
+        splits = fold_splits[fold]
+        fold_dir = out / (f"fold-{fold}" if folds > 1 else ".")
+        for name in cfg.models:
             model_dir = fold_dir / name
-            done = model_dir / "done.json"
-            if not (cfg.resume and done.exists()):
-                with record.stage(f"train/{name}" + (f"/fold-{fold}" if folds > 1 else "")):
-                    result = train_model(
-                        name, cfg.prepare.out, splits, labels, train_cfg, model_dir, device,
-                        resume=cfg.resume, meta=train_meta,
-                        progress=progress,
-                    )  # fmt: skip
-                atomic_write_json(done, {"best_epoch": result.best_epoch, "epochs": len(result.history)})
             histories[name if folds == 1 else f"{name}/fold-{fold}"] = json.loads(
                 (model_dir / "history.json").read_text()
             )

@@ -86,6 +86,11 @@ class RunRecord:
         self.doc["stages_s"][name] = round(time.perf_counter() - t, 2)
         self._write()
 
+    def add_stage(self, name: str, seconds: float) -> None:
+        """A stage timed elsewhere (a worker process)."""
+        self.doc["stages_s"][name] = round(seconds, 2)
+        self._write()
+
     def finish(self, status: str, **extra: Any) -> None:
         self.doc.update(status=status, seconds=round(time.perf_counter() - self.t0, 1), **extra)
         self.doc["ended"] = datetime.now(UTC).isoformat(timespec="seconds")

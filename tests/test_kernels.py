@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from sononet.kernels import pad_trim, pad_trim_ragged, ragged
@@ -61,3 +63,19 @@ def test_rejects_bad_arguments(kwargs: dict, message: str) -> None:
 def test_rejects_inconsistent_offsets() -> None:
     with pytest.raises(ValueError, match="offsets"):
         pad_trim_ragged(np.ones(5, np.float32), np.array([0, 3, 9]), 4)
+
+
+def test_kernels_leave_torchs_thread_count_alone() -> None:
+    """numba's omp layer would share torch's libgomp and reset its thread count on the first
+    parallel kernel; the kernels pick numba's own workqueue layer instead."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; torch.set_num_threads(1); import numpy as np; from sononet.kernels import pad_trim; "
+        "pad_trim([np.ones(100, np.float32)] * 4, 50, 'right', 'center'); import numba; "
+        "print(torch.get_num_threads(), numba.threading_layer())"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_THREADING_LAYER", "OMP_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == ["1", "workqueue"], out.stdout + out.stderr

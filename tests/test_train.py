@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -227,3 +229,36 @@ def test_speaker_norm_and_clip_norm_are_refused_together() -> None:
     with pytest.raises(ValueError, match="speaker_norm and train.clip_norm"):
         TrainConfig(clip_norm=True)
     TrainConfig(clip_norm=True, speaker_norm=False)
+
+
+def test_parallel_jobs_train_the_same_models_as_one_job(shards: Path, tmp_path: Path) -> None:
+    """--jobs 2 trains folds in two spawned single-threaded processes: the same weights, hence the
+    same predictions, as training them one after the other here, and run.json times every unit."""
+
+    def run(jobs: int, out: str) -> pd.DataFrame:
+        cfg = ExperimentConfig(
+            out=str(tmp_path / out), models=("cnn",), device="cpu", jobs=jobs,
+            prepare=PrepareConfig(data=str(shards.parent / "data"), out=str(shards), shard_size=40,
+                                  mel_backend="torchaudio", device="cpu"),
+            split=SplitConfig(folds=3, seed=0), train=TrainConfig(epochs=1, batch_size=16, tensorboard=False),
+        )  # fmt: skip
+        run_experiment(cfg, progress=False)
+        stages = json.loads((tmp_path / out / "run.json").read_text())["stages_s"]
+        assert {f"train/cnn/fold-{k}" for k in range(3)} <= set(stages)
+        return pd.read_parquet(tmp_path / out / "predictions.parquet").sort_values(["fold", "clip_id"])
+
+    serial, parallel = run(1, "serial"), run(2, "parallel")
+    probs = [c for c in serial.columns if c.startswith("prob_")]
+    np.testing.assert_array_equal(parallel[probs].to_numpy(), serial[probs].to_numpy())
+
+
+def test_jobs_default_to_the_thread_budget_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sononet.experiment import resolve_experiment
+
+    monkeypatch.setenv("SONONET_THREADS", "4")
+    cfg = ExperimentConfig(models=("cnn", "bigru"), device="cpu", split=SplitConfig(folds=6))
+    assert resolve_experiment(cfg).jobs == 4
+    assert resolve_experiment(replace(cfg, models=("cnn",), split=SplitConfig(folds=1))).jobs == 1
+    assert resolve_experiment(replace(cfg, jobs=3)).jobs == 3
+    with pytest.raises(ValueError, match="jobs must be at least 1"):
+        ExperimentConfig(jobs=0)

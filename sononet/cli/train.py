@@ -47,6 +47,9 @@ def _experiment_options(f):
                      "folds of an EmoBox meta dir (data/<corpus>) [default: speaker]."),
         click.option("--seed", type=int, default=None),
         device_option,
+        click.option("--jobs", type=int, default=None,
+                     help="Models (fold x model) trained at once, one process each [default: on the CPU one per "
+                     "--threads, each single-threaded; on a GPU 1]."),
         click.option("--fresh", is_flag=True, help="Ignore checkpoints in --out and retrain every model."),
         click.option("--speaker-norm/--no-speaker-norm", default=None,
                      help="Log-mel minus each speaker's mean over its clips (no labels used) [default: on]."),
@@ -120,6 +123,7 @@ def experiment_config(**kw):
     )  # fmt: skip
     return given(
         base, models=models or None, w2v2=kw.get("w2v2"), device=kw.get("device"), profile=kw.get("profile"),
+        jobs=kw.get("jobs"),
         resume=False if kw.get("fresh") else None, prepare=prepare, split=split, train=train,
     )  # fmt: skip
 
