@@ -218,6 +218,20 @@ def test_two_shards_merged_equal_one_run(folder, model_dir, labelled, tmp_path: 
     pd.testing.assert_frame_equal(norm_rows(pd.read_parquet(out)), norm_rows(labelled[0]), check_exact=False, rtol=1e-5)
 
 
+def test_jobs_label_shards_in_processes_and_merge(folder, model_dir, labelled, tmp_path: Path, monkeypatch) -> None:
+    """--jobs 2: two spawned workers take shards 0/2 and 1/2, the parent merges; a rerun keeps the count."""
+    out = tmp_path / "jobs.parquet"
+    summary = run(folder[0], model_dir, out, jobs=2, part_size=4)
+    assert summary["shards"] == 2 and summary["files"] == labelled[1]["files"]
+    pd.testing.assert_frame_equal(norm_rows(pd.read_parquet(out)), norm_rows(labelled[0]), check_exact=False, rtol=1e-5)
+    assert label_run.label_jobs(LabelConfig(input=str(folder[0]), model=str(model_dir), out=str(out))) == 2
+    monkeypatch.setenv("SONONET_THREADS", "4")
+    new = LabelConfig(input=str(folder[0]), model=str(model_dir), out=str(tmp_path / "new.parquet"), device="cpu")
+    assert label_run.label_jobs(new) == 1  # a handful of files: not worth a second process
+    monkeypatch.setattr(label_run, "list_inputs", lambda _: ([f"{i}.wav" for i in range(3000)], 0))
+    assert label_run.label_jobs(new) == 4  # one per CPU thread
+
+
 class KilledError(Exception):
     pass
 

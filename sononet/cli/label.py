@@ -27,6 +27,11 @@ TABLE_MAX_FILES = 20  # up to this many inputs, the command prints one line per 
 @click.option("--batch-size", type=int, default=None, help="Windows per forward pass [default: 64].")
 @click.option("--workers", type=int, default=None, help="Decode threads [default: one per CPU thread, as --threads].")
 @click.option(
+    "--jobs", type=int, default=None,
+    help="Processes labelling shards side by side, merged at the end [default: on the CPU one per --threads "
+    "from 1,000 files; a rerun keeps the run's count].",
+)  # fmt: skip
+@click.option(
     "--part-size", type=int, default=None, help="Files per Parquet part (the unit of resume) [default: 1000]."
 )
 @mel_backend_option
@@ -35,7 +40,7 @@ TABLE_MAX_FILES = 20  # up to this many inputs, the command prints one line per 
 def label_command(
     path: str | None, model: str | None, out: str | None, window: float | None, hop: float | None,
     shard: str | None, merge_only: bool, device: str | None, batch_size: int | None, workers: int | None,
-    part_size: int | None, mel_backend: str | None, embeddings: bool, strict: bool,
+    jobs: int | None, part_size: int | None, mel_backend: str | None, embeddings: bool, strict: bool,
 ) -> None:  # fmt: skip
     """Label audio files (folder, .txt list, manifest or one file) with a trained model into Parquet.
 
@@ -56,7 +61,8 @@ def label_command(
             input=path, model=model, window_s=window, hop_s=hop, shard_index=index, shard_count=count,
             merge=merge_only, embeddings=embeddings,
         ),
-        out=out, batch_size=batch_size, part_size=part_size, device=device, workers=workers, mel_backend=mel_backend,
+        out=out, batch_size=batch_size, part_size=part_size, device=device, workers=workers, jobs=jobs,
+        mel_backend=mel_backend,
     )  # fmt: skip
     summary = label(cfg)
     out = cfg.out

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import multiprocessing
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 
-from sononet.device import decode_workers
+from sononet.device import configure_threads, decode_workers, resolve_device, thread_budget
 from sononet.label.engine import MIN_WINDOW_S, resolve_window
 from sononet.label.inputs import duplicates, list_inputs, resolve_shard
 from sononet.label.labeller import Labeller
@@ -15,6 +17,8 @@ from sononet.label.parts import _add_stats, _fingerprint, _load_state, label_fil
 from sononet.locking import folder_lock
 
 log = logging.getLogger(__name__)
+# Below this many files a second process costs more (about 3 s to start torch) than it saves.
+JOBS_MIN_FILES = 1000
 
 
 @dataclass
@@ -33,13 +37,14 @@ class LabelConfig:
     mel_backend: str = "auto"  # as in prepare: both backends pass the librosa parity test
     merge: bool = False  # only combine every shard's finished parts into `out`
     embeddings: bool = False  # add the pooled clip vector per row (fixed-shape tensor column `embedding`)
+    jobs: int | None = None  # processes labelling shards side by side, then merged; None: see label_jobs
 
     def __post_init__(self) -> None:
         from sononet.device import check_device
 
         if not str(self.out).endswith(".parquet"):
             raise ValueError(f"out must be a .parquet file (labels are written as Parquet). Found: {self.out!r}")
-        for name in ("batch_size", "part_size", "workers"):
+        for name in ("batch_size", "part_size", "workers", "jobs"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive. Found: {getattr(self, name)}")
         if self.window_s is not None and not self.window_s >= MIN_WINDOW_S:
@@ -64,6 +69,9 @@ def label(cfg: LabelConfig, progress: bool = True) -> dict:
     if cfg.input is None or cfg.model is None:
         raise ValueError("labelling needs an input path and a model directory (or merge = true)")
     shard, n = resolve_shard(cfg.shard_index, cfg.shard_count)
+    jobs = label_jobs(cfg) if n == 1 else 1
+    if jobs > 1:
+        return _label_in_processes(cfg, jobs, progress)
     out_dir = parts_dir(cfg.out)
     with (
         folder_lock(out_dir, "label", shared=True),
@@ -74,6 +82,44 @@ def label(cfg: LabelConfig, progress: bool = True) -> dict:
         return merge(cfg.out)
     log.info("shard %d/%d done; when all are: sononet label --merge --out %s", shard, n, cfg.out)
     return summary
+
+
+def label_jobs(cfg: LabelConfig) -> int:
+    """Processes for one unsharded run: ``cfg.jobs``; else the shard count of a run already
+    started in ``out`` (so a rerun resumes it); else on the CPU one per CPU thread, each
+    single-threaded, when there are at least ``JOBS_MIN_FILES`` files; else 1.
+
+    One process per core beats one process with a thread per core here: per file, the CNN and
+    the log-mel are small tensor ops that intra-op threads barely speed up, and the Python
+    between them holds the GIL.
+    """
+    if cfg.jobs is not None:
+        return cfg.jobs
+    states = sorted(parts_dir(cfg.out).glob("state-*.json"))
+    if states:
+        return int(json.loads(states[0].read_text())["fingerprint"]["shards"])
+    if resolve_device(cfg.device).type != "cpu" or thread_budget() < 2:
+        return 1
+    files, _ = list_inputs(cfg.input)
+    return min(thread_budget(), len(files) // (JOBS_MIN_FILES // 2)) if len(files) >= JOBS_MIN_FILES else 1
+
+
+def _label_in_processes(cfg: LabelConfig, jobs: int, progress: bool) -> dict:
+    """Shards 0..jobs-1 of ``cfg`` in spawned workers, ``thread_budget() // jobs`` threads each, then the merge."""
+    threads = max(1, thread_budget() // jobs)
+    workers = max(1, cfg.workers // jobs) if cfg.workers else None
+    shards = [replace(cfg, shard_index=i, shard_count=jobs, jobs=1, workers=workers) for i in range(jobs)]
+    log.info("labelling in %d processes of %d thread(s) each", jobs, threads)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_label_worker, shard, threads, progress) for shard in shards]
+        for future in futures:
+            future.result()  # a worker's error, raised here; finished shards stay done for the rerun
+    return merge(cfg.out)
+
+
+def _label_worker(cfg: LabelConfig, threads: int, progress: bool) -> dict:
+    configure_threads(threads)
+    return label(cfg, progress)
 
 
 def _label_shard(cfg: LabelConfig, progress: bool) -> dict:
@@ -109,7 +155,7 @@ def _label_shard(cfg: LabelConfig, progress: bool) -> dict:
     todo = [k for k in range(len(chunks)) if not done(k)]
     state["complete"] = not todo
     atomic_write_json(state_path, state)
-    bar = tqdm(total=len(mine), unit="file", desc=f"label {shard}/{n}", disable=not progress)
+    bar = tqdm(total=len(mine), unit="file", desc=f"label {shard}/{n}", disable=not progress, position=shard)
     bar.update(len(mine) - sum(len(chunks[k]) for k in todo))
     processed = 0
     with ThreadPoolExecutor(max_workers=decode_workers(cfg.workers)) as pool:
