@@ -92,7 +92,7 @@ class EmotionClassifier:
         return f"EmotionClassifier({self.model_id}, labels={self.labels}, device={self._lab.device})"
 
     def predict(
-        self, inputs: Any, sample_rate: int | None = None, top_k: int | None = None
+        self, inputs: Any, sample_rate: int | None = None, top_k: int | None = None, speaker: np.ndarray | None = None
     ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         """Labels with scores, best first: one list for one input, a list of lists for a list of inputs.
 
@@ -100,20 +100,66 @@ class EmotionClassifier:
             inputs: a path, an array or tensor ``(time,)`` / ``(channels, time)``, or a list of these.
             sample_rate: the rate of array inputs (required for them; files carry their own).
             top_k: keep the k best labels; None keeps all.
+            speaker: :meth:`speaker_mean` of the one speaker of ``inputs``; scores them as
+                cross-validation did. None: the training speakers' average voice (less accurate).
         """
-        probs = self.predict_proba(inputs, sample_rate)
+        probs = self.predict_proba(inputs, sample_rate, speaker)
         ranked = [
             [{"label": self._lab.labels[i], "score": float(p[i])} for i in np.argsort(-p, kind="stable")[:top_k]]
             for p in probs
         ]
         return ranked[0] if _is_single(inputs) else ranked
 
-    def predict_proba(self, inputs: Any, sample_rate: int | None = None) -> np.ndarray:
-        """(N, n_classes) float32 probabilities in :attr:`labels` order; equal to label's ``prob_<label>``."""
+    def predict_proba(
+        self, inputs: Any, sample_rate: int | None = None, speaker: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(N, n_classes) float32 probabilities in :attr:`labels` order; equal to label's ``prob_<label>``
+        (with ``speaker=None``, as ``label`` does not know speakers)."""
         from sononet.label.engine import file_probs
 
-        rows = [file_probs(src) for src in self._score(inputs, sample_rate)]
+        rows = [file_probs(src) for src in self._score(inputs, sample_rate, speaker=speaker)]
         return np.stack(rows) if rows else np.zeros((0, len(self._lab.labels)), np.float32)
+
+    def speaker_mean(self, inputs: Any, sample_rate: int | None = None) -> np.ndarray:
+        """(n_mels,) float32: one speaker's mean log-mel over the valid frames of ``inputs``, their recordings.
+
+        For a speaker-normalised model (the default) pass it as ``speaker=`` to the predict
+        methods: that is how cross-validation scored each test actor, from all of the actor's
+        clips. Several recordings in several moods make a good mean; one angry clip alone makes
+        the model hear that anger as the speaker's normal voice.
+        """
+        from sononet.audio import AudioConfig
+        from sononet.errors import AudioError
+        from sononet.label.engine import resolve_window, windows_of
+
+        if self._lab.kind != "mel" or "speaker" not in self._lab.norm:
+            raise ValueError(f"{self.model_id} is not speaker-normalised: it takes no speaker mean")
+        items = [inputs] if _is_single(inputs) else list(_check_items(inputs))
+        window_s, _, (length, hop) = resolve_window(self._lab, None, None)
+        audio, whole_s = AudioConfig(sample_rate=self.sample_rate), self._lab.clip_span_s(window_s)
+        total, frames, clips = 0.0, 0, []
+
+        def add(batch: list[np.ndarray]) -> None:
+            nonlocal total, frames
+            x, lengths = self._lab.stored_features(batch, length)  # (B, n_mels, T), (B,)
+            mask = (np.arange(x.shape[-1])[None, :] < lengths.numpy()[:, None])[:, None, :]
+            total = total + (x.cpu().numpy().astype(np.float64) * mask).sum(axis=(0, 2))
+            frames += int(mask.sum())
+
+        for index, item in enumerate(items):
+            src = _open(index, item, sample_rate, audio, whole_s)
+            if src.error is not None:
+                raise AudioError(src.error.reason, f"{src.path}: {src.error.detail}") from src.error
+            for _, clip in windows_of(src, length, hop, audio, whole_s):
+                clips.append(clip)
+                if len(clips) == self.batch_size:
+                    add(clips)
+                    clips = []
+        if clips:
+            add(clips)
+        if not frames:
+            raise ValueError("no audio to take a speaker mean from")
+        return (total / frames).astype(np.float32)
 
     def embed(self, inputs: Any, sample_rate: int | None = None) -> np.ndarray:
         """(N, D) float32 pooled clip vectors (the head's input; a long file: the mean over its windows)."""
@@ -123,8 +169,9 @@ class EmotionClassifier:
         return np.stack(rows) if rows else np.zeros((0, self._lab.embedding_dim()), np.float32)
 
     def predict_windows(
-        self, input: Any, window_s: float | None = None, hop_s: float | None = None, sample_rate: int | None = None
-    ) -> pd.DataFrame:
+        self, input: Any, window_s: float | None = None, hop_s: float | None = None, sample_rate: int | None = None,
+        speaker: np.ndarray | None = None,
+    ) -> pd.DataFrame:  # fmt: skip
         """One row per window of one input: ``start_s, end_s, pred, confidence, prob_<label>``.
 
         Windows are ``window_s`` long every ``hop_s`` (defaults: the model's 3 s clip, no overlap),
@@ -134,7 +181,7 @@ class EmotionClassifier:
 
         if not _is_single(input):
             raise ValueError(f"predict_windows takes one input (a path, array or tensor). Found: {type(input)}")
-        (src,) = self._score(input, sample_rate, window_s=window_s, hop_s=hop_s)
+        (src,) = self._score(input, sample_rate, window_s=window_s, hop_s=hop_s, speaker=speaker)
         sr, labels = self.sample_rate, self._lab.labels
         probs = np.stack(src.probs)  # (n_windows, n_classes)
         starts, ends = [s / sr for s, _ in src.windows], [(s + n) / sr for s, n in src.windows]
@@ -147,7 +194,7 @@ class EmotionClassifier:
 
     def _score(
         self, inputs: Any, sample_rate: int | None, embed: bool = False, window_s: float | None = None,
-        hop_s: float | None = None,
+        hop_s: float | None = None, speaker: np.ndarray | None = None,
     ) -> Iterator[Source]:  # fmt: skip
         """Scored sources in input order; raises AudioError (with the input named) at the first bad one."""
         from sononet.audio import AudioConfig
@@ -165,7 +212,8 @@ class EmotionClassifier:
 
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             opened = prefetch(open_item, enumerate(items), pool, 2 * self.batch_size)
-            for src in score_sources(opened, self._lab, length, hop, self.batch_size, audio, embed=embed):
+            scored = score_sources(opened, self._lab, length, hop, self.batch_size, audio, embed=embed, speaker=speaker)
+            for src in scored:
                 if src.error is not None:
                     raise AudioError(src.error.reason, f"{src.path}: {src.error.detail}") from src.error
                 yield src

@@ -178,3 +178,11 @@ def test_api_on_real_clips_equals_the_training_path_with_silence_trimming(tmp_pa
     clf = EmotionClassifier.load(result.model_dir, device="cpu", mel_backend="torchaudio")
     got = clf.predict_proba(list(meta.source_path))
     np.testing.assert_allclose(got, want.loc[meta.clip_id, [f"prob_{c}" for c in labels]].to_numpy(), atol=2e-5)
+    # Told who speaks, through one speaker's mean over their files, the API scores as evaluation does.
+    known = predict(model, saved["meta"], shards, list(meta.clip_id), torch.device("cpu")).set_index("clip_id")
+    actor = meta[meta.speaker == "Actor_03"]
+    files = list(actor.source_path)
+    got = clf.predict_proba(files, speaker=clf.speaker_mean(files))
+    want = known.loc[actor.clip_id, [f"prob_{c}" for c in labels]].to_numpy()
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    assert not np.allclose(got, clf.predict_proba(files), atol=1e-3)

@@ -64,11 +64,12 @@ def windows_of(
 
 def score_sources(
     sources: Iterable[Source], lab: Labeller, length: int, hop: int, batch_size: int, audio: AudioConfig,
-    embed: bool = False,
+    embed: bool = False, speaker: np.ndarray | None = None,
 ) -> Iterator[Source]:  # fmt: skip
     """Fill each source's ``windows``, ``probs`` (and ``embeddings``); yield sources in input order once scored.
 
     A source whose stream fails part-way keeps ``error`` set and its scored windows are ignored.
+    ``speaker``: the speaker's mean log-mel for every window (see ``Labeller.predict``).
     """
     from sononet.errors import AudioError
 
@@ -78,7 +79,7 @@ def score_sources(
 
     def flush() -> None:
         if pending:
-            probs, emb = lab.predict([c for _, c in pending], length, embed=embed)
+            probs, emb = lab.predict([c for _, c in pending], length, embed=embed, speaker=speaker)
             for i, (src, _) in enumerate(pending):
                 src.probs.append(probs[i])
                 if emb is not None:

@@ -93,30 +93,40 @@ class Labeller:
             return decode_samples(fc) / fc.sample_rate
         return window_s
 
-    def predict(
-        self, clips: list[np.ndarray], length: int, embed: bool = False
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Clips (each at most ``length`` samples) -> ((B, n_classes) probabilities, (B, D) clip vectors or None).
-
-        The clip vector is what the model's head sees: the pooled representation after the encoder.
-        """
+    def stored_features(self, clips: list[np.ndarray], length: int) -> tuple[Any, Any]:
+        """Clips (each at most ``length`` samples) -> (stored features, valid lengths), as prepare makes them:
+        (B, n_mels, T) log-mel rounded to the shards' dtype, or (B, length) waveforms."""
         import torch
 
         from sononet.features.frontend import fixed_length, frame_lengths
-        from sononet.features.normalize import model_inputs
 
         fc = self.features
         waves_np, n_valid_np = fixed_length(clips, fc, length)
         waves = torch.from_numpy(waves_np)  # (B, length)
-        n_valid = torch.from_numpy(n_valid_np.astype(np.int64))
         with torch.no_grad():
-            if self.kind == "mel":
-                mel = self.logmel(waves.to(self.device))  # (B, n_mels, T)
-                x = mel.to(getattr(torch, fc.mel_dtype)).float()  # the shards' storage rounding
-                lengths = torch.from_numpy(frame_lengths(n_valid_np, fc, x.shape[-1]))
-            else:
-                x, lengths = waves, n_valid
-            x = model_inputs(x, lengths, self.kind, self.norm, self.device)
+            if self.kind != "mel":
+                return waves, torch.from_numpy(n_valid_np.astype(np.int64))
+            mel = self.logmel(waves.to(self.device))  # (B, n_mels, T)
+            x = mel.to(getattr(torch, fc.mel_dtype)).float()  # the shards' storage rounding
+            return x, torch.from_numpy(frame_lengths(n_valid_np, fc, x.shape[-1]))
+
+    def predict(
+        self, clips: list[np.ndarray], length: int, embed: bool = False, speaker: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Clips (each at most ``length`` samples) -> ((B, n_classes) probabilities, (B, D) clip vectors or None).
+
+        The clip vector is what the model's head sees: the pooled representation after the encoder.
+        ``speaker`` (n_mels,): the speaker's mean log-mel for a speaker-normalised model; None:
+        the training speakers' average.
+        """
+        import torch
+
+        from sononet.features.normalize import model_inputs
+
+        x, lengths = self.stored_features(clips, length)
+        offsets = None if speaker is None else torch.as_tensor(speaker, dtype=torch.float32).expand(len(clips), -1)
+        with torch.no_grad():
+            x = model_inputs(x, lengths, self.kind, self.norm, self.device, offsets)
             pooled: list[torch.Tensor] = []
             hook = self.model.head.register_forward_pre_hook(lambda _m, args: pooled.append(args[0])) if embed else None
             try:
