@@ -194,5 +194,8 @@ def test_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     save_tiny(tmp_path / "runs" / "demo" / "cnn" / "model")
     sf.write("clip.wav", tone(2.5, 44_100, f0=200), 44_100)
     sf.write("long.wav", tone(8.0, seed=2), 16_000)
+    Path("spk1").mkdir()
+    for i, name in enumerate("abc"):
+        sf.write(f"spk1/{name}.wav", tone(2.0, f0=120 + 20 * i, seed=i), 16_000)
     assert FEATURES.sample_rate == 16_000
     exec(compile(code, "README.md", "exec"), {})
