@@ -34,7 +34,7 @@ from sononet.features.shards import read_manifest
 from sononet.io import atomic_write_json
 from sononet.jobs import write_spec
 from sononet.models.card import write_card
-from sononet.models.registry import model_names
+from sononet.models.registry import MODELS, model_names
 from sononet.models.saving import load_model
 from sononet.prepare import PrepareConfig, format_summary, prepare
 from sononet.runinfo import RunRecord
@@ -259,6 +259,9 @@ def _run(cfg: ExperimentConfig, out: Path, record: RunRecord, progress: bool) ->
         train_unit, shards=cfg.prepare.out, labels=labels, cfg=train_cfg, device=str(device), resume=cfg.resume,
         meta=train_meta,
     )  # fmt: skip
+    # Waveform models (wav2vec2) first: each takes several times a log-mel model's time, and a
+    # pool that starts the longest units first finishes soonest.
+    units.sort(key=lambda u: MODELS[u.name].input_kind != "wave")
     jobs = min(cfg.jobs or 1, len(units))
     if jobs <= 1:
         for unit in units:
