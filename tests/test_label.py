@@ -225,7 +225,7 @@ def test_jobs_label_shards_in_processes_and_merge(folder, model_dir, labelled, t
     assert summary["shards"] == 2 and summary["files"] == labelled[1]["files"]
     pd.testing.assert_frame_equal(norm_rows(pd.read_parquet(out)), norm_rows(labelled[0]), check_exact=False, rtol=1e-5)
     assert label_run.label_jobs(LabelConfig(input=str(folder[0]), model=str(model_dir), out=str(out))) == 2
-    monkeypatch.setenv("SONONET_THREADS", "4")
+    monkeypatch.setattr(label_run, "thread_budget", lambda: 4)  # a 4-CPU machine
     new = LabelConfig(input=str(folder[0]), model=str(model_dir), out=str(tmp_path / "new.parquet"), device="cpu")
     assert label_run.label_jobs(new) == 1  # a handful of files: not worth a second process
     monkeypatch.setattr(label_run, "list_inputs", lambda _: ([f"{i}.wav" for i in range(3000)], 0))

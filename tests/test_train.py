@@ -253,9 +253,10 @@ def test_parallel_jobs_train_the_same_models_as_one_job(shards: Path, tmp_path: 
 
 
 def test_jobs_default_to_the_thread_budget_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sononet import experiment
     from sononet.experiment import resolve_experiment
 
-    monkeypatch.setenv("SONONET_THREADS", "4")
+    monkeypatch.setattr(experiment, "thread_budget", lambda: 4)  # a 4-CPU machine
     cfg = ExperimentConfig(models=("cnn", "bigru"), device="cpu", split=SplitConfig(folds=6))
     assert resolve_experiment(cfg).jobs == 4
     assert resolve_experiment(replace(cfg, models=("cnn",), split=SplitConfig(folds=1))).jobs == 1
