@@ -228,7 +228,7 @@ def test_jobs_label_shards_in_processes_and_merge(folder, model_dir, labelled, t
     monkeypatch.setattr(label_run, "thread_budget", lambda: 4)  # a 4-CPU machine
     new = LabelConfig(input=str(folder[0]), model=str(model_dir), out=str(tmp_path / "new.parquet"), device="cpu")
     assert label_run.label_jobs(new) == 1  # a handful of files: not worth a second process
-    monkeypatch.setattr(label_run, "list_inputs", lambda _: ([f"{i}.wav" for i in range(3000)], 0))
+    monkeypatch.setattr(label_run, "list_inputs", lambda _: ([f"{i}.wav" for i in range(5000)], 0))
     assert label_run.label_jobs(new) == 4  # one per CPU thread
 
 

@@ -29,7 +29,7 @@ TABLE_MAX_FILES = 20  # up to this many inputs, the command prints one line per 
 @click.option(
     "--jobs", type=int, default=None,
     help="Processes labelling shards side by side, merged at the end [default: on the CPU one per --threads "
-    "from 1,000 files; a rerun keeps the run's count].",
+    "from 2,000 files; a rerun keeps the run's count].",
 )  # fmt: skip
 @click.option(
     "--part-size", type=int, default=None, help="Files per Parquet part (the unit of resume) [default: 1000]."
