@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import os
 import re
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -127,6 +129,19 @@ def configure_threads(threads: int | None = None) -> int:
 
 
 _configured: int | None = None
+
+
+def worker_pool(jobs: int) -> tuple[ProcessPoolExecutor, int]:
+    """``jobs`` spawned worker processes, each sized to ``thread_budget() // jobs`` threads
+    (returned too) before it unpickles its first task, so before torch loads there.
+
+    Spawned, not forked: a fork of a process whose OpenMP pool is running can hang. A script
+    that starts one must guard its top level with ``if __name__ == "__main__":``.
+    """
+    threads = max(1, thread_budget() // jobs)
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=configure_threads, initargs=(threads,))
+    return pool, threads
 
 
 def decode_workers(requested: int | None = None) -> int:

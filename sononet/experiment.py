@@ -12,10 +12,9 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import multiprocessing
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -26,7 +25,7 @@ from tqdm import tqdm
 from sononet.corpus import corpus_label, is_synthetic
 from sononet.corpus.protocol import Protocol
 from sononet.corpus.splits import SplitConfig, assign_splits, split_protocol
-from sononet.device import check_device, configure_threads, resolve_device, thread_budget
+from sononet.device import check_device, resolve_device, thread_budget, worker_pool
 from sononet.evaluate import write_evaluation
 from sononet.evaluate.predictions import META_COLUMNS
 from sononet.features.reader import load_metadata
@@ -123,12 +122,9 @@ class TrainUnit:
 
 def train_unit(
     unit: TrainUnit, shards: str, labels: list[str], cfg: TrainConfig, device: str, resume: bool, meta: dict,
-    progress: bool = False, threads: int | None = None,
+    progress: bool = False,
 ) -> float:  # fmt: skip
-    """Train one unit and mark it done; returns its seconds. Runs in this process or in a worker
-    (``threads`` then sizes the worker's pools, before its first torch op)."""
-    if threads is not None:
-        configure_threads(threads)
+    """Train one unit and mark it done; returns its seconds. Runs in this process or in a worker."""
     t = time.perf_counter()
     result = train_model(
         unit.name, shards, unit.splits, labels, cfg, unit.model_dir, resolve_device(device), resume=resume,
@@ -142,17 +138,15 @@ def train_unit(
 def _train_parallel(
     units: list[TrainUnit], run_unit: Callable[..., float], jobs: int, record: RunRecord, progress: bool
 ) -> None:
-    """``units`` in ``jobs`` worker processes of ``thread_budget() // jobs`` threads each.
+    """``units`` in ``jobs`` worker processes (``device.worker_pool``).
 
-    Spawned, not forked: a fork of a process whose OpenMP pool is running can hang. A worker's
-    error stops the queue (running units finish or die with the pool) and is raised here; a
-    rerun resumes, as every finished unit left its ``done.json``.
+    A worker's error stops the queue (running units finish or die with the pool) and is raised
+    here; a rerun resumes, as every finished unit left its ``done.json``.
     """
-    threads = max(1, thread_budget() // jobs)
+    pool, threads = worker_pool(jobs)
     log.info("training %d models, %d at a time, %d thread(s) each", len(units), jobs, threads)
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
     try:
-        futures = {pool.submit(run_unit, unit, threads=threads): unit for unit in units}
+        futures = {pool.submit(run_unit, unit): unit for unit in units}
         bar = tqdm(as_completed(futures), total=len(futures), desc="train", unit="model", disable=not progress)
         for future in bar:
             unit = futures[future]

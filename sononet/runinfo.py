@@ -83,8 +83,7 @@ class RunRecord:
     def stage(self, name: str) -> Iterator[None]:
         t = time.perf_counter()
         yield
-        self.doc["stages_s"][name] = round(time.perf_counter() - t, 2)
-        self._write()
+        self.add_stage(name, time.perf_counter() - t)
 
     def add_stage(self, name: str, seconds: float) -> None:
         """A stage timed elsewhere (a worker process)."""

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from sononet.device import configure_threads, decode_workers, resolve_device, thread_budget
+from sononet.device import decode_workers, resolve_device, thread_budget, worker_pool
 from sononet.label.engine import MIN_WINDOW_S, resolve_window
 from sononet.label.inputs import duplicates, list_inputs, resolve_shard
 from sononet.label.labeller import Labeller
@@ -107,21 +106,16 @@ def label_jobs(cfg: LabelConfig) -> int:
 
 
 def _label_in_processes(cfg: LabelConfig, jobs: int, progress: bool) -> dict:
-    """Shards 0..jobs-1 of ``cfg`` in spawned workers, ``thread_budget() // jobs`` threads each, then the merge."""
-    threads = max(1, thread_budget() // jobs)
+    """Shards 0..jobs-1 of ``cfg`` in worker processes (``device.worker_pool``), then the merge."""
     workers = max(1, cfg.workers // jobs) if cfg.workers else None
     shards = [replace(cfg, shard_index=i, shard_count=jobs, jobs=1, workers=workers) for i in range(jobs)]
+    pool, threads = worker_pool(jobs)
     log.info("labelling in %d processes of %d thread(s) each", jobs, threads)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_label_worker, shard, threads, progress) for shard in shards]
+    with pool:
+        futures = [pool.submit(label, shard, progress) for shard in shards]
         for future in futures:
             future.result()  # a worker's error, raised here; finished shards stay done for the rerun
     return merge(cfg.out)
-
-
-def _label_worker(cfg: LabelConfig, threads: int, progress: bool) -> dict:
-    configure_threads(threads)
-    return label(cfg, progress)
 
 
 def _label_shard(cfg: LabelConfig, progress: bool) -> dict:
