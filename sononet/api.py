@@ -128,29 +128,23 @@ class EmotionClassifier:
         clips. Several recordings in several moods make a good mean; one angry clip alone makes
         the model hear that anger as the speaker's normal voice.
         """
-        from sononet.audio import AudioConfig
-        from sononet.errors import AudioError
+        from sononet.features.normalize import valid_frame_sums
         from sononet.label.engine import resolve_window, windows_of
 
         if self._lab.kind != "mel" or "speaker" not in self._lab.norm:
             raise ValueError(f"{self.model_id} is not speaker-normalised: it takes no speaker mean")
-        items = [inputs] if _is_single(inputs) else list(_check_items(inputs))
         window_s, _, (length, hop) = resolve_window(self._lab, None, None)
-        audio, whole_s = AudioConfig(sample_rate=self.sample_rate), self._lab.clip_span_s(window_s)
         total, frames, clips = 0.0, 0, []
 
         def add(batch: list[np.ndarray]) -> None:
             nonlocal total, frames
             x, lengths = self._lab.stored_features(batch, length)  # (B, n_mels, T), (B,)
-            mask = (np.arange(x.shape[-1])[None, :] < lengths.numpy()[:, None])[:, None, :]
-            total = total + (x.cpu().numpy().astype(np.float64) * mask).sum(axis=(0, 2))
-            frames += int(mask.sum())
+            sums, counts = valid_frame_sums(x.cpu().numpy(), lengths.numpy())
+            total, frames = total + sums.sum(0), frames + int(counts.sum())
 
-        for index, item in enumerate(items):
-            src = _open(index, item, sample_rate, audio, whole_s)
-            if src.error is not None:
-                raise AudioError(src.error.reason, f"{src.path}: {src.error.detail}") from src.error
-            for _, clip in windows_of(src, length, hop, audio, whole_s):
+        for src in self._opened(inputs, sample_rate, window_s):
+            _raise_failed(src)
+            for _, clip in windows_of(src, length, hop, self._audio, self._lab.clip_span_s(window_s)):
                 clips.append(clip)
                 if len(clips) == self.batch_size:
                     add(clips)
@@ -192,31 +186,45 @@ class EmotionClassifier:
             df[f"prob_{lab}"] = probs[:, i]
         return df
 
-    def _score(
-        self, inputs: Any, sample_rate: int | None, embed: bool = False, window_s: float | None = None,
-        hop_s: float | None = None, speaker: np.ndarray | None = None,
-    ) -> Iterator[Source]:  # fmt: skip
-        """Scored sources in input order; raises AudioError (with the input named) at the first bad one."""
+    @property
+    def _audio(self) -> Any:
         from sononet.audio import AudioConfig
-        from sononet.errors import AudioError
-        from sononet.label.engine import resolve_window, score_sources
+
+        return AudioConfig(sample_rate=self.sample_rate)
+
+    def _opened(self, inputs: Any, sample_rate: int | None, window_s: float) -> Iterator[Source]:
+        """Opened sources in input order, decoded ahead on ``workers`` threads; failures stay on ``src.error``."""
         from sononet.label.windows import prefetch
 
         items = [inputs] if _is_single(inputs) else list(_check_items(inputs))
-        window_s, hop_s, (length, hop) = resolve_window(self._lab, window_s, hop_s)
-        audio = AudioConfig(sample_rate=self.sample_rate)
-        whole_s = self._lab.clip_span_s(window_s)
+        audio, whole_s = self._audio, self._lab.clip_span_s(window_s)
 
         def open_item(item: tuple[int, Any]) -> Source:
             return _open(item[0], item[1], sample_rate, audio, whole_s)
 
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            opened = prefetch(open_item, enumerate(items), pool, 2 * self.batch_size)
-            scored = score_sources(opened, self._lab, length, hop, self.batch_size, audio, embed=embed, speaker=speaker)
-            for src in scored:
-                if src.error is not None:
-                    raise AudioError(src.error.reason, f"{src.path}: {src.error.detail}") from src.error
-                yield src
+            yield from prefetch(open_item, enumerate(items), pool, 2 * self.batch_size)
+
+    def _score(
+        self, inputs: Any, sample_rate: int | None, embed: bool = False, window_s: float | None = None,
+        hop_s: float | None = None, speaker: np.ndarray | None = None,
+    ) -> Iterator[Source]:  # fmt: skip
+        """Scored sources in input order; raises AudioError (with the input named) at the first bad one."""
+        from sononet.label.engine import resolve_window, score_sources
+
+        window_s, hop_s, (length, hop) = resolve_window(self._lab, window_s, hop_s)
+        opened = self._opened(inputs, sample_rate, window_s)
+        for src in score_sources(opened, self._lab, length, hop, self.batch_size, self._audio, embed, speaker):
+            _raise_failed(src)
+            yield src
+
+
+def _raise_failed(src: Source) -> None:
+    """A source that could not be decoded, as the AudioError the API raises (the input named)."""
+    from sononet.errors import AudioError
+
+    if src.error is not None:
+        raise AudioError(src.error.reason, f"{src.path}: {src.error.detail}") from src.error
 
 
 def _check_items(inputs: Iterable[Any]) -> Iterator[Any]:

@@ -48,6 +48,13 @@ def _mel_tables(directory: str | Path, clip_ids: Collection[str], columns: list[
             yield table, mel, np.arange(mel.shape[-1])[None, :] < frames[:, None]
 
 
+def valid_frame_sums(mel: np.ndarray, n_frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, n_mels, T) log-mel and (N,) valid frames -> (N, n_mels) float64 sums over each clip's
+    valid frames, and the (N,) frame counts: the pieces of any mean over clips."""
+    mask = np.arange(mel.shape[-1])[None, :] < np.asarray(n_frames)[:, None]  # (N, T)
+    return (mel.astype(np.float64) * mask[:, None, :]).sum(-1), mask.sum(-1)
+
+
 @dataclass
 class SpeakerMeans:
     """Which speaker each clip has, and each speaker's per-band log-mel mean."""
@@ -75,9 +82,9 @@ def speaker_means(directory: str | Path, clip_ids: Collection[str]) -> SpeakerMe
     counts: dict[str, int] = {}
     speaker_of: dict[str, str] = {}
     for table, mel, mask in _mel_tables(directory, clip_ids, ["speaker"]):
-        clip_sums = (mel * mask[:, None, :]).sum(-1)  # (N, n_mels)
+        clip_sums, clip_frames = valid_frame_sums(mel, mask.sum(-1))  # (N, n_mels), (N,)
         for cid, spk, total, n in zip(
-            table["clip_id"].to_pylist(), table["speaker"].to_pylist(), clip_sums, mask.sum(-1), strict=True
+            table["clip_id"].to_pylist(), table["speaker"].to_pylist(), clip_sums, clip_frames, strict=True
         ):
             spk = spk or ""
             speaker_of[cid] = spk
