@@ -57,6 +57,7 @@ class Mirror:
         self.requests: list[tuple[str, str | None]] = []  # (file, Range header)
         self.resets: set[socket.socket] = set()
         self.lock = threading.Lock()
+        self.stalling = threading.Event()  # set while a "stall" answer holds its second half back
         self.url = ""
 
     def script(self, name: str, *actions: str) -> None:
@@ -122,8 +123,12 @@ def _handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
                     time.sleep(0.02)
                 return
             self.wfile.write(payload[:cut])
-            if action in ("drop", "stall"):
-                time.sleep(0.05 if action == "drop" else 1.0)  # let the client read the first half
+            if action == "drop":
+                time.sleep(0.05)  # let the client read the first half
+            if action == "stall":
+                mirror.stalling.set()
+                time.sleep(1.0)
+                mirror.stalling.clear()
             if action == "drop":
                 mirror.resets.add(self.connection)
 
@@ -373,10 +378,15 @@ def test_ctrl_c_stops_workers_and_keeps_the_part(mirror: Mirror, tmp_path: Path)
     mirror.script("stall.wav", "stall")
     half = len(mirror.blobs["stall.wav"]) // 2
 
+    seen_in_stall = threading.Event()
+
     def interrupt_when_half_arrived() -> None:
+        # The half must be on disk while the mirror still holds the rest back (a buffered
+        # .part once kept it in memory until the stall ended, and this Ctrl-C came too late).
         part = tmp_path / "stall.wav.part"
-        for _ in range(200):  # bounded: at most ~2 s
-            if part.exists() and part.stat().st_size == half:
+        for _ in range(500):  # bounded: at most ~5 s
+            if mirror.stalling.is_set() and part.exists() and part.stat().st_size == half:
+                seen_in_stall.set()
                 break
             time.sleep(0.01)
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
@@ -386,6 +396,7 @@ def test_ctrl_c_stops_workers_and_keeps_the_part(mirror: Mirror, tmp_path: Path)
     with pytest.raises(KeyboardInterrupt):
         _run(mirror, tmp_path, "stall.wav", "ok.wav", jobs=1)
     killer.join(timeout=5)
+    assert seen_in_stall.is_set(), "the first half never reached the .part during the stall"
     assert (tmp_path / "stall.wav.part").stat().st_size == half and not (tmp_path / "stall.wav").exists()
     assert mirror.seen("ok.wav") == []  # queued files were cancelled, not fetched
 

@@ -404,6 +404,7 @@ class _Fetcher:
                     if not chunk:
                         break
                     f.write(chunk)
+                    f.flush()  # to the .part now: a stall or a crash must not strand it in the buffer
                     got += len(chunk)
                     self._advance(len(chunk))
 
