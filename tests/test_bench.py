@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from sononet.bench import BENCHMARKS, CREMAD_CLIPS, BenchConfig, run_bench
 from sononet.bench.corpus import cremad_like, write_wavs
 from sononet.bench.report import evaluate_targets, markdown
-from sononet.bench.timing import HOG_MARKER, cpu_hog, pinned_threads, run_child, time_call
+from sononet.bench.timing import HOG_MARKER, cpu_hog, pinned_threads, run_child, time_call, time_interleaved
 from sononet.cli.bench import bench_command
 
 POSITIVE_KEYS = {
@@ -278,6 +278,15 @@ def test_run_child_reports_each_childs_own_peak_rss(tmp_path: Path) -> None:
     assert r_small.peak_rss_mb < 100
     failing = run_child([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "fail.log")
     assert failing.returncode == 3
+
+
+def test_time_interleaved_takes_turns_after_warming_each() -> None:
+    calls: list[str] = []
+    t = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
+    assert calls == ["a", "b"] + ["a", "b"] * 3  # warm-ups, then one of each per repetition
+    assert set(t) == {"a", "b"} and all(x.repeats == 3 and x.min_s <= x.median_s <= x.max_s for x in t.values())
+    with pytest.raises(ValueError, match="repeats must be positive"):
+        time_interleaved({"a": lambda: None}, repeats=0)
 
 
 def test_time_call_reports_median_and_rejects_zero_repeats() -> None:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sononet.bench.mel import librosa_logmel
-from sononet.features.mel import FeatureConfig, LogMel
+from sononet.features.mel import BandedMelScale, FeatureConfig, LogMel
 
 MEDIAN_DB = 1e-3
 MAX_DB = 2e-2
@@ -84,3 +84,19 @@ def test_backends_agree_with_each_other() -> None:
 def test_rejects_unknown_backend() -> None:
     with pytest.raises(ValueError, match="mel backend must be one of"):
         LogMel(FeatureConfig(), "essentia")
+
+
+@pytest.mark.filterwarnings("ignore:At least one mel filterbank has all zero values")
+@pytest.mark.parametrize(
+    ("n_freqs", "n_mels", "fmin", "fmax"),
+    [(1025, 128, 0.0, 8000.0), (257, 64, 50.0, 7600.0), (129, 128, 0.0, 8000.0)],  # the last has empty filters
+)
+def test_banded_filterbank_equals_torchaudio_dense(n_freqs: int, n_mels: int, fmin: float, fmax: float) -> None:
+    import torchaudio
+
+    dense = torchaudio.transforms.MelScale(
+        n_mels=n_mels, sample_rate=SR, f_min=fmin, f_max=fmax, n_stft=n_freqs, norm="slaney", mel_scale="slaney"
+    )
+    power = torch.rand(3, n_freqs, 17) ** 4  # spread over orders of magnitude, like a power spectrum
+    banded = BandedMelScale(dense.fb)
+    torch.testing.assert_close(banded(power), dense(power), rtol=1e-5, atol=1e-7)

@@ -309,7 +309,10 @@ def _extras(name: str, result: dict) -> list[str]:
         picks = ", ".join(f"{d}: {v['backend']}" for d, v in result.get("chosen_backend", {}).items())
         diffs = ", ".join(f"{k} {v:.3g}" for k, v in result.get("max_abs_db_diff_vs_librosa", {}).items())
         lines.append(f"`auto` picks {picks}. Max |dB - librosa| on 4 clips: {diffs}.")
-        lines.append("librosa runs batched on the CPU; torch backends with the batch already on the device.")
+        lines.append(
+            "librosa runs batched on the CPU; torch backends with the batch already on the device. "
+            "The three take turns repetition by repetition, so each ratio is measured under the same load."
+        )
     if name == "pad_trim":
         lines.append(
             f"{result['clips']} clips, {result['input_mb']:.0f} MB in, {result['output_mb']:.0f} MB out, "

@@ -57,6 +57,30 @@ def time_call(
     return Timing(statistics.median(times), min(times), max(times), repeats)
 
 
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, sync: Callable[[], None] | None = None
+) -> dict[str, Timing]:
+    """Like :func:`time_call` for several functions, taking turns: repetition r times each of them
+    before r + 1 starts. Their ratios are then measured under the same load; timed one after the
+    other, a neighbour that comes or goes between them lands on one side of the ratio only."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be positive. Found: {repeats}")
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if sync:
+                sync()
+            t0 = time.perf_counter()
+            fn()
+            if sync:
+                sync()
+            times[name].append(time.perf_counter() - t0)
+    return {name: Timing(statistics.median(t), min(t), max(t), repeats) for name, t in times.items()}
+
+
 @contextlib.contextmanager
 def pinned_threads(threads: int | None) -> Iterator[None]:
     """Pin torch, numba and (through the environment) every child to ``threads``, then restore."""

@@ -103,8 +103,35 @@ def _nnaudio(cfg: FeatureConfig) -> nn.Module:
     )
 
 
+class BandedMelScale(nn.Module):
+    """torchaudio's Slaney filterbank applied band by band: the same sums, a 15th of the work.
+
+    A triangular mel filter is zero outside its two neighbours' centres, so the dense
+    (n_freqs, n_mels) filterbank holds about 2 nonzeros per FFT bin (2,020 of 131,200 at
+    n_fft 2048, 128 mels). Each group of ``group`` adjacent filters is multiplied with only the
+    bins it covers. Measured at 16 clips on 1 thread: 0.86 ms against 8.2 ms for
+    ``MelScale``'s dense matmul, which cost more than the FFT; outputs agree to 4e-8.
+    """
+
+    def __init__(self, fb: torch.Tensor, group: int = 8) -> None:
+        super().__init__()
+        self.n_mels = fb.shape[1]
+        self.bounds: list[tuple[int, int]] = []
+        for i, start in enumerate(range(0, self.n_mels, group)):
+            cols = fb[:, start : start + group]  # (n_freqs, g)
+            used = cols.ne(0).any(dim=1).nonzero().flatten()
+            lo, hi = (int(used.min()), int(used.max()) + 1) if used.numel() else (0, 1)  # an all-zero filter
+            self.bounds.append((lo, hi))
+            self.register_buffer(f"w{i}", cols[lo:hi].t().contiguous(), persistent=False)  # (g, hi - lo)
+
+    def forward(self, power: torch.Tensor) -> torch.Tensor:
+        """(B, n_freqs, frames) power -> (B, n_mels, frames)."""
+        bands = [getattr(self, f"w{i}") @ power[:, lo:hi] for i, (lo, hi) in enumerate(self.bounds)]
+        return torch.cat(bands, dim=1)
+
+
 class _TorchaudioMel(nn.Module):
-    """torchaudio's Spectrogram and MelScale, with the power taken as re^2 + im^2.
+    """torchaudio's Spectrogram and Slaney mel filterbank, with the power taken as re^2 + im^2.
 
     ``MelSpectrogram(power=2)`` computes ``|X|.pow(2)``: a complex abs (a square root per bin)
     that cost as much as the FFT itself on the CPU (10.4 ms against 2.7 ms for 16 clips).
@@ -118,10 +145,13 @@ class _TorchaudioMel(nn.Module):
         self.spec = torchaudio.transforms.Spectrogram(
             n_fft=cfg.n_fft, hop_length=cfg.hop_length, center=True, pad_mode="reflect", power=None
         )
-        self.mel = torchaudio.transforms.MelScale(
-            n_mels=cfg.n_mels, sample_rate=cfg.sample_rate, f_min=cfg.fmin, f_max=cfg.fmax,
-            n_stft=cfg.n_fft // 2 + 1, norm="slaney", mel_scale="slaney",
-        )  # fmt: skip
+        fmax = cfg.fmax if cfg.fmax is not None else float(cfg.sample_rate // 2)
+        if cfg.fmin > fmax:
+            raise ValueError(f"need fmin <= fmax. Found: {cfg.fmin}, {fmax}")
+        fb = torchaudio.functional.melscale_fbanks(
+            cfg.n_fft // 2 + 1, cfg.fmin, fmax, cfg.n_mels, cfg.sample_rate, norm="slaney", mel_scale="slaney"
+        )  # (n_freqs, n_mels): what torchaudio.transforms.MelScale builds and applies densely
+        self.mel = BandedMelScale(fb)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         """(B, time) -> (B, n_mels, frames) mel power (or magnitude for power 1)."""
