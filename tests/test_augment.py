@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sononet.train.augment import AugmentConfig, MelAugment, WaveAugment, mixup
+from sononet.train.augment import AugmentConfig, MelAugment, WaveAugment, mixup, vtlp_warp
 
 SR = 16_000
 
@@ -65,3 +65,30 @@ def test_mixup_cannot_be_combined_with_the_intensity_head() -> None:
         TrainConfig(intensity_aux=True, augment=AugmentConfig(mixup_alpha=0.2))
     with pytest.raises(ValueError, match="mixup_alpha must be >= 0"):
         AugmentConfig(mixup_alpha=-1.0)
+
+
+def _tone_mel(hz: float) -> torch.Tensor:
+    from sononet.features.mel import FeatureConfig, LogMel
+
+    t = torch.arange(48_000) / SR
+    return LogMel(FeatureConfig())(torch.sin(2 * torch.pi * hz * t)[None])  # (1, 128, 94)
+
+
+@pytest.mark.parametrize(("hz", "alpha"), [(1000.0, 1.1), (2000.0, 0.9), (400.0, 1.1)])
+def test_vtlp_moves_a_tone_where_a_real_tone_of_alpha_times_the_frequency_is(hz: float, alpha: float) -> None:
+    warped = vtlp_warp(_tone_mel(hz), torch.tensor([alpha]), 0.0, 8000.0)
+    real = _tone_mel(hz * alpha)
+    band = lambda m: int(m[0, :, 40].argmax())  # noqa: E731 - the peak band of a middle frame
+    assert band(warped) == band(real) != band(_tone_mel(hz))
+
+
+def test_vtlp_identity_at_one_and_in_eval_and_bounded() -> None:
+    mel = torch.randn(3, 128, 94)
+    torch.testing.assert_close(vtlp_warp(mel, torch.ones(3), 0.0, 8000.0), mel)
+    aug = MelAugment(AugmentConfig(vtlp=0.1, spec_augment=False, noise_std=0.0))
+    assert torch.equal(aug.eval()(mel), mel)
+    out = aug.train()(mel)
+    assert out.shape == mel.shape and not torch.equal(out, mel)
+    assert out.min() >= mel.min() and out.max() <= mel.max()  # interpolation: no new extremes
+    with pytest.raises(ValueError, match="vtlp must be in"):
+        AugmentConfig(vtlp=0.7)

@@ -61,17 +61,18 @@ def test_train_lr_is_used(shards64: Path, tmp_path: Path) -> None:
     assert load_model(result.model_dir)[0].config.lr == pytest.approx(3e-4)
 
 
-def test_mixup_trains_on_mixed_batches(shards64: Path, tmp_path: Path) -> None:
-    """Mixup runs through the trainer: same seed, same data, a different (mixed) training loss."""
+@pytest.mark.parametrize("option", [{"mixup_alpha": 0.4}, {"vtlp": 0.1}])
+def test_batch_augmentations_run_through_the_trainer(shards64: Path, tmp_path: Path, option: dict) -> None:
+    """Mixup and VTLP reach the trainer: same seed, same data, a different training loss."""
     from sononet.train.augment import AugmentConfig
 
     meta = load_metadata(shards64, ["clip_id", "speaker", "sex"]).to_pandas()
     splits = shard_splits(meta, SplitConfig(seed=0))
     fc = read_manifest(shards64)["feature_config"]
     losses = []
-    for alpha in (0.0, 0.4):
-        cfg = TrainConfig(epochs=1, augment=AugmentConfig(mixup_alpha=alpha), tensorboard=False)
-        result = train_model("cnn", shards64, splits, LABELS, cfg, tmp_path / f"m{alpha}", CPU,
+    for i, augment in enumerate((AugmentConfig(), AugmentConfig(**option))):
+        cfg = TrainConfig(epochs=1, augment=augment, tensorboard=False)
+        result = train_model("cnn", shards64, splits, LABELS, cfg, tmp_path / f"m{i}", CPU,
                              meta={"feature_config": fc}, progress=False)  # fmt: skip
         losses.append(result.history[0]["train_loss"])
     assert all(np.isfinite(losses)) and losses[0] != losses[1]

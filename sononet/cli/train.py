@@ -57,6 +57,9 @@ def _experiment_options(f):
         click.option("--intensity-aux", is_flag=True, default=None, help="Auxiliary LO/MD/HI head where labels exist."),
         click.option("--mixup", "mixup_alpha", type=float, default=None,
                      help="Mixup: mix each batch with a shuffled copy, weight ~ Beta(a, a); 0 = off."),
+        click.option("--vtlp", type=float, default=None,
+                     help="Log-mel models: warp each training clip's frequency axis by a factor in [1 - v, 1 + v], "
+                     "as if spoken by a longer or shorter vocal tract (0.1 = up to 10 %); 0 = off."),
         click.option("--speed-perturb", is_flag=True, default=None, help="wav2vec2: 0.9/1.0/1.1 speed perturbation."),
         click.option("--tempo-perturb", is_flag=True, default=None, help="wav2vec2: 0.9/1.0/1.1 time stretch."),
         click.option("--pitch-perturb", is_flag=True, default=None, help="wav2vec2: pitch x0.9/1.0/1.1."),
@@ -113,7 +116,7 @@ def experiment_config(**kw):
     split = given(base.split, mode=mode, emobox=emobox, folds=kw.get("folds"), seed=kw.get("seed"))
     augment = given(
         base.train.augment, speed_perturb=kw.get("speed_perturb"), tempo_perturb=kw.get("tempo_perturb"),
-        pitch_perturb=kw.get("pitch_perturb"), mixup_alpha=kw.get("mixup_alpha"),
+        pitch_perturb=kw.get("pitch_perturb"), mixup_alpha=kw.get("mixup_alpha"), vtlp=kw.get("vtlp"),
     )  # fmt: skip
     train = given(
         base.train, epochs=kw.get("epochs"), batch_size=kw.get("batch_size"), seed=kw.get("seed"),

@@ -1,4 +1,4 @@
-"""Training-time augmentation: SpecAugment and noise on log-mel; speed, tempo and pitch on waves.
+"""Training-time augmentation: SpecAugment, VTLP and noise on log-mel; speed, tempo and pitch on waves.
 
 Speed perturbation resamples (tempo and pitch move together, as in Kaldi recipes); tempo
 alone is a phase-vocoder time stretch; pitch alone is a stretch followed by a resample that
@@ -31,25 +31,76 @@ class AugmentConfig:
     tempo_perturb: bool = False  # wave models: time-stretch by 0.9/1.0/1.1, pitch kept
     pitch_perturb: bool = False  # wave models: pitch x0.9/1.0/1.1, duration kept
     mixup_alpha: float = 0.0  # >0: mix each batch with a shuffled copy, weight ~ Beta(a, a) (Zhang et al. 2018)
+    vtlp: float = 0.0  # log-mel: warp each clip's frequency axis by a factor in [1 - vtlp, 1 + vtlp]; 0 = off
 
     def __post_init__(self) -> None:
         for name in ("freq_mask", "time_mask", "n_masks", "noise_std", "mixup_alpha"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0. Found: {getattr(self, name)}")
+        if not 0 <= self.vtlp < 0.5:
+            raise ValueError(f"vtlp must be in [0, 0.5) (0.1 warps by up to 10 %). Found: {self.vtlp}")
+
+
+# Slaney's mel scale (librosa's default, and the filterbank's): linear below 1 kHz, log above.
+_F_SP, _MIN_LOG_HZ, _MIN_LOG_MEL, _LOGSTEP = 200.0 / 3, 1000.0, 15.0, math.log(6.4) / 27.0
+
+
+def hz_to_mel(f: torch.Tensor) -> torch.Tensor:
+    return torch.where(
+        f >= _MIN_LOG_HZ, _MIN_LOG_MEL + torch.log(f.clamp(min=_MIN_LOG_HZ) / _MIN_LOG_HZ) / _LOGSTEP, f / _F_SP
+    )
+
+
+def mel_to_hz(m: torch.Tensor) -> torch.Tensor:
+    return torch.where(m >= _MIN_LOG_MEL, _MIN_LOG_HZ * torch.exp(_LOGSTEP * (m - _MIN_LOG_MEL)), _F_SP * m)
+
+
+def vtlp_warp(x: torch.Tensor, alpha: torch.Tensor, fmin: float, fmax: float) -> torch.Tensor:
+    """(B, n_mels, T) log-mel, (B,) factors -> each clip as a vocal tract ``1 / alpha`` times as long.
+
+    Vocal tract length perturbation (Jaitly & Hinton 2013) on the mel axis: band m takes the
+    value the clip had at its centre frequency divided by alpha (alpha > 1 moves formants up),
+    interpolated between the two nearest bands; beyond the edges the edge band repeats. The
+    warp is linear per frame, so on speaker-normalised, standardised input it equals warping
+    the raw log-mel and its speaker's mean alike (up to the per-band std, smooth over bands).
+    """
+    n_mels = x.shape[1]
+    f64 = torch.float64  # positions in float64: at alpha = 1 the mel -> Hz -> mel round trip lands on the band
+    lo, hi = hz_to_mel(torch.tensor(fmin, dtype=f64)), hz_to_mel(torch.tensor(fmax, dtype=f64))
+    step = (hi - lo) / (n_mels + 1)  # filter centres: lo + (m + 1) step, as librosa.mel_frequencies(n + 2)
+    centres = mel_to_hz(lo + step * torch.arange(1, n_mels + 1, dtype=f64))  # (n_mels,) Hz
+    source = hz_to_mel(centres[None] / alpha[:, None].to("cpu", f64))  # (B, n_mels) mel of the band to read
+    pos = ((source - lo) / step - 1).clamp(0, n_mels - 1).to(x.device)
+    i0 = pos.floor().long()
+    i1 = (i0 + 1).clamp(max=n_mels - 1)
+    w = (pos - i0).unsqueeze(-1).to(x.dtype)  # (B, n_mels, 1)
+    frames = x.shape[-1]
+    below = x.gather(1, i0.unsqueeze(-1).expand(-1, -1, frames))  # (B, n_mels, T)
+    above = x.gather(1, i1.unsqueeze(-1).expand(-1, -1, frames))
+    return below * (1 - w) + above * w
 
 
 class MelAugment(nn.Module):
-    """(B, n_mels, T) normalised log-mel -> masked, noisy log-mel; identity in eval mode."""
+    """(B, n_mels, T) normalised log-mel -> warped, masked, noisy log-mel; identity in eval mode.
 
-    def __init__(self, cfg: AugmentConfig) -> None:
+    ``fmin``/``fmax`` are the features' mel range (fmax None: Nyquist), which VTLP needs.
+    """
+
+    def __init__(
+        self, cfg: AugmentConfig, sample_rate: int = 16_000, fmin: float = 0.0, fmax: float | None = None
+    ) -> None:
         super().__init__()
         self.cfg = cfg
+        self.fmin, self.fmax = fmin, fmax if fmax is not None else sample_rate / 2
         self.freq = torchaudio.transforms.FrequencyMasking(cfg.freq_mask, iid_masks=True)
         self.time = torchaudio.transforms.TimeMasking(cfg.time_mask, iid_masks=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return x
+        if self.cfg.vtlp > 0:
+            alpha = 1.0 + self.cfg.vtlp * (2 * torch.rand(x.shape[0]) - 1)  # (B,) uniform in [1 - v, 1 + v]
+            x = vtlp_warp(x, alpha, self.fmin, self.fmax)
         if self.cfg.spec_augment:
             x = x.unsqueeze(1)  # (B, 1, n_mels, T): iid_masks wants a channel dim
             for _ in range(self.cfg.n_masks):

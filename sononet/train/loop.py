@@ -257,9 +257,11 @@ class _Trainer:
                 self.norm["speaker"] = torch.tensor(1.0)
                 self.norm["speaker_default"] = torch.from_numpy(speakers.average(train_ids))
         sample_rate = int(feature_config.get("sample_rate", 16_000))
-        self.augment = (MelAugment(cfg.augment) if self.kind == "mel" else WaveAugment(cfg.augment, sample_rate)).to(
-            device
-        )
+        if self.kind == "mel":
+            fmin, fmax = float(feature_config.get("fmin", 0.0)), feature_config.get("fmax")
+            self.augment: nn.Module = MelAugment(cfg.augment, sample_rate, fmin, fmax).to(device)
+        else:
+            self.augment = WaveAugment(cfg.augment, sample_rate).to(device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.base_lr = float(self.model.config.lr)
         self.optimizer = torch.optim.AdamW(self.params, lr=self.base_lr, weight_decay=cfg.weight_decay)
