@@ -34,6 +34,21 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+# Device nodes a GPU runtime needs (NVIDIA, WSL2's GPU bridge, AMD ROCm): with none of them, CUDA cannot work.
+GPU_NODES = ("/dev/nvidia[0-9]*", "/dev/dxg", "/dev/kfd")
+
+
+def device_type(device: str) -> str:
+    """``resolve_device(device).type``, without importing torch (about a second) where the answer is
+    sure: ``cpu``, or ``auto`` on a machine without GPU device nodes."""
+    import glob
+
+    check_device(device)
+    if device == "cpu" or (device == "auto" and not any(glob.glob(pattern) for pattern in GPU_NODES)):
+        return "cpu"
+    return resolve_device(device).type
+
+
 def seed_everything(seed: int) -> None:
     """One seed for torch (CPU and CUDA) and NumPy's global generator."""
     import numpy as np
@@ -97,13 +112,16 @@ def thread_budget() -> int:
     return _configured or _env_threads() or usable_cpus()
 
 
-def configure_threads(threads: int | None = None) -> int:
+def configure_threads(threads: int | None = None, defer: bool = False) -> int:
     """Size torch's and numba's thread pools once, before heavy work; returns the count chosen.
 
     ``threads`` (``--threads``) wins, then ``$SONONET_THREADS``, then :func:`usable_cpus`.
     OpenMP waits passively and numba uses its own ``workqueue`` layer rather than torch's
     libgomp, unless the environment already says otherwise; both must be set before torch
-    and numba load, which is why commands call this first.
+    and numba load, which is why commands call this first. ``defer``: only choose the count
+    (``thread_budget`` returns it) and set the environment; a process that may never load torch
+    (``label``'s parent of worker processes) applies it later with
+    ``configure_threads(thread_budget())``.
     """
     global _configured
     if threads is None:
@@ -113,11 +131,12 @@ def configure_threads(threads: int | None = None) -> int:
     n = threads or usable_cpus()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
-    import numba
-    import torch
+    if not defer:
+        import numba
+        import torch
 
-    torch.set_num_threads(n)
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        torch.set_num_threads(n)
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     if _configured != n:  # once per count
         why = "asked for" if threads else f"usable of {os.cpu_count()} on the host"
         # INFO only for a count the user did not choose that differs from the host's cores (a

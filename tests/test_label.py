@@ -232,6 +232,40 @@ def test_jobs_label_shards_in_processes_and_merge(folder, model_dir, labelled, t
     assert label_run.label_jobs(new) == 4  # one per CPU thread
 
 
+def test_jobs_parent_never_loads_torch(folder, model_dir, tmp_path: Path) -> None:
+    """The parent of --jobs workers lists, spawns and merges: torch and numba (over a second of
+    start-up on the critical path) load in the workers only."""
+    import subprocess
+    import sys
+
+    args = [str(folder[0]), "--model", str(model_dir), "--out", str(tmp_path / "p.parquet"), "--jobs", "2",
+            "--threads", "2", "--device", "cpu", "--part-size", "4"]  # fmt: skip
+    code = (
+        "import sys\nfrom sononet.cli import main\n"
+        f"try:\n    main(['label', *{args!r}], standalone_mode=False)\n"
+        "finally:\n    print('loaded:', 'torch' in sys.modules, 'numba' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "loaded: False False" in proc.stdout and (tmp_path / "p.parquet").exists()
+
+
+def test_device_type_answers_cpu_without_torch_only_when_sure(monkeypatch) -> None:
+    import sononet.device as device
+
+    def no_torch(name: str) -> torch.device:
+        raise AssertionError("resolve_device imports torch")
+
+    monkeypatch.setattr(device, "resolve_device", no_torch)
+    monkeypatch.setattr("glob.glob", lambda pattern: [])  # no GPU device nodes
+    assert device.device_type("auto") == device.device_type("cpu") == "cpu"
+    monkeypatch.setattr("glob.glob", lambda pattern: ["/dev/nvidia0"] if "nvidia" in pattern else [])
+    with pytest.raises(AssertionError, match="imports torch"):  # a GPU may be there: torch decides
+        device.device_type("auto")
+    with pytest.raises(ValueError, match="device must be"):
+        device.device_type("tpu")
+
+
 class KilledError(Exception):
     pass
 

@@ -68,8 +68,9 @@ def main(verbose: bool) -> None:
     )
 
 
-for _command in (prepare_command, train_all_command, train_command, evaluate_command, label_command):
+for _command in (prepare_command, train_all_command, train_command, evaluate_command):
     main.add_command(with_threads(_command))
+main.add_command(with_threads(label_command, defer=True))  # its parent of --jobs workers never loads torch
 main.add_command(download_command)
 main.add_command(bench_command)  # has its own --threads: it measures thread counts
 main.add_command(export_command)

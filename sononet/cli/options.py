@@ -63,8 +63,9 @@ def mel_backend_option(f):
     )(f)  # fmt: skip
 
 
-def with_threads(cmd: click.Command) -> click.Command:
-    """Give ``cmd`` a ``--threads`` option that sizes the CPU thread pools before any heavy import."""
+def with_threads(cmd: click.Command, defer: bool = False) -> click.Command:
+    """Give ``cmd`` a ``--threads`` option that sizes the CPU thread pools before any heavy import
+    (``defer``: chooses the count only; the command applies it where it loads torch)."""
     cmd.params.append(
         click.Option(
             ["--threads"], type=int, default=None,
@@ -77,7 +78,7 @@ def with_threads(cmd: click.Command) -> click.Command:
     def run(*args, threads: int | None = None, **kwargs):
         from sononet.device import configure_threads
 
-        configure_threads(threads)
+        configure_threads(threads, defer=defer)
         return callback(*args, **kwargs)
 
     cmd.callback = run

@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from sononet.device import decode_workers, resolve_device, thread_budget, worker_pool
+from sononet.device import configure_threads, decode_workers, device_type, thread_budget, worker_pool
 from sononet.label.engine import MIN_WINDOW_S, resolve_window
 from sononet.label.inputs import duplicates, list_inputs, resolve_shard
 from sononet.label.labeller import Labeller
@@ -99,7 +99,7 @@ def label_jobs(cfg: LabelConfig) -> int:
     states = sorted(parts_dir(cfg.out).glob("state-*.json"))
     if states:
         return int(json.loads(states[0].read_text())["fingerprint"]["shards"])
-    if resolve_device(cfg.device).type != "cpu" or thread_budget() < 2:
+    if device_type(cfg.device) != "cpu" or thread_budget() < 2:
         return 1
     files, _ = list_inputs(cfg.input)
     return min(thread_budget(), len(files) // (JOBS_MIN_FILES // 2)) if len(files) >= JOBS_MIN_FILES else 1
@@ -124,6 +124,7 @@ def _label_shard(cfg: LabelConfig, progress: bool) -> dict:
     from sononet.io import atomic_write_json, atomic_write_table, sha256_file
 
     t0 = time.perf_counter()
+    configure_threads(thread_budget())  # the count the command chose, applied now that torch loads
     shard, n = resolve_shard(cfg.shard_index, cfg.shard_count)
     files, ignored = list_inputs(cfg.input)
     if not files:
