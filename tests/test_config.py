@@ -78,6 +78,24 @@ def test_batch_augmentations_run_through_the_trainer(shards64: Path, tmp_path: P
     assert all(np.isfinite(losses)) and losses[0] != losses[1]
 
 
+def test_a_models_own_augment_override_applies_to_it_alone(shards64: Path, tmp_path: Path) -> None:
+    meta = load_metadata(shards64, ["clip_id", "speaker", "sex"]).to_pandas()
+    splits = shard_splits(meta, SplitConfig(seed=0))
+    fc = read_manifest(shards64)["feature_config"]
+
+    def first_loss(overrides: dict, out: str) -> float:
+        cfg = TrainConfig(epochs=1, tensorboard=False, model_overrides=overrides)
+        result = train_model("cnn", shards64, splits, LABELS, cfg, tmp_path / out, CPU,
+                             meta={"feature_config": fc}, progress=False)  # fmt: skip
+        return result.history[0]["train_loss"]
+
+    plain = first_loss({}, "plain")
+    assert first_loss({"bigru": {"augment": {"vtlp": 0.1}}}, "other") == plain  # another model's: no effect
+    assert first_loss({"cnn": {"augment": {"vtlp": 0.1}}}, "own") != plain
+    with pytest.raises(ValueError, match=r"model_overrides.cnn.augment takes .*vtlp.*Found: \['vtpl'\]"):
+        first_loss({"cnn": {"augment": {"vtpl": 0.1}}}, "typo")
+
+
 def test_sononet_train_model_can_label(shards64: Path, tmp_path: Path) -> None:
     """The torchrun entry saves the feature config, so `sononet label` accepts its model; done.json marks it."""
     out = tmp_path / "one"
@@ -109,6 +127,25 @@ def test_epochs_come_from_one_place() -> None:
     assert resolve_experiment(ExperimentConfig(prepare=off)).prepare.features.trim_silence_db == 0.0
     with pytest.raises(ValueError, match="epochs must be at least 1"):
         TrainConfig(epochs=0)
+
+
+def test_vtlp_comes_from_the_profile_per_model_unless_set() -> None:
+    from sononet.experiment import REAL_VTLP
+    from sononet.train.augment import AugmentConfig
+
+    real = PrepareConfig(data="x", out="y")
+    got = resolve_experiment(ExperimentConfig(device="cpu", prepare=real))
+    assert got.train.augment.vtlp == 0.0 and got.train.model_overrides["bigru"]["augment"] == {"vtlp": 0.1}
+    assert REAL_VTLP == {"bigru": 0.1}
+    assert "augment" not in got.train.model_overrides.get("cnn", {})  # the CNN trains without it
+    assert "bigru" not in resolve_experiment(ExperimentConfig(device="cpu")).train.model_overrides  # demo: off
+    for explicit in (0.0, 0.05):  # a value set for every model wins, 0 included
+        train = TrainConfig(augment=AugmentConfig(vtlp=explicit))
+        cfg = resolve_experiment(ExperimentConfig(device="cpu", prepare=real, train=train))
+        assert cfg.train.augment.vtlp == explicit and "bigru" not in cfg.train.model_overrides
+    own = TrainConfig(model_overrides={"bigru": {"augment": {"vtlp": 0.2}, "hidden": 32}})
+    cfg = resolve_experiment(ExperimentConfig(device="cpu", prepare=real, train=own))
+    assert cfg.train.model_overrides["bigru"] == {"augment": {"vtlp": 0.2}, "hidden": 32}  # the model's own stays
 
 
 @pytest.mark.parametrize("extra", [[], ["--set", "prepare.data=tests", "--set", "out=runs/x"]])

@@ -31,13 +31,15 @@ class AugmentConfig:
     tempo_perturb: bool = False  # wave models: time-stretch by 0.9/1.0/1.1, pitch kept
     pitch_perturb: bool = False  # wave models: pitch x0.9/1.0/1.1, duration kept
     mixup_alpha: float = 0.0  # >0: mix each batch with a shuffled copy, weight ~ Beta(a, a) (Zhang et al. 2018)
-    vtlp: float = 0.0  # log-mel: warp each clip's frequency axis by a factor in [1 - vtlp, 1 + vtlp]; 0 = off
+    # log-mel: warp each clip's frequency axis by a factor in [1 - vtlp, 1 + vtlp]; 0 = off.
+    # None: the profile's recipe (experiment.REAL_VTLP: the BiGRU's on real speech), else off.
+    vtlp: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("freq_mask", "time_mask", "n_masks", "noise_std", "mixup_alpha"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0. Found: {getattr(self, name)}")
-        if not 0 <= self.vtlp < 0.5:
+        if self.vtlp is not None and not 0 <= self.vtlp < 0.5:
             raise ValueError(f"vtlp must be in [0, 0.5) (0.1 warps by up to 10 %). Found: {self.vtlp}")
 
 
@@ -98,7 +100,7 @@ class MelAugment(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return x
-        if self.cfg.vtlp > 0:
+        if self.cfg.vtlp:  # None (unresolved) or 0: off
             alpha = 1.0 + self.cfg.vtlp * (2 * torch.rand(x.shape[0]) - 1)  # (B,) uniform in [1 - v, 1 + v]
             x = vtlp_warp(x, alpha, self.fmin, self.fmax)
         if self.cfg.spec_augment:

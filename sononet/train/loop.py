@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +74,9 @@ class TrainConfig:
     window_shards: int = 4  # shards shuffled together; bounds memory
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     tensorboard: bool = True  # curves in <out>/tb for `tensorboard --logdir runs` (needs the tensorboard extra)
-    model_overrides: dict[str, dict] = field(default_factory=dict)  # e.g. {"wav2vec2": {"tiny": True}}
+    # Per model: its config's fields, and an `augment` table (AugmentConfig fields) for it alone,
+    # e.g. {"wav2vec2": {"tiny": True}, "bigru": {"augment": {"vtlp": 0.1}}}
+    model_overrides: dict[str, dict] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.epochs is not None and self.epochs < 1:
@@ -215,6 +217,18 @@ def _model_overrides(name: str, cfg: TrainConfig, labels: list[str], train_meta:
     return overrides
 
 
+def _model_augment(name: str, cfg: TrainConfig, changes: dict) -> AugmentConfig:
+    """``cfg.augment`` with the model's own ``augment`` overrides applied (and checked)."""
+    try:
+        augment = replace(cfg.augment, **changes)
+    except TypeError as e:
+        fields = ", ".join(AugmentConfig.__dataclass_fields__)
+        raise ValueError(f"train.model_overrides.{name}.augment takes {fields}. Found: {sorted(changes)}") from e
+    if augment.mixup_alpha > 0 and cfg.intensity_aux:
+        raise ValueError(f"{name}: mixup_alpha and train.intensity_aux cannot be combined (no intensity target)")
+    return augment
+
+
 class _Trainer:
     """One model's training run: the pieces ``train_model`` wires together, one method per step."""
 
@@ -241,6 +255,7 @@ class _Trainer:
         train_meta = load_metadata(shards, ["clip_id", "label", "intensity"]).to_pandas()
         train_meta = train_meta[train_meta.clip_id.isin(set(train_ids))]
         overrides = _model_overrides(name, cfg, labels, train_meta)
+        self.augment_cfg = _model_augment(name, cfg, overrides.pop("augment", {}))
         n_mels = int(feature_config.get("n_mels", 128))
         self.model = build_model(name, n_classes=len(labels), n_mels=n_mels, **overrides).to(device)
         self.norm: dict[str, torch.Tensor] = {}
@@ -259,9 +274,9 @@ class _Trainer:
         sample_rate = int(feature_config.get("sample_rate", 16_000))
         if self.kind == "mel":
             fmin, fmax = float(feature_config.get("fmin", 0.0)), feature_config.get("fmax")
-            self.augment: nn.Module = MelAugment(cfg.augment, sample_rate, fmin, fmax).to(device)
+            self.augment: nn.Module = MelAugment(self.augment_cfg, sample_rate, fmin, fmax).to(device)
         else:
-            self.augment = WaveAugment(cfg.augment, sample_rate).to(device)
+            self.augment = WaveAugment(self.augment_cfg, sample_rate).to(device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.base_lr = float(self.model.config.lr)
         self.optimizer = torch.optim.AdamW(self.params, lr=self.base_lr, weight_decay=cfg.weight_decay)
@@ -337,8 +352,8 @@ class _Trainer:
                 x, lengths = self.augment(x, lengths)
             labels_t = batch.labels.to(self.device)
             with _amp_context(self.device, cfg.amp):
-                if cfg.augment.mixup_alpha > 0:
-                    x, lengths, perm, lam = mixup(x, lengths, cfg.augment.mixup_alpha)
+                if self.augment_cfg.mixup_alpha > 0:
+                    x, lengths, perm, lam = mixup(x, lengths, self.augment_cfg.mixup_alpha)
                     logits, _ = self.wrapped(x, lengths)
                     head = self.model.head
                     loss = lam * head.emotion_loss(logits, labels_t) + (1 - lam) * head.emotion_loss(
