@@ -308,6 +308,24 @@ def test_changed_window_never_mixes_with_old_parts(folder, model_dir, labelled) 
         run(folder[0], model_dir, labelled[2], part_size=7, batch_size=5, hop_s=1.5)
 
 
+def test_folder_listing_gives_real_paths_through_links(tmp_path: Path) -> None:
+    tmp_path = tmp_path.resolve()  # a temp dir may itself sit under a link (macOS /var)
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    for name in ("a.wav", "sub/b.flac", "notes.txt"):
+        (real / name).write_bytes(b"x")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "c.wav").write_bytes(b"x")
+    (real / "c.wav").symlink_to(elsewhere / "c.wav")  # a linked file: listed as its target
+    (real / "linked").symlink_to(elsewhere, target_is_directory=True)  # a linked folder: not walked
+    (real / "loop.wav").symlink_to(real / "loop.wav")  # a loop keeps its own path (its row says why)
+    (tmp_path / "via").symlink_to(real, target_is_directory=True)
+    paths, ignored = list_inputs(tmp_path / "via")  # the folder itself reached through a link
+    want = [str(real / "a.wav"), str(elsewhere / "c.wav"), str(real / "loop.wav"), str(real / "sub" / "b.flac")]
+    assert paths == sorted(want) and ignored == 1
+
+
 def test_inputs_from_lists_and_manifests(folder, model_dir, tmp_path: Path) -> None:
     root = folder[0]
     (tmp_path / "files.txt").write_text(f"# two files\n{root / 'stereo.wav'}\n\n{root / 'gone.wav'}\n")
