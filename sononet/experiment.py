@@ -101,20 +101,28 @@ def resolve_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
     train = cfg.train
     if train.epochs is None:
         train.epochs = PROFILE_EPOCHS[cfg.profile]
+    resolve_augment(train, cfg.profile)
     overrides = {k: dict(v) for k, v in train.model_overrides.items()}
-    if train.augment.vtlp is None:  # unset: the profile's recipe per model, written out in the spec
-        recipe = REAL_VTLP if cfg.profile == "real" else {}
-        train.augment = replace(train.augment, vtlp=0.0)
-        for name, vtlp in recipe.items():
-            own = dict(overrides.get(name, {}).get("augment", {}))
-            own.setdefault("vtlp", vtlp)
-            overrides[name] = {**overrides.get(name, {}), "augment": own}
     if "wav2vec2" in cfg.models:
         if cfg.w2v2 == "auto":
             cfg.w2v2 = "facebook/wav2vec2-base" if resolve_device(cfg.device).type == "cuda" else "tiny"
         overrides["wav2vec2"] = {**w2v2_overrides(cfg.w2v2)[0], **overrides.get("wav2vec2", {})}
     train.model_overrides = overrides
     return cfg
+
+
+def resolve_augment(train: TrainConfig, profile: str) -> None:
+    """Set an unset ``train.augment.vtlp`` from the profile's recipe, per model (``REAL_VTLP`` on
+    real speech), in place; ``train-all`` and ``train`` both call it, so their recipes agree."""
+    if train.augment.vtlp is not None:  # set explicitly (0 too): every log-mel model gets it
+        return
+    overrides = {k: dict(v) for k, v in train.model_overrides.items()}
+    for name, vtlp in (REAL_VTLP if profile == "real" else {}).items():
+        own = dict(overrides.get(name, {}).get("augment", {}))
+        own.setdefault("vtlp", vtlp)
+        overrides[name] = {**overrides.get(name, {}), "augment": own}
+    train.augment = replace(train.augment, vtlp=0.0)
+    train.model_overrides = overrides
 
 
 @dataclass(frozen=True)

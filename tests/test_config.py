@@ -14,7 +14,7 @@ from conftest import write_cremad_like
 
 from sononet.cli import main
 from sononet.corpus.splits import SplitConfig
-from sononet.experiment import ExperimentConfig, resolve_experiment, shard_splits
+from sononet.experiment import ExperimentConfig, resolve_augment, resolve_experiment, shard_splits
 from sononet.features.mel import FeatureConfig
 from sononet.features.reader import load_metadata
 from sononet.features.shards import read_manifest
@@ -146,6 +146,9 @@ def test_vtlp_comes_from_the_profile_per_model_unless_set() -> None:
     own = TrainConfig(model_overrides={"bigru": {"augment": {"vtlp": 0.2}, "hidden": 32}})
     cfg = resolve_experiment(ExperimentConfig(device="cpu", prepare=real, train=own))
     assert cfg.train.model_overrides["bigru"] == {"augment": {"vtlp": 0.2}, "hidden": 32}  # the model's own stays
+    single = TrainConfig()  # `sononet train` resolves the same recipe for its one model
+    resolve_augment(single, "real")
+    assert single.augment.vtlp == 0.0 and single.model_overrides == {"bigru": {"augment": {"vtlp": 0.1}}}
 
 
 @pytest.mark.parametrize("extra", [[], ["--set", "prepare.data=tests", "--set", "out=runs/x"]])

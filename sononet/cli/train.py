@@ -157,7 +157,7 @@ def train_command(
     from sononet.corpus.protocol import Protocol
     from sononet.corpus.splits import SplitConfig
     from sononet.device import resolve_device
-    from sononet.experiment import shard_labels, shard_splits, w2v2_overrides
+    from sononet.experiment import resolve_augment, shard_labels, shard_splits, w2v2_overrides
     from sononet.features.reader import load_metadata
     from sononet.features.shards import read_manifest
     from sononet.io import atomic_write_json
@@ -178,6 +178,7 @@ def train_command(
     synthetic = is_synthetic(manifest)
     profile = "demo" if synthetic else "real"
     cfg = given(cfg, epochs=cfg.epochs or PROFILE_EPOCHS[profile], model_overrides={"wav2vec2": over})
+    resolve_augment(cfg, profile)  # the profile's per-model augmentation, as train-all resolves it
     protocol = Protocol(
         corpus=corpus_label(manifest, list(meta.clip_id)), split=split.protocol, synthetic=synthetic,
         speaker_disjoint=split.mode == "speaker", seed=cfg.seed, profile=profile,
