@@ -78,6 +78,22 @@ def _metric_lines(metrics: dict[str, Any] | None, name: str, fold: int) -> list[
             "| --- | ---: | --- | --- | --- |", *lines]  # fmt: skip
 
 
+def _augment_line(meta: dict[str, Any], name: str) -> list[str]:
+    """What this model trained with: the run's augmentation and its own overrides (train_config)."""
+    train = meta.get("train_config") or {}
+    aug = {**(train.get("augment") or {}), **((train.get("model_overrides") or {}).get(name, {}).get("augment") or {})}
+    if not aug:
+        return []
+    parts = []
+    if aug.get("spec_augment"):
+        masks = f"{aug.get('n_masks')} masks of up to {aug.get('freq_mask')} mels and {aug.get('time_mask')} frames"
+        parts.append(f"SpecAugment ({masks})")
+    named = (("vtlp", "VTLP"), ("mixup_alpha", "mixup"), ("noise_std", "noise"))
+    parts += [f"{label} {aug[key]:g}" for key, label in named if aug.get(key)]
+    parts += [key.replace("_", " ") for key in ("speed_perturb", "tempo_perturb", "pitch_perturb") if aug.get(key)]
+    return [f"- augmentation: {', '.join(parts) or 'none'}"]
+
+
 def render_card(doc: dict[str, Any], metrics: dict[str, Any] | None = None, fold: int = 0) -> str:
     """Markdown for the model described by ``doc`` (a config.json); ``metrics`` as in metrics.json."""
 
@@ -119,6 +135,7 @@ def render_card(doc: dict[str, Any], metrics: dict[str, Any] | None = None, fold
         f"{protocol.get('seed', 'unknown')}",
         f"- initialisation: {init}",
         f"- best epoch: {meta.get('best_epoch', 'unknown')}; validation loss: {meta.get('val_loss', 'unknown')}",
+        *_augment_line(meta, name),
         *(
             [
                 "- normalisation: per speaker. Evaluation removed each test speaker's mean log-mel over its own clips;",
