@@ -142,9 +142,10 @@ class EmotionClassifier:
             sums, counts = valid_frame_sums(x.cpu().numpy(), lengths.numpy())
             total, frames = total + sums.sum(0), frames + int(counts.sum())
 
+        audio, whole_s = self._audio, self._lab.clip_span_s(window_s)
         for src in self._opened(inputs, sample_rate, window_s):
             _raise_failed(src)
-            for _, clip in windows_of(src, length, hop, self._audio, self._lab.clip_span_s(window_s)):
+            for _, clip in windows_of(src, length, hop, audio, whole_s):
                 clips.append(clip)
                 if len(clips) == self.batch_size:
                     add(clips)

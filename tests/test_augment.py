@@ -63,6 +63,9 @@ def test_mixup_cannot_be_combined_with_the_intensity_head() -> None:
 
     with pytest.raises(ValueError, match="mixup"):
         TrainConfig(intensity_aux=True, augment=AugmentConfig(mixup_alpha=0.2))
+    own = {"bigru": {"augment": {"mixup_alpha": 0.2}}}  # a model's own mixup: refused when the config is made
+    with pytest.raises(ValueError, match=r"model_overrides\.bigru\.augment\.mixup_alpha and train\.intensity_aux"):
+        TrainConfig(intensity_aux=True, model_overrides=own)
     with pytest.raises(ValueError, match="mixup_alpha must be >= 0"):
         AugmentConfig(mixup_alpha=-1.0)
 

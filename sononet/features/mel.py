@@ -104,7 +104,7 @@ def _nnaudio(cfg: FeatureConfig) -> nn.Module:
 
 
 class BandedMelScale(nn.Module):
-    """torchaudio's Slaney filterbank applied band by band: the same sums, a 15th of the work.
+    """torchaudio's Slaney filterbank applied band by band: the same sums, a 15th of the multiplies.
 
     A triangular mel filter is zero outside its two neighbours' centres, so the dense
     (n_freqs, n_mels) filterbank holds about 2 nonzeros per FFT bin (2,020 of 131,200 at

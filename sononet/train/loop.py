@@ -94,10 +94,8 @@ class TrainConfig:
         for name in ("weight_decay", "aux_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"train.{name} must be >= 0. Found: {getattr(self, name)}")
-        if self.augment.mixup_alpha > 0 and self.intensity_aux:
-            raise ValueError(
-                "train.augment.mixup_alpha and train.intensity_aux cannot be combined: mixup has no intensity target"
-            )
+        for name in ("", *self.model_overrides):  # the run's augmentation, then each model's own
+            self.augment_for(name)
         if self.speaker_norm and self.clip_norm:
             raise ValueError(
                 "train.speaker_norm and train.clip_norm cannot be combined: the clip's own mean would replace "
@@ -107,6 +105,22 @@ class TrainConfig:
             raise ValueError(f"train.select_on must be one of {SELECT_ON}. Found: {self.select_on!r}")
         if not 0 < self.plateau_factor < 1:  # also refuses NaN
             raise ValueError(f"train.plateau_factor must be in (0, 1). Found: {self.plateau_factor}")
+
+    def augment_for(self, name: str) -> AugmentConfig:
+        """The augmentation model ``name`` trains with: ``augment`` and its own
+        ``model_overrides[name]["augment"]`` on top (checked)."""
+        changes = self.model_overrides.get(name, {}).get("augment", {})
+        where = f"train.model_overrides.{name}.augment" if "mixup_alpha" in changes else "train.augment"
+        try:
+            augment = replace(self.augment, **changes)
+        except TypeError as e:
+            fields = ", ".join(AugmentConfig.__dataclass_fields__)
+            raise ValueError(f"train.model_overrides.{name}.augment takes {fields}. Found: {sorted(changes)}") from e
+        if augment.mixup_alpha > 0 and self.intensity_aux:
+            raise ValueError(
+                f"{where}.mixup_alpha and train.intensity_aux cannot be combined: mixup has no intensity target"
+            )
+        return augment
 
 
 @dataclass
@@ -217,18 +231,6 @@ def _model_overrides(name: str, cfg: TrainConfig, labels: list[str], train_meta:
     return overrides
 
 
-def _model_augment(name: str, cfg: TrainConfig, changes: dict) -> AugmentConfig:
-    """``cfg.augment`` with the model's own ``augment`` overrides applied (and checked)."""
-    try:
-        augment = replace(cfg.augment, **changes)
-    except TypeError as e:
-        fields = ", ".join(AugmentConfig.__dataclass_fields__)
-        raise ValueError(f"train.model_overrides.{name}.augment takes {fields}. Found: {sorted(changes)}") from e
-    if augment.mixup_alpha > 0 and cfg.intensity_aux:
-        raise ValueError(f"{name}: mixup_alpha and train.intensity_aux cannot be combined (no intensity target)")
-    return augment
-
-
 class _Trainer:
     """One model's training run: the pieces ``train_model`` wires together, one method per step."""
 
@@ -255,7 +257,8 @@ class _Trainer:
         train_meta = load_metadata(shards, ["clip_id", "label", "intensity"]).to_pandas()
         train_meta = train_meta[train_meta.clip_id.isin(set(train_ids))]
         overrides = _model_overrides(name, cfg, labels, train_meta)
-        self.augment_cfg = _model_augment(name, cfg, overrides.pop("augment", {}))
+        overrides.pop("augment", None)  # the model's own augmentation, not a model field
+        self.augment_cfg = cfg.augment_for(name)  # checked again: model_overrides may change after init
         n_mels = int(feature_config.get("n_mels", 128))
         self.model = build_model(name, n_classes=len(labels), n_mels=n_mels, **overrides).to(device)
         self.norm: dict[str, torch.Tensor] = {}
