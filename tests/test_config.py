@@ -165,6 +165,9 @@ def test_train_all_and_sononet_batch_resolve_the_same_spec(extra: list[str], tmp
     norm = lambda text: text.replace(str(tmp_path) + "/", "").replace(str(Path("tests").resolve()), "tests")  # noqa: E731
     assert norm(a.output) == norm(b.output)
     assert ('profile = "real"' if extra else 'profile = "demo"') in a.output
+    assert ("refit = true" if extra else "refit = false") in a.output  # the profile decides an unset --refit
+    flipped = runner.invoke(main, [*direct, "--no-refit" if extra else "--refit"])
+    assert ("refit = false" if extra else "refit = true") in flipped.output
 
 
 def test_spec_round_trips_through_toml() -> None:

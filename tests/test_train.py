@@ -60,7 +60,7 @@ def test_experiment_beats_chance_and_writes_everything(shards: Path, tmp_path: P
             mel_backend="torchaudio",
             device="cpu",
         ),
-        train=TrainConfig(epochs=6, batch_size=16, patience=6),
+        train=TrainConfig(epochs=6, batch_size=16, patience=6, refit=False),  # refit: its own test below
     )
     result = run_experiment(cfg, progress=False)
     run = Path(result["out"])
@@ -263,3 +263,103 @@ def test_jobs_default_to_the_thread_budget_on_the_cpu(monkeypatch: pytest.Monkey
     assert resolve_experiment(replace(cfg, jobs=3)).jobs == 3
     with pytest.raises(ValueError, match="jobs must be at least 1"):
         ExperimentConfig(jobs=0)
+
+
+def test_ema_is_what_is_validated_and_saved_and_resumes_exactly(shards: Path, tmp_path: Path) -> None:
+    """With ``train.ema_epochs`` the moving average is scored and saved, not the last step's weights, and a
+    resumed run continues the average exactly; a plain checkpoint cannot be resumed as an EMA run."""
+    from sononet.models.saving import load_model
+
+    splits = splits_for(shards)
+    plain = TrainConfig(epochs=2, batch_size=16)
+    ema = replace(plain, ema_epochs=0.5)
+    base = train_model("cnn", shards, splits, LABELS, plain, tmp_path / "plain", CPU, progress=False)
+    straight = train_model("cnn", shards, splits, LABELS, ema, tmp_path / "a", CPU, progress=False)
+    train_losses = [h["train_loss"] for h in straight.history]
+    assert train_losses == [h["train_loss"] for h in base.history]  # the same optimisation: EMA only watches it
+    assert [h["val_loss"] for h in straight.history] != [h["val_loss"] for h in base.history]
+    one = train_model("cnn", shards, splits, LABELS, replace(ema, epochs=1), tmp_path / "b", CPU, progress=False)
+    saved = load_model(one.model_dir)[0].state_dict()  # epoch 1 is always the best so far: it was saved
+    ckpt = torch.load(tmp_path / "b" / "checkpoint" / "last.pt", weights_only=True)
+    name = "blocks.0.conv.weight"
+    assert torch.equal(saved[name], ckpt["ema"][f"module.{name}"])
+    assert not torch.equal(saved[name], ckpt["model"][name])
+    resumed = train_model("cnn", shards, splits, LABELS, ema, tmp_path / "b", CPU, resume=True, progress=False)
+    assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in straight.history]
+    with pytest.raises(ValueError, match="written without train.ema_epochs"):
+        train_model("cnn", shards, splits, LABELS, replace(ema, epochs=3), tmp_path / "plain", CPU, resume=True,
+                    progress=False)  # fmt: skip
+
+
+def test_ema_average_starts_as_a_mean_then_decays() -> None:
+    from sononet.train.loop import _ema_average
+
+    average = _ema_average(100)
+    zero, one = torch.zeros(1), torch.ones(1)
+    mean = zero
+    for n, w in enumerate([1.0, 2.0, 3.0, 6.0]):  # the first steps: their plain mean
+        mean = average(mean, torch.full((1,), w), torch.tensor(n))
+    assert float(mean) == pytest.approx(3.0)
+    assert float(average(zero, one, torch.tensor(10_000))) == pytest.approx(0.01)  # then decay 1 - 1/100
+    with pytest.raises(ValueError, match="train.ema_epochs must be >= 0"):
+        TrainConfig(ema_epochs=-1.0)
+
+
+def test_refit_trains_every_clip_for_the_selected_epochs_at_their_rates(shards: Path, tmp_path: Path) -> None:
+    """``refit_model`` replays the selected run's epochs and learning rates (warm-up still per step),
+    validates nothing, saves its last epoch, and resumes exactly."""
+    from sononet.models.saving import load_model
+    from sononet.train.loop import refit_model
+
+    splits = splits_for(shards)
+    cfg = TrainConfig(epochs=3, batch_size=16, warmup_epochs=1)
+    selected = train_model("cnn", shards, splits, LABELS, cfg, tmp_path / "sel", CPU, progress=False).history
+    selected = [{**row, "lr": lr} for row, lr in zip(selected, [1e-3, 4e-4, 2e-4])]  # as if the plateau had cut
+    ids = [c for c, s in splits.items() if s in ("train", "val")]
+    refit = refit_model("cnn", shards, ids, LABELS, cfg, tmp_path / "refit", CPU, selected, progress=False)
+    assert [round(h["lr"], 9) for h in refit.history] == [1e-3, 4e-4, 2e-4]  # epoch 1 ends its warm-up at 1e-3
+    assert refit.best_epoch == 3 and not any("val_ua" in h for h in refit.history)
+    assert load_model(refit.model_dir)[1]["meta"]["best_epoch"] == 3
+    refit_model("cnn", shards, ids, LABELS, cfg, tmp_path / "again", CPU, selected[:1], progress=False)
+    resumed = refit_model("cnn", shards, ids, LABELS, cfg, tmp_path / "again", CPU, selected, resume=True,
+                          progress=False)  # fmt: skip
+    assert resumed.digests == refit.digests
+    with pytest.raises(ValueError, match="need train and val clips"):
+        train_model("cnn", shards, dict.fromkeys(ids, "train"), LABELS, cfg, tmp_path / "noval", CPU, progress=False)
+
+
+def test_train_all_refit_scores_test_and_the_selected_model_scores_val(shards: Path, tmp_path: Path) -> None:
+    from sononet.models.saving import load_model
+    from sononet.train.loop import predict
+
+    cfg = ExperimentConfig(
+        out=str(tmp_path / "run"), models=("cnn",), device="cpu",
+        prepare=PrepareConfig(data=str(shards.parent / "data"), out=str(shards), shard_size=40,
+                              mel_backend="torchaudio", device="cpu"),
+        train=TrainConfig(epochs=2, batch_size=16, refit=True, tensorboard=False),
+    )  # fmt: skip
+    run = Path(run_experiment(cfg, progress=False)["out"])
+    done = json.loads((run / "cnn" / "done.json").read_text())
+    assert done["refit_epochs"] == done["best_epoch"]
+    preds = pd.read_parquet(run / "predictions.parquet")
+    probs = [f"prob_{c}" for c in LABELS]
+    for split, model_dir in (("test", run / "cnn" / "refit" / "model"), ("val", run / "cnn" / "model")):
+        stored = preds[(preds.model == "cnn") & (preds.split == split)].set_index("clip_id")
+        model, saved = load_model(model_dir)
+        again = predict(model, saved["meta"], shards, list(stored.index), CPU).set_index("clip_id")
+        np.testing.assert_allclose(stored.loc[again.index, probs].to_numpy(), again[probs].to_numpy(), rtol=1e-6)
+    assert "test: models refit on train+val" in (run / "report.md").read_text()
+    refit_card = (run / "cnn" / "refit" / "model" / "README.md").read_text()
+    assert "| test | " in refit_card and "| val | " not in refit_card
+    assert f"for the {done['best_epoch']} epochs chosen on validation" in refit_card
+    selected_card = (run / "cnn" / "model" / "README.md").read_text()
+    assert "| val | " in selected_card and "| test | " not in selected_card and "../refit/model" in selected_card
+
+
+def test_refit_is_on_for_real_speech_and_off_for_the_demo() -> None:
+    from sononet.experiment import resolve_experiment
+
+    real = ExperimentConfig(device="cpu", prepare=PrepareConfig(data="some/corpus"))
+    assert resolve_experiment(real).train.refit is True
+    assert resolve_experiment(ExperimentConfig(device="cpu")).train.refit is False
+    assert resolve_experiment(replace(real, train=TrainConfig(refit=False))).train.refit is False

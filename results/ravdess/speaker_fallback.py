@@ -3,7 +3,8 @@
 
     python results/ravdess/speaker_fallback.py runs/ravdess-6class cnn,bigru > speaker-fallback.json
 
-Reads each fold's splits.json and saved model; the shards are the run's own.
+Reads each fold's splits.json and the saved model that train-all tested (its refit, where the run
+refit its models); the shards are the run's own.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def main(run: Path, models: list[str]) -> dict:
         for fold_dir in sorted(run.glob("fold-*")):
             splits = json.loads((fold_dir / "splits.json").read_text())
             test = [c for c, s in splits.items() if s == "test"]
-            model, saved = load_model(fold_dir / name / "model")
+            refit = fold_dir / name / "refit" / "model"  # what train-all tests, when the run refit its models
+            model, saved = load_model(refit if refit.is_dir() else fold_dir / name / "model")
             for key, known in (("known", True), ("unknown", False)):
                 p = predict(model, saved["meta"], run / "shards", test, torch.device("cpu"), known_speakers=known)
                 scores[key].append(100 * balanced_accuracy_score(p.true, p.pred))

@@ -53,6 +53,10 @@ def _experiment_options(f):
         click.option("--fresh", is_flag=True, help="Ignore checkpoints in --out and retrain every model."),
         click.option("--speaker-norm/--no-speaker-norm", default=None,
                      help="Log-mel minus each speaker's mean over its clips (no labels used) [default: on]."),
+        click.option("--refit/--no-refit", default=None,
+                     help="After choosing the epoch count on the validation speakers, train each model again on "
+                     "training + validation speakers for that many epochs; the test split scores the refit "
+                     "(<fold>/<model>/refit/model) [default: the profile's: real on, demo off]."),
         click.option("--class-weights", is_flag=True, default=None, help="Inverse-frequency class weights."),
         click.option("--intensity-aux", is_flag=True, default=None, help="Auxiliary LO/MD/HI head where labels exist."),
         click.option("--mixup", "mixup_alpha", type=float, default=None,
@@ -120,7 +124,7 @@ def experiment_config(**kw):
     )  # fmt: skip
     train = given(
         base.train, epochs=kw.get("epochs"), batch_size=kw.get("batch_size"), seed=kw.get("seed"),
-        speaker_norm=kw.get("speaker_norm"), class_weights=kw.get("class_weights"),
+        speaker_norm=kw.get("speaker_norm"), refit=kw.get("refit"), class_weights=kw.get("class_weights"),
         intensity_aux=kw.get("intensity_aux"), augment=augment,
         tensorboard=kw.get("tensorboard"),
     )  # fmt: skip

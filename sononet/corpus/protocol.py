@@ -33,12 +33,15 @@ class Protocol:
     profile: str | None = None  # demo | real: the training recipe
     device: str | None = None
     cross_corpus: CrossCorpus | None = None
+    refit: bool = False  # the test split was scored by models refit on train + val (TrainConfig.refit)
 
     def line(self) -> str:
         """One line that says how the numbers were made: corpus, split, folds, seed, pretraining."""
         parts = [f"corpus={self.corpus}", f"split={self.split}", f"folds={self.folds}", f"seed={self.seed}"]
         if self.pretrained:
             parts.append("pretrained: " + "; ".join(f"{m}={n}" for m, n in sorted(self.pretrained.items())))
+        if self.refit:
+            parts.append("test: models refit on train+val for the epochs chosen on val")
         return "Protocol: " + " · ".join(parts)
 
     def pretrained_note(self, model: str) -> str:

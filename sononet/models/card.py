@@ -61,10 +61,10 @@ def _corpus_facts(corpus: str) -> tuple[str, str]:
     return ("whatever the training corpus holds", "unknown: check the licence of your training corpus")
 
 
-def _metric_lines(metrics: dict[str, Any] | None, name: str, fold: int) -> list[str]:
+def _metric_lines(metrics: dict[str, Any] | None, name: str, fold: int, splits: tuple[str, ...]) -> list[str]:
     entry = ((metrics or {}).get("models") or {}).get(name) or {}
     lines = []
-    for split in ("test", "val"):
+    for split in splits:
         m = ((entry.get(split) or {}).get("folds") or {}).get(str(fold))
         if not m:
             continue
@@ -74,8 +74,21 @@ def _metric_lines(metrics: dict[str, Any] | None, name: str, fold: int) -> list[
     if not lines:
         return ["Not evaluated yet: `sononet train-all` rewrites this card with test metrics and 95 % CIs."]
     level = int(100 * next(iter(entry.values()))["folds"][str(fold)].get("ci_level", 0.95))
+    note = (
+        []
+        if "test" in splits
+        else ["", "The test split was scored by this model's refit on train + val (`../refit/model`)."]
+    )
     return [f"| split | n | WA % [{level} % CI] | UA % [{level} % CI] | macro-F1 % [{level} % CI] |",
-            "| --- | ---: | --- | --- | --- |", *lines]  # fmt: skip
+            "| --- | ---: | --- | --- | --- |", *lines, *note]  # fmt: skip
+
+
+def _selection_line(meta: dict[str, Any]) -> str:
+    refit = meta.get("refit")
+    if refit:
+        return (f"- refit on the training and validation speakers ({refit['clips']} clips) for the {refit['epochs']} "
+                "epochs chosen on validation; its own validation score is unknown")  # fmt: skip
+    return f"- best epoch: {meta.get('best_epoch', 'unknown')}; validation loss: {meta.get('val_loss', 'unknown')}"
 
 
 def _augment_line(meta: dict[str, Any], name: str) -> list[str]:
@@ -94,8 +107,11 @@ def _augment_line(meta: dict[str, Any], name: str) -> list[str]:
     return [f"- augmentation: {', '.join(parts) or 'none'}"]
 
 
-def render_card(doc: dict[str, Any], metrics: dict[str, Any] | None = None, fold: int = 0) -> str:
-    """Markdown for the model described by ``doc`` (a config.json); ``metrics`` as in metrics.json."""
+def render_card(
+    doc: dict[str, Any], metrics: dict[str, Any] | None = None, fold: int = 0, splits: tuple[str, ...] = ("test", "val")
+) -> str:
+    """Markdown for the model described by ``doc`` (a config.json); ``metrics`` as in metrics.json,
+    of which the rows for ``splits`` (those this model scored: a refit model's is the test split)."""
 
     meta = doc.get("meta") or {}
     prov = provenance(doc)
@@ -134,7 +150,7 @@ def render_card(doc: dict[str, Any], metrics: dict[str, Any] | None = None, fold
         f"- split protocol: {prov['split']}; folds: {protocol.get('folds', 'unknown')}; seed: "
         f"{protocol.get('seed', 'unknown')}",
         f"- initialisation: {init}",
-        f"- best epoch: {meta.get('best_epoch', 'unknown')}; validation loss: {meta.get('val_loss', 'unknown')}",
+        _selection_line(meta),
         *_augment_line(meta, name),
         *(
             [
@@ -148,7 +164,7 @@ def render_card(doc: dict[str, Any], metrics: dict[str, Any] | None = None, fold
         "",
         "## Metrics",
         "",
-        *_metric_lines(metrics, name, fold),
+        *_metric_lines(metrics, name, fold, splits),
         "",
         "## Features",
         "",
@@ -181,10 +197,16 @@ def render_card(doc: dict[str, Any], metrics: dict[str, Any] | None = None, fold
     return "\n".join(lines)
 
 
-def write_card(model_dir: str | Path, metrics: dict[str, Any] | None = None, fold: int = 0) -> Path:
-    """(Re)write ``model_dir/README.md`` from its config.json and, when given, the run's metrics."""
+def write_card(
+    model_dir: str | Path,
+    metrics: dict[str, Any] | None = None,
+    fold: int = 0,
+    splits: tuple[str, ...] = ("test", "val"),
+) -> Path:
+    """(Re)write ``model_dir/README.md`` from its config.json and, when given, the run's metrics for
+    ``splits``."""
     model_dir = Path(model_dir)
     doc = json.loads((model_dir / "config.json").read_text())
     path = model_dir / "README.md"
-    path.write_text(render_card(doc, metrics, fold))
+    path.write_text(render_card(doc, metrics, fold, splits))
     return path
