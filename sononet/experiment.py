@@ -281,7 +281,7 @@ def _run(cfg: ExperimentConfig, out: Path, record: RunRecord, progress: bool) ->
         fold_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(fold_dir / "splits.json", splits)
         for name in cfg.models:
-            if not (cfg.resume and (fold_dir / name / "done.json").exists()):
+            if not (cfg.resume and _unit_done(fold_dir / name, bool(train_cfg.refit))):
                 units.append(TrainUnit(name, fold if folds > 1 else None, splits, str(fold_dir / name)))
     run_unit = partial(
         train_unit, shards=cfg.prepare.out, labels=labels, cfg=train_cfg, device=str(device), resume=cfg.resume,
@@ -324,6 +324,12 @@ def _run(cfg: ExperimentConfig, out: Path, record: RunRecord, progress: bool) ->
         for scored_by, scored_splits in _scored_by(model_dir, bool(train_cfg.refit)).items():
             write_card(scored_by, metrics, fold, splits=scored_splits)
     return protocol.to_dict(), metrics
+
+
+def _unit_done(model_dir: Path, refit: bool) -> bool:
+    """Trained, and refit when the run refits: a run resumed with the refit newly on refits its models."""
+    done = model_dir / "done.json"
+    return done.is_file() and (not refit or "refit_epochs" in json.loads(done.read_text()))
 
 
 def _scored_by(model_dir: Path, refit: bool) -> dict[Path, tuple[str, ...]]:

@@ -336,11 +336,13 @@ def test_train_all_refit_scores_test_and_the_selected_model_scores_val(shards: P
         out=str(tmp_path / "run"), models=("cnn",), device="cpu",
         prepare=PrepareConfig(data=str(shards.parent / "data"), out=str(shards), shard_size=40,
                               mel_backend="torchaudio", device="cpu"),
-        train=TrainConfig(epochs=2, batch_size=16, refit=True, tensorboard=False),
+        train=TrainConfig(epochs=2, batch_size=16, refit=False, tensorboard=False),
     )  # fmt: skip
-    run = Path(run_experiment(cfg, progress=False)["out"])
+    run_experiment(cfg, progress=False)  # without the refit first: resuming with it on adds the refit
+    run = Path(run_experiment(replace(cfg, train=replace(cfg.train, refit=True)), progress=False)["out"])
     done = json.loads((run / "cnn" / "done.json").read_text())
     assert done["refit_epochs"] == done["best_epoch"]
+    assert "train/cnn" in json.loads((run / "run.json").read_text())["stages_s"]  # the second run trained (refit)
     preds = pd.read_parquet(run / "predictions.parquet")
     probs = [f"prob_{c}" for c in LABELS]
     for split, model_dir in (("test", run / "cnn" / "refit" / "model"), ("val", run / "cnn" / "model")):

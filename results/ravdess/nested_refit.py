@@ -1,0 +1,75 @@
+"""Does refitting on train + val help? Measured without touching a test actor (sixth round).
+
+    python results/ravdess/nested_refit.py runs/nested cnn,bigru 0,1,2,3,4,5 > nested-refit.jsonl
+
+For each outer fold of the 6-fold RAVDESS split (6 classes): R = its 16 training actors, V = its 4
+validation actors; its test actors are never read. Inside R, another fold's validation group G
+(4 actors) chooses the epoch for model A, trained on the other 12; B is A's refit on all of R
+(``refit_model``: A's best epoch count at A's learning rates). A, B and the mean of the models'
+probabilities (ensemble) are scored on V, which none of them has seen. Prepares the shards in
+OUT/shards with the real profile's features on first use; one line of JSON per fold.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import balanced_accuracy_score
+
+from sononet.corpus.splits import speaker_folds
+from sononet.evaluate.predictions import META_COLUMNS
+from sononet.experiment import ExperimentConfig, resolve_experiment, shard_labels
+from sononet.features.reader import load_metadata, read_manifest
+from sononet.models.saving import load_model
+from sononet.prepare import prepare
+from sononet.train.loop import predict, refit_model, train_model
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "ravdess"
+CPU = torch.device("cpu")
+
+
+def main(out: Path, models: list[str], folds: list[int]) -> None:
+    cfg = ExperimentConfig(out=str(out), device="cpu")
+    cfg.prepare.data, cfg.prepare.labels = str(DATA), ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
+    cfg.split.folds = 6
+    cfg = resolve_experiment(cfg)
+    shards = cfg.prepare.out
+    prepare(cfg.prepare, progress=False)
+    manifest, meta = read_manifest(shards), load_metadata(shards, [*META_COLUMNS, "label"]).to_pandas()
+    labels, fm = shard_labels(manifest, meta), {"feature_config": manifest["feature_config"]}
+    train = cfg.train
+    groups = speaker_folds(meta.groupby("speaker").sex.first().to_dict(), cfg.split)
+    for f in folds:
+        own = groups[f]
+        r = {s for s, x in own.items() if x == "train"}
+        v = {s for s, x in own.items() if x == "val"}
+        g = next(grp for grp in ({s for s, x in k.items() if x == "val"} for k in groups) if grp <= r)
+        inner = {c: ("val" if s in g else "train") for c, s in zip(meta.clip_id, meta.speaker) if s in r}
+        v_ids = [c for c, s in zip(meta.clip_id, meta.speaker) if s in v]
+        probs: dict[str, np.ndarray] = {}
+        row: dict = {"fold": f, "inner_val": sorted(g), "scored_on": sorted(v)}
+        for name in models:
+            a = train_model(name, shards, inner, labels, train, out / f"fold-{f}" / name / "A", CPU, meta=fm,
+                            progress=False)  # fmt: skip
+            b = refit_model(name, shards, list(inner), labels, train, out / f"fold-{f}" / name / "B", CPU,
+                            a.history[: a.best_epoch], meta=fm, progress=False)  # fmt: skip
+            row[f"{name}_epochs"] = a.best_epoch
+            for key, run in (("A", a), ("B", b)):
+                model, saved = load_model(run.model_dir)
+                p = predict(model, saved["meta"], shards, v_ids, CPU).set_index("clip_id").loc[v_ids]
+                probs[f"{name}_{key}"] = p[[f"prob_{c}" for c in labels]].to_numpy()
+                truth = p["true"].to_numpy()
+        for key in ("A", "B"):
+            probs[f"ensemble_{key}"] = np.mean([probs[f"{m}_{key}"] for m in models], axis=0)
+        for key, prob in probs.items():
+            row[f"{key}_ua"] = round(100 * balanced_accuracy_score(truth, np.array(labels)[prob.argmax(1)]), 2)
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main(Path(sys.argv[1]), sys.argv[2].split(","), [int(x) for x in sys.argv[3].split(",")])
