@@ -152,16 +152,16 @@ def train_unit(
     """Train one unit (and its refit, with ``cfg.refit``) and mark it done; returns its seconds.
     Runs in this process or in a worker."""
     t = time.perf_counter()
+    dev = resolve_device(device)
     result = train_model(
-        unit.name, shards, unit.splits, labels, cfg, unit.model_dir, resolve_device(device), resume=resume,
-        meta=meta, progress=progress,
+        unit.name, shards, unit.splits, labels, cfg, unit.model_dir, dev, resume=resume, meta=meta, progress=progress,
     )  # fmt: skip
     done = {"best_epoch": result.best_epoch, "epochs": len(result.history)}
     if cfg.refit:
         ids = [c for c, s in unit.splits.items() if s in ("train", "val")]
         selected = result.history[: result.best_epoch]
         refit_model(
-            unit.name, shards, ids, labels, cfg, Path(unit.model_dir) / REFIT_DIR, resolve_device(device), selected,
+            unit.name, shards, ids, labels, cfg, Path(unit.model_dir) / REFIT_DIR, dev, selected,
             resume=resume, meta=meta, progress=progress,
         )  # fmt: skip
         done["refit_epochs"] = len(selected)
