@@ -150,6 +150,37 @@ def configure_threads(threads: int | None = None, defer: bool = False) -> int:
 _configured: int | None = None
 
 
+# --- Memory reuse ------------------------------------------------------------------------
+# glibc serves an allocation of more than its mmap threshold (at most 32 MiB) with a fresh
+# mmap and hands it back to the kernel on free; smaller freed blocks at the heap's top are
+# trimmed away too. An inference batch allocates the same tens of MiB of activations (a
+# 64-window STFT alone is 49 MiB) and frees them again, so every batch faulted its pages in
+# anew: `label` of 10,000 clips took 3.0 M minor page faults and 9.1 s of system time.
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc <malloc.h> mallopt parameters
+
+
+def reuse_freed_memory() -> bool:
+    """Keep this process's freed memory in glibc's heap for the next batch (no mmap, no trim);
+    returns whether it applied (glibc only).
+
+    Measured on `label` of 10,000 clips, 2 cores: 0.3 M page faults instead of 3.0 M, 2.7 s of
+    system time instead of 9.1. The cost: the process keeps its peak, which a batch loop
+    reaches with its first batch anyway. For batch commands only; a library leaves its host's
+    allocator alone.
+    """
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+
+
 def worker_pool(jobs: int) -> tuple[ProcessPoolExecutor, int]:
     """``jobs`` spawned worker processes, each sized to ``thread_budget() // jobs`` threads
     (returned too) before it unpickles its first task, so before torch loads there.

@@ -37,7 +37,7 @@ from sononet.models.registry import MODELS, model_names
 from sononet.models.saving import load_model
 from sononet.prepare import PrepareConfig, format_summary, prepare
 from sononet.runinfo import RunRecord
-from sononet.train.loop import PROFILE_EPOCHS, TrainConfig, predict, refit_model, train_model
+from sononet.train.loop import PROFILE_EPOCHS, TrainConfig, predict, refit_epochs, refit_model, train_model
 
 log = logging.getLogger(__name__)
 DEFAULT_MODELS = ("cnn", "bigru", "wav2vec2")
@@ -159,7 +159,7 @@ def train_unit(
     done = {"best_epoch": result.best_epoch, "epochs": len(result.history)}
     if cfg.refit:
         ids = [c for c, s in unit.splits.items() if s in ("train", "val")]
-        selected = result.history[: result.best_epoch]
+        selected = result.history[: refit_epochs(result.history, cfg.select_on, cfg.refit_window)]
         refit_model(
             unit.name, shards, ids, labels, cfg, Path(unit.model_dir) / REFIT_DIR, dev, selected,
             resume=resume, meta=meta, progress=progress,

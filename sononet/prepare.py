@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from sononet.audio import AudioConfig, Decoded, load_audio
 from sononet.corpus import Clip, Corpus, load_corpus, parse_label_map, select_labels
-from sononet.device import check_device, decode_workers, resolve_device
+from sononet.device import check_device, decode_workers, resolve_device, reuse_freed_memory
 from sononet.errors import AudioError, ErrorRow, count_by_reason
 from sononet.features.frontend import decode_samples, fixed_length, frame_lengths
 from sononet.features.mel import BACKENDS, CPU_BLOCK, FeatureConfig, LogMel, pick_backend
@@ -188,6 +188,7 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
 
 def _prepare(cfg: PrepareConfig, progress: bool) -> dict:
     t0 = time.perf_counter()
+    reuse_freed_memory()  # every mel batch allocates the same STFT buffers again
     corpus = open_corpus(cfg)
     if not corpus.clips:
         raise ValueError(f"no usable audio in {corpus.root}: {len(corpus.errors)} files refused")

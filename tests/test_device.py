@@ -58,3 +58,35 @@ def test_decode_workers_follow_the_thread_choice(monkeypatch: pytest.MonkeyPatch
         assert decode_workers() == 1 and decode_workers(3) == 3
     finally:
         configure_threads(before)
+
+
+def test_freed_memory_stays_in_the_heap_for_the_next_batch() -> None:
+    """After ``reuse_freed_memory`` a batch-sized buffer comes from glibc's heap, not its own mmap,
+    and stays there once freed, so the next batch reuses its pages instead of faulting new ones
+    in. Read from ``mallinfo2``; a child process, as the setting is process-wide."""
+    import platform
+    import subprocess
+    import sys
+
+    if platform.libc_ver()[0] != "glibc" or tuple(map(int, platform.libc_ver()[1].split("."))) < (2, 33):
+        pytest.skip("mallopt is glibc's, mallinfo2 glibc >= 2.33's")
+    child = """
+import ctypes
+import numpy as np
+from sononet.device import reuse_freed_memory
+class Info(ctypes.Structure):
+    _fields_ = [(k, ctypes.c_size_t) for k in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+def batch():  # (MiB mmapped while the buffer lives, MiB free in the heap after it is gone)
+    buf = np.ones(48 * 2**20 // 8)  # 48 MiB: above glibc's largest mmap threshold (32 MiB)
+    mapped = libc.mallinfo2().hblkhd >> 20
+    del buf
+    return mapped, libc.mallinfo2().fordblks >> 20
+print(*batch(), reuse_freed_memory(), *batch())
+"""
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True).stdout
+    mapped, kept, applied, mapped_after, kept_after = out.split()
+    assert (int(mapped), applied) == (48, "True") and int(kept) < 48  # its own mmap, unmapped on free
+    assert int(mapped_after) == 0 and int(kept_after) >= 48  # from the heap, and kept there

@@ -23,7 +23,7 @@ from sononet.features.reader import load_metadata
 from sononet.prepare import PrepareConfig, prepare
 from sononet.train.augment import AugmentConfig
 from sononet.train.ddp import weights_digest
-from sononet.train.loop import TrainConfig, train_model
+from sononet.train.loop import TrainConfig, refit_epochs, train_model
 
 CPU = torch.device("cpu")
 LABELS = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
@@ -305,6 +305,22 @@ def test_ema_average_starts_as_a_mean_then_decays() -> None:
         TrainConfig(ema_epochs=-1.0)
 
 
+def test_refit_epochs_take_the_centre_of_the_best_window_not_a_spike() -> None:
+    from sononet.train.loop import refit_epochs
+
+    ua = [0.3, 0.62, 0.45, 0.5, 0.55, 0.58, 0.6, 0.59, 0.6, 0.57, 0.5]  # a spike at 2, a plateau at 6-10
+    hist = [{"val_ua": u, "val_loss": 2 - u} for u in ua]
+    assert refit_epochs(hist, window=1) == 2  # the best epoch, as selection keeps it
+    assert refit_epochs(hist, window=5) == 8  # epochs 6-10 have the best mean
+    assert refit_epochs(hist, "val_loss", window=5) == 8  # lower loss is better
+    assert refit_epochs(hist[:3], window=5) == 2  # fewer epochs than the window: their centre
+    assert refit_epochs(hist[:2], window=4) == 2  # an even window: the later of the two centres
+    with pytest.raises(ValueError, match="at least one validated epoch"):
+        refit_epochs([])
+    with pytest.raises(ValueError, match="train.refit_window must be at least 1"):
+        TrainConfig(refit_window=0)
+
+
 def test_refit_trains_every_clip_for_the_selected_epochs_at_their_rates(shards: Path, tmp_path: Path) -> None:
     """``refit_model`` replays the selected run's epochs and learning rates (warm-up still per step),
     validates nothing, saves its last epoch, and resumes exactly."""
@@ -341,7 +357,9 @@ def test_train_all_refit_scores_test_and_the_selected_model_scores_val(shards: P
     run_experiment(cfg, progress=False)  # without the refit first: resuming with it on adds the refit
     run = Path(run_experiment(replace(cfg, train=replace(cfg.train, refit=True)), progress=False)["out"])
     done = json.loads((run / "cnn" / "done.json").read_text())
-    assert done["refit_epochs"] == done["best_epoch"]
+    history = json.loads((run / "cnn" / "history.json").read_text())
+    assert done["refit_epochs"] == refit_epochs(history, window=5) == 2  # 2 epochs: the window's centre
+    assert json.loads((run / "cnn" / "refit" / "history.json").read_text())[-1]["epoch"] == 2
     assert "train/cnn" in json.loads((run / "run.json").read_text())["stages_s"]  # the second run trained (refit)
     preds = pd.read_parquet(run / "predictions.parquet")
     probs = [f"prob_{c}" for c in LABELS]
@@ -353,7 +371,7 @@ def test_train_all_refit_scores_test_and_the_selected_model_scores_val(shards: P
     assert "test: models refit on train+val" in (run / "report.md").read_text()
     refit_card = (run / "cnn" / "refit" / "model" / "README.md").read_text()
     assert "| test | " in refit_card and "| val | " not in refit_card
-    assert f"for the {done['best_epoch']} epochs chosen on validation" in refit_card
+    assert f"for the {done['refit_epochs']} epochs chosen on validation" in refit_card
     selected_card = (run / "cnn" / "model" / "README.md").read_text()
     assert "| val | " in selected_card and "| test | " not in selected_card and "../refit/model" in selected_card
 

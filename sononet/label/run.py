@@ -8,7 +8,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from sononet.device import configure_threads, decode_workers, device_type, thread_budget, worker_pool
+from sononet.device import (
+    configure_threads,
+    decode_workers,
+    device_type,
+    reuse_freed_memory,
+    thread_budget,
+    worker_pool,
+)
 from sononet.label.engine import MIN_WINDOW_S, resolve_window
 from sononet.label.inputs import duplicates, list_inputs, resolve_shard
 from sononet.label.labeller import Labeller
@@ -125,6 +132,7 @@ def _label_shard(cfg: LabelConfig, progress: bool) -> dict:
 
     t0 = time.perf_counter()
     configure_threads(thread_budget())  # the count the command chose, applied now that torch loads
+    reuse_freed_memory()  # every batch allocates the same activations again
     shard, n = resolve_shard(cfg.shard_index, cfg.shard_count)
     files, ignored = list_inputs(cfg.input)
     if not files:
