@@ -1,12 +1,17 @@
-"""Does refitting on train + val help? Measured without touching a test actor (sixth round).
+"""Does refitting on train + val help, and for how many epochs? Measured without touching a test
+actor (sixth and seventh rounds).
 
-    python results/ravdess/nested_refit.py runs/nested cnn,bigru 0,1,2,3,4,5 > nested-refit.jsonl
+    python results/ravdess/nested_refit.py runs/nested cnn,bigru 0,1,2,3,4,5 1 > nested-refit.jsonl
+    python results/ravdess/nested_refit.py runs/nested cnn,bigru 0,1,2,3,4,5 5 > nested-refit-w5.jsonl
 
 For each outer fold of the 6-fold RAVDESS split (6 classes): R = its 16 training actors, V = its 4
 validation actors; its test actors are never read. Inside R, another fold's validation group G
 (4 actors) chooses the epoch for model A, trained on the other 12; B is A's refit on all of R
-(``refit_model``: A's best epoch count at A's learning rates). A, B and the mean of the models'
-probabilities (ensemble) are scored on V, which none of them has seen. Prepares the shards in
+(``refit_model`` at A's learning rates, for ``refit_epochs`` of A's history with the last argument
+as the window: 1 is A's best epoch, the sixth round; 5 is the default since the seventh). A, B and
+the mean of the models' probabilities (ensemble) are scored on V, which none of them has seen. A
+rerun into the same OUT reuses finished A and B models (``resume``), so the window can be changed
+and only B retrains. Prepares the shards in
 OUT/shards with the real profile's features on first use; one line of JSON per fold.
 """
 
@@ -26,13 +31,13 @@ from sononet.experiment import ExperimentConfig, resolve_experiment, shard_label
 from sononet.features.reader import load_metadata, read_manifest
 from sononet.models.saving import load_model
 from sononet.prepare import prepare
-from sononet.train.loop import predict, refit_model, train_model
+from sononet.train.loop import predict, refit_epochs, refit_model, train_model
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "ravdess"
 CPU = torch.device("cpu")
 
 
-def main(out: Path, models: list[str], folds: list[int]) -> None:
+def main(out: Path, models: list[str], folds: list[int], window: int) -> None:
     cfg = ExperimentConfig(out=str(out), device="cpu")
     cfg.prepare.data, cfg.prepare.labels = str(DATA), ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
     cfg.split.folds = 6
@@ -53,11 +58,12 @@ def main(out: Path, models: list[str], folds: list[int]) -> None:
         probs: dict[str, np.ndarray] = {}
         row: dict = {"fold": f, "inner_val": sorted(g), "scored_on": sorted(v)}
         for name in models:
-            a = train_model(name, shards, inner, labels, train, out / f"fold-{f}" / name / "A", CPU, meta=fm,
-                            progress=False)  # fmt: skip
-            b = refit_model(name, shards, list(inner), labels, train, out / f"fold-{f}" / name / "B", CPU,
-                            a.history[: a.best_epoch], meta=fm, progress=False)  # fmt: skip
-            row[f"{name}_epochs"] = a.best_epoch
+            a = train_model(name, shards, inner, labels, train, out / f"fold-{f}" / name / "A", CPU, resume=True,
+                            meta=fm, progress=False)  # fmt: skip
+            n = refit_epochs(a.history, train.select_on, window)
+            b = refit_model(name, shards, list(inner), labels, train, out / f"fold-{f}" / name / f"B-w{window}", CPU,
+                            a.history[:n], resume=True, meta=fm, progress=False)  # fmt: skip
+            row[f"{name}_best_epoch"], row[f"{name}_epochs"] = a.best_epoch, n
             for key, run in (("A", a), ("B", b)):
                 model, saved = load_model(run.model_dir)
                 p = predict(model, saved["meta"], shards, v_ids, CPU).set_index("clip_id").loc[v_ids]
@@ -72,4 +78,4 @@ def main(out: Path, models: list[str], folds: list[int]) -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    main(Path(sys.argv[1]), sys.argv[2].split(","), [int(x) for x in sys.argv[3].split(",")])
+    main(Path(sys.argv[1]), sys.argv[2].split(","), [int(x) for x in sys.argv[3].split(",")], int(sys.argv[4]))
