@@ -154,7 +154,7 @@ _configured: int | None = None
 # glibc serves an allocation of more than its mmap threshold (at most 32 MiB) with a fresh
 # mmap and hands it back to the kernel on free; smaller freed blocks at the heap's top are
 # trimmed away too. An inference batch allocates the same tens of MiB of activations (a
-# 64-window STFT alone is 49 MiB) and frees them again, so every batch faulted its pages in
+# 64-window STFT alone is 47 MiB) and frees them again, so every batch faulted its pages in
 # anew: `label` of 10,000 clips took 3.0 M minor page faults and 9.1 s of system time.
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc <malloc.h> mallopt parameters
