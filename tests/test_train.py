@@ -306,17 +306,15 @@ def test_ema_average_starts_as_a_mean_then_decays() -> None:
 
 
 def test_refit_epochs_take_the_centre_of_the_best_window_not_a_spike() -> None:
-    from sononet.train.loop import refit_epochs
-
     ua = [0.3, 0.62, 0.45, 0.5, 0.55, 0.58, 0.6, 0.59, 0.6, 0.57, 0.5]  # a spike at 2, a plateau at 6-10
     hist = [{"val_ua": u, "val_loss": 2 - u} for u in ua]
-    assert refit_epochs(hist, window=1) == 2  # the best epoch, as selection keeps it
-    assert refit_epochs(hist, window=5) == 8  # epochs 6-10 have the best mean
+    assert refit_epochs(hist, "val_ua", window=1) == 2  # the best epoch, as selection keeps it
+    assert refit_epochs(hist, "val_ua", window=5) == 8  # epochs 6-10 have the best mean
     assert refit_epochs(hist, "val_loss", window=5) == 8  # lower loss is better
-    assert refit_epochs(hist[:3], window=5) == 2  # fewer epochs than the window: their centre
-    assert refit_epochs(hist[:2], window=4) == 2  # an even window: the later of the two centres
+    assert refit_epochs(hist[:3], "val_ua", window=5) == 2  # fewer epochs than the window: their centre
+    assert refit_epochs(hist[:2], "val_ua", window=4) == 2  # an even window: the later of the two centres
     with pytest.raises(ValueError, match="at least one validated epoch"):
-        refit_epochs([])
+        refit_epochs([], "val_ua", window=5)
     with pytest.raises(ValueError, match="train.refit_window must be at least 1"):
         TrainConfig(refit_window=0)
 
@@ -358,7 +356,7 @@ def test_train_all_refit_scores_test_and_the_selected_model_scores_val(shards: P
     run = Path(run_experiment(replace(cfg, train=replace(cfg.train, refit=True)), progress=False)["out"])
     done = json.loads((run / "cnn" / "done.json").read_text())
     history = json.loads((run / "cnn" / "history.json").read_text())
-    assert done["refit_epochs"] == refit_epochs(history, window=5) == 2  # 2 epochs: the window's centre
+    assert done["refit_epochs"] == refit_epochs(history, "val_ua", window=5) == 2  # 2 epochs: the window's centre
     assert json.loads((run / "cnn" / "refit" / "history.json").read_text())[-1]["epoch"] == 2
     assert "train/cnn" in json.loads((run / "run.json").read_text())["stages_s"]  # the second run trained (refit)
     preds = pd.read_parquet(run / "predictions.parquet")

@@ -505,7 +505,7 @@ class _Trainer:
         atomic_write_json(self.out_dir / "history.json", self.state["history"])
 
 
-def refit_epochs(history: list[dict], select_on: str = "val_ua", window: int = 5) -> int:
+def refit_epochs(history: list[dict], select_on: str, window: int) -> int:
     """Epochs a refit trains for: the centre (the later of two) of the ``window`` consecutive epochs
     of ``history`` with the best mean validation score; with ``window`` 1, the best epoch.
 
@@ -514,8 +514,7 @@ def refit_epochs(history: list[dict], select_on: str = "val_ua", window: int = 5
     inherits the noise, not the skill. Measured nested on RAVDESS (held-out validation actors,
     6 folds), a window of 5 against the best epoch: CNN 62.6 vs 62.2 UA, BiGRU 63.7 vs 60.9.
     """
-    sign = -1.0 if select_on == "val_loss" else 1.0
-    scores = np.array([sign * row[select_on] for row in history], dtype=np.float64)
+    scores = np.array([_score(row, select_on) for row in history], dtype=np.float64)
     if not len(scores):
         raise ValueError("refit_epochs needs at least one validated epoch")
     k = min(window, len(scores))
