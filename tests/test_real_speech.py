@@ -25,11 +25,11 @@ from sononet.corpus.demo import DemoConfig, generate_demo
 from sononet.corpus.splits import SplitConfig
 from sononet.evaluate.cross_corpus import CrossCorpusConfig, evaluate_cross_corpus
 from sononet.experiment import shard_splits
-from sononet.features.reader import load_metadata
+from sononet.features.reader import ShardStream, load_metadata
 from sononet.features.shards import read_manifest
 from sononet.models.saving import load_model
 from sononet.prepare import PrepareConfig, prepare
-from sononet.train.loop import TrainConfig, TrainResult, predict, train_model
+from sononet.train.loop import TrainConfig, TrainResult, _model_overrides, predict, train_model
 
 RAVDESS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ravdess"
 SIX = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
@@ -140,6 +140,17 @@ def test_cross_corpus_demo_to_ravdess_scores_shared_classes_only(tmp_path: Path)
                               out=str(tmp_path / "xc2"), label_map={"ANG": "X1", "DIS": "X2", "FEA": "X3",
                                                                     "HAP": "X4", "NEU": "X5"})
         )  # fmt: skip
+
+
+def test_ravdess_intensity_feeds_the_auxiliary_head(short_clips: Path) -> None:
+    """RAVDESS's normal/strong sit on CREMA-D's scale as MD/HI: --intensity-aux was a silent no-op on it."""
+    meta = load_metadata(short_clips, ["clip_id", "label", "intensity"]).to_pandas()
+    on, off = TrainConfig(intensity_aux=True), TrainConfig()
+    assert _model_overrides("cnn", on, EIGHT, meta)["n_intensity"] == 3
+    assert "n_intensity" not in _model_overrides("cnn", off, EIGHT, meta)
+    batch = next(iter(ShardStream(short_clips, meta.clip_id, EIGHT, batch_size=64, shuffle=False)))
+    expected = meta.set_index("clip_id").loc[batch.clip_ids].intensity.map({"normal": 1, "strong": 2})
+    assert batch.intensity.tolist() == expected.tolist() and set(expected) == {1, 2}
 
 
 def test_ravdess_is_a_native_corpus_kind() -> None:

@@ -28,7 +28,9 @@ from torch.utils.data import DistributedSampler
 from sononet.features.shards import METADATA_COLUMNS, read_manifest, shard_paths, shard_tensor
 
 META_COLUMNS = METADATA_COLUMNS  # every column but the tensors
-INTENSITY_LABELS = ("LO", "MD", "HI")  # CREMA-D's graded intensities; XX and None are "unknown"
+# The auxiliary intensity head's targets: CREMA-D's three grades (its XX and None are unknown), and
+# RAVDESS's two on the same scale (its actors' "normal" is CREMA-D's medium, "strong" its high).
+INTENSITY_INDEX = {"LO": 0, "MD": 1, "HI": 2, "normal": 1, "strong": 2}
 
 
 def load_metadata(directory: str | Path, columns: Sequence[str] = META_COLUMNS) -> pa.Table:
@@ -44,7 +46,7 @@ class Batch:
     x: torch.Tensor  # (B, n_mels, T) float32 log-mel dB, or (B, S) float32 waveform in [-1, 1]
     lengths: torch.Tensor  # (B,) valid frames (mel) or samples (wave)
     labels: torch.Tensor  # (B,) class index
-    intensity: torch.Tensor  # (B,) 0/1/2 for LO/MD/HI, -100 where unknown
+    intensity: torch.Tensor  # (B,) 0/1/2 for LO/MD/HI (INTENSITY_INDEX), -100 where unknown
     clip_ids: list[str]
     offsets: torch.Tensor | None = None  # (B, n_mels) each clip's speaker mean, when the stream has offsets
 
@@ -132,7 +134,7 @@ class ShardStream:
             "lengths": table[length_col].to_numpy().astype(np.int64),
             "labels": np.array([self.label_index[lab] for lab in table["label"].to_pylist()], np.int64),
             "intensity": np.array(
-                [INTENSITY_LABELS.index(i) if i in INTENSITY_LABELS else -100 for i in table["intensity"].to_pylist()],
+                [INTENSITY_INDEX.get(i, -100) for i in table["intensity"].to_pylist()],
                 np.int64,
             ),
             "clip_ids": np.array(table["clip_id"].to_pylist(), dtype=object),

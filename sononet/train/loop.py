@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from sononet.device import seed_everything
 from sononet.features.normalize import mel_band_stats, model_inputs, speaker_means
-from sononet.features.reader import ShardStream, load_metadata
+from sononet.features.reader import INTENSITY_INDEX, ShardStream, load_metadata
 from sononet.io import atomic_write, atomic_write_json
 from sononet.models.registry import MODELS, build_model
 from sononet.models.saving import save_model
@@ -80,7 +80,7 @@ class TrainConfig:
     speaker_norm: bool = True  # log-mel: remove each speaker's per-band mean first (features/normalize.py)
     clip_norm: bool = False  # log-mel: remove each clip's own per-band mean before the global standardisation
     class_weights: bool = False  # inverse-frequency CE weights (CREMA-D's NEU is 15 % rarer)
-    intensity_aux: bool = False  # auxiliary LO/MD/HI head where intensity labels exist
+    intensity_aux: bool = False  # auxiliary LO/MD/HI head where intensity labels exist (RAVDESS: normal/strong)
     aux_weight: float = 0.3
     amp: bool = True  # bf16 autocast on CUDA; ignored on the CPU
     seed: int = 0
@@ -254,7 +254,7 @@ def _model_overrides(name: str, cfg: TrainConfig, labels: list[str], train_meta:
     if cfg.class_weights:
         counts = Counter(train_meta.label)
         overrides["class_weights"] = [len(train_meta) / (len(labels) * max(counts.get(lab, 0), 1)) for lab in labels]
-    if cfg.intensity_aux and train_meta.intensity.isin(["LO", "MD", "HI"]).any():
+    if cfg.intensity_aux and train_meta.intensity.isin(list(INTENSITY_INDEX)).any():
         overrides.update(n_intensity=3, aux_weight=cfg.aux_weight)
     if cfg.lr is not None:
         overrides["lr"] = cfg.lr
