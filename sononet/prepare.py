@@ -165,6 +165,12 @@ def build_table(
     return pa.Table.from_pydict(columns, schema=shard_schema(cfg))
 
 
+def _write_shard(writer: ShardWriter, k: int, rows: list, mel: np.ndarray, waves: np.ndarray, n_valid: np.ndarray,
+                 errors: list[ErrorRow], n_files: int, cfg: FeatureConfig) -> None:  # fmt: skip
+    """Build shard ``k``'s table and write it: the writer thread's half of a shard."""
+    writer.write(k, build_table(rows, mel, waves, n_valid, cfg), errors, n_files)
+
+
 def featurize(waves: np.ndarray, logmel: LogMel, device: torch.device, batch: int) -> np.ndarray:
     """(B, clip_samples) float32 -> (B, n_mels, frames) float32, ``batch`` clips per device call."""
     out = []
@@ -215,8 +221,9 @@ def _prepare(cfg: PrepareConfig, progress: bool) -> dict:
     skipped = len(chunks) - len(todo)
     bar = tqdm(total=len(corpus.clips), unit="clip", desc="prepare", disable=not progress, dynamic_ncols=True)
     bar.update(len(corpus.clips) - sum(len(chunks[k]) for k in todo))
-    # Decoding runs one chunk ahead in `pool`; Parquet encoding of shard k overlaps the features
-    # of shard k+1 in `writer_pool` (one writer, so the manifest is updated in order).
+    # Decoding runs one chunk ahead in `pool`; building and encoding shard k's table overlaps the
+    # features of shard k+1 in `writer_pool` (one writer, so the manifest is updated in order).
+    # The main thread does only what the shard needs first, pad/trim and mel: it is the critical path.
     workers = decode_workers(cfg.workers)
     with ThreadPoolExecutor(max_workers=workers) as pool, ThreadPoolExecutor(max_workers=1) as writer_pool:
         pending: Future | None = None
@@ -225,10 +232,11 @@ def _prepare(cfg: PrepareConfig, progress: bool) -> dict:
             errors = [d for _, d, _ in results if isinstance(d, ErrorRow)]
             waves, n_valid = fixed_length([d.samples for _, d, _ in good], cfg.features)
             mel = featurize(waves, logmel, device, mel_batch)
-            table = build_table(good, mel, waves, n_valid, cfg.features)
             if pending is not None:
                 pending.result()
-            pending = writer_pool.submit(writer.write, k, table, errors, len(chunks[k]))
+            pending = writer_pool.submit(
+                _write_shard, writer, k, good, mel, waves, n_valid, errors, len(chunks[k]), cfg.features
+            )
             bar.update(len(chunks[k]))
         if pending is not None:
             pending.result()
