@@ -87,6 +87,9 @@ def test_tiny_run_sizes_follow_tiny_mode(tiny_run: tuple[dict, Path]) -> None:
     assert {r["backend"] for r in b["mel"]["rows"]} == {"librosa", "nnaudio", "torchaudio"}
     assert [r["clips"] for r in b["prepare"]["rows"]] == [16]  # no 4x run in tiny mode
     assert b["prepare"]["rows"][0]["clips_written"] + b["prepare"]["rows"][0]["errors"] == 16
+    first = b["prepare"]["rows"][0]  # the target's size runs --repeats times (tiny: 2); the median is reported
+    assert first["runs"] == len(first["wall_runs_s"]) == 2
+    assert first["wall_min_s"] <= first["wall_s"] <= first["wall_max_s"] and first["wall_s"] in first["wall_runs_s"]
     assert [r["files"] for r in b["label"]["rows"]] == [6]  # no 10,000-file run
     assert {r["model"] for r in b["train"]["rows"]} == {"cnn", "bigru", "wav2vec2"}
     # Backends compute the same thing as librosa: the speed comparison is like for like.

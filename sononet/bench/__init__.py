@@ -130,7 +130,7 @@ def _run_one(name: str, cfg: BenchConfig, devices: list[str], tmp: Path) -> dict
     if name == "prepare":
         from sononet.bench.prepare import run_prepare
 
-        return run_prepare(cfg.clips, cfg.scale, devices[-1], cfg.workers, tmp)
+        return run_prepare(cfg.clips, cfg.scale, devices[-1], cfg.workers, tmp, repeats=cfg.repeats)
     if name == "train":
         from sononet.bench.train import run_train
 
