@@ -3,13 +3,16 @@ actor (sixth and seventh rounds).
 
     python results/ravdess/nested_refit.py runs/nested cnn,bigru 0,1,2,3,4,5 1 > nested-refit.jsonl
     python results/ravdess/nested_refit.py runs/nested cnn,bigru 0,1,2,3,4,5 5 > nested-refit-w5.jsonl
+    python results/ravdess/nested_refit.py runs/nested-int cnn 0,1,2,3,4,5 5 intensity_aux=true  # eighth round
 
 For each outer fold of the 6-fold RAVDESS split (6 classes): R = its 16 training actors, V = its 4
 validation actors; its test actors are never read. Inside R, another fold's validation group G
 (4 actors) chooses the epoch for model A, trained on the other 12; B is A's refit on all of R
 (``refit_model`` at A's learning rates, for ``refit_epochs`` of A's history with the last argument
 as the window: 1 is A's best epoch, the sixth round; 5 is the default since the seventh). A, B and
-the mean of the models' probabilities (ensemble) are scored on V, which none of them has seen. A
+the mean of the models' probabilities (ensemble) are scored on V, which none of them has seen.
+Arguments after the window set ``TrainConfig`` fields (``name=JSON value``) for a variant; give
+it its own OUT (its shards can be a link to another OUT's). A
 rerun into the same OUT reuses finished A and B models (``resume``), so the window can be changed
 and only B retrains. Prepares the shards in
 OUT/shards with the real profile's features on first use; one line of JSON per fold.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +41,7 @@ DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "ravdess"
 CPU = torch.device("cpu")
 
 
-def main(out: Path, models: list[str], folds: list[int], window: int) -> None:
+def main(out: Path, models: list[str], folds: list[int], window: int, overrides: dict) -> None:
     cfg = ExperimentConfig(out=str(out), device="cpu")
     cfg.prepare.data, cfg.prepare.labels = str(DATA), ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
     cfg.split.folds = 6
@@ -46,7 +50,7 @@ def main(out: Path, models: list[str], folds: list[int], window: int) -> None:
     prepare(cfg.prepare, progress=False)
     manifest, meta = read_manifest(shards), load_metadata(shards, [*META_COLUMNS, "label"]).to_pandas()
     labels, fm = shard_labels(manifest, meta), {"feature_config": manifest["feature_config"]}
-    train = cfg.train
+    train = replace(cfg.train, **overrides)
     groups = speaker_folds(meta.groupby("speaker").sex.first().to_dict(), cfg.split)
     for f in folds:
         own = groups[f]
@@ -78,4 +82,6 @@ def main(out: Path, models: list[str], folds: list[int], window: int) -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    main(Path(sys.argv[1]), sys.argv[2].split(","), [int(x) for x in sys.argv[3].split(",")], int(sys.argv[4]))
+    overrides = {k: json.loads(v) for k, v in (arg.split("=", 1) for arg in sys.argv[5:])}
+    folds = [int(x) for x in sys.argv[3].split(",")]
+    main(Path(sys.argv[1]), sys.argv[2].split(","), folds, int(sys.argv[4]), overrides)

@@ -58,7 +58,8 @@ def _experiment_options(f):
                      "training + validation speakers for that many epochs; the test split scores the refit "
                      "(<fold>/<model>/refit/model) [default: the profile's: real on, demo off]."),
         click.option("--class-weights", is_flag=True, default=None, help="Inverse-frequency class weights."),
-        click.option("--intensity-aux", is_flag=True, default=None, help="Auxiliary LO/MD/HI head where labels exist."),
+        click.option("--intensity-aux", is_flag=True, default=None,
+                     help="Auxiliary intensity head: CREMA-D LO/MD/HI, RAVDESS normal/strong as MD/HI."),
         click.option("--mixup", "mixup_alpha", type=float, default=None,
                      help="Mixup: mix each batch with a shuffled copy, weight ~ Beta(a, a); 0 = off."),
         click.option("--vtlp", type=float, default=None,
