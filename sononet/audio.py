@@ -12,11 +12,13 @@ resampling (high quality, and it releases the GIL, so a thread pool scales).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 import stat
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -118,6 +120,18 @@ def _open(path: Path) -> sf.SoundFile | AvInfo:
     return f
 
 
+@contextlib.contextmanager
+def open_audio(path: str | Path) -> Iterator[sf.SoundFile | AvInfo]:
+    """A file's checked header, open for :func:`decode_open` and closed on exit; AudioError with
+    the reason (see :func:`probe`). For a caller that decides from the header whether to decode."""
+    header = _open(Path(path))
+    try:
+        yield header
+    finally:
+        if isinstance(header, sf.SoundFile):
+            header.close()
+
+
 def probe(path: str | Path) -> sf.SoundFile | AvInfo:
     """A file's header (no samples decoded), or AudioError with the reason.
 
@@ -126,10 +140,8 @@ def probe(path: str | Path) -> sf.SoundFile | AvInfo:
     libsndfile reads comes back as its closed ``SoundFile``, whose ``samplerate``, ``channels``
     and ``frames`` stay readable; one PyAV reads, as an :class:`~sononet.audio_av.AvInfo`.
     """
-    header = _open(Path(path))
-    if isinstance(header, sf.SoundFile):
-        header.close()
-    return header
+    with open_audio(path) as header:
+        return header
 
 
 def _check_rate(info: sf.SoundFile | AvInfo) -> sf.SoundFile | AvInfo:
@@ -186,18 +198,18 @@ def load_audio(
     Raises:
         AudioError: with an errors-table reason when the file cannot become a clip.
     """
-    path = Path(path)
-    header = _open(path)
-    try:
-        return _decode_opened(path, header, cfg, max_samples, keep)
-    finally:
-        if isinstance(header, sf.SoundFile):
-            header.close()
+    with open_audio(path) as header:
+        return decode_open(path, header, cfg, max_samples, keep)
 
 
-def _decode_opened(
-    path: Path, header: sf.SoundFile | AvInfo, cfg: AudioConfig, max_samples: int | None, keep: str
+def decode_open(
+    path: str | Path,
+    header: sf.SoundFile | AvInfo,
+    cfg: AudioConfig = AudioConfig(),
+    max_samples: int | None = None,
+    keep: str = "center",
 ) -> Decoded:
+    """:func:`load_audio` on a header :func:`open_audio` opened: the file is not opened again."""
     flags: list[str] = []
     if header.frames <= 0:
         raise AudioError("empty_audio", "0 frames")

@@ -165,8 +165,17 @@ def build_table(
     return pa.Table.from_pydict(columns, schema=shard_schema(cfg))
 
 
-def _write_shard(writer: ShardWriter, k: int, rows: list, mel: np.ndarray, waves: np.ndarray, n_valid: np.ndarray,
-                 errors: list[ErrorRow], n_files: int, cfg: FeatureConfig) -> None:  # fmt: skip
+def _write_shard(
+    writer: ShardWriter,
+    k: int,
+    rows: list[tuple[Clip, Decoded, str]],
+    mel: np.ndarray,
+    waves: np.ndarray,
+    n_valid: np.ndarray,
+    errors: list[ErrorRow],
+    n_files: int,
+    cfg: FeatureConfig,
+) -> None:
     """Build shard ``k``'s table and write it: the writer thread's half of a shard."""
     writer.write(k, build_table(rows, mel, waves, n_valid, cfg), errors, n_files)
 

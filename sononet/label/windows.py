@@ -29,7 +29,7 @@ class Source:
     orig_sr: int | None = None
     orig_channels: int | None = None
     samples: np.ndarray | None = None  # (n,) mono at the model rate when the file fits one window
-    info: Any = None  # soundfile info of a long file, streamed by `stream_windows`
+    info: Any = None  # header of a long file (closed SoundFile or AvInfo), streamed by `stream_windows`
     error: AudioError | None = None
     windows: list[tuple[int, int]] = field(default_factory=list)  # (start, valid samples) per window
     probs: list[np.ndarray] = field(default_factory=list)
@@ -42,7 +42,7 @@ def open_source(path: str, audio: AudioConfig, window_s: float) -> Source:
     Only regular files are opened: a FIFO or a link to ``/dev/zero`` becomes a ``not_a_file``
     row at once instead of blocking (or hashing forever) in a decode thread.
     """
-    from sononet.audio import check_regular_file, load_audio, probe
+    from sononet.audio import check_regular_file, decode_open, open_audio
     from sononet.errors import AudioError
     from sononet.io import sha256_file
 
@@ -51,13 +51,13 @@ def open_source(path: str, audio: AudioConfig, window_s: float) -> Source:
         check_regular_file(path)
         with contextlib.suppress(OSError):  # vanished since: the probe below names the reason
             src.sha256 = sha256_file(path)
-        info = probe(path)
-        src.orig_sr, src.orig_channels = info.samplerate, info.channels
-        src.duration_s = info.frames / info.samplerate
-        if src.duration_s <= window_s:
-            src.samples = load_audio(path, audio).samples
-        else:
-            src.info = info
+        with open_audio(path) as header:  # one open: a short file decodes from the handle its header came from
+            src.orig_sr, src.orig_channels = header.samplerate, header.channels
+            src.duration_s = header.frames / header.samplerate
+            if src.duration_s <= window_s:
+                src.samples = decode_open(path, header, audio).samples
+            else:
+                src.info = header  # closed on exit; stream_windows reopens it block by block
     except AudioError as e:
         src.error = e
     return src
