@@ -4,6 +4,8 @@ actor (sixth and seventh rounds).
     python results/ravdess/nested_refit.py runs/nested cnn,bigru 0,1,2,3,4,5 1 > nested-refit.jsonl
     python results/ravdess/nested_refit.py runs/nested cnn,bigru 0,1,2,3,4,5 5 > nested-refit-w5.jsonl
     python results/ravdess/nested_refit.py runs/nested-int cnn 0,1,2,3,4,5 5 intensity_aux=true  # eighth round
+    python results/ravdess/nested_refit.py runs/nested-bs16 cnn 0,1,2,3,4,5 5 batch_size=16  # ninth round
+    python results/ravdess/nested_refit.py runs/nested-lr cnn 0,1,2,3,4,5 5 'model_overrides={"cnn":{"lr":0.0005}}'
 
 For each outer fold of the 6-fold RAVDESS split (6 classes): R = its 16 training actors, V = its 4
 validation actors; its test actors are never read. Inside R, another fold's validation group G
