@@ -6,6 +6,7 @@ actor (sixth and seventh rounds).
     python results/ravdess/nested_refit.py runs/nested-int cnn 0,1,2,3,4,5 5 intensity_aux=true  # eighth round
     python results/ravdess/nested_refit.py runs/nested-bs16 cnn 0,1,2,3,4,5 5 batch_size=16  # ninth round
     python results/ravdess/nested_refit.py runs/nested-lr cnn 0,1,2,3,4,5 5 'model_overrides={"cnn":{"lr":0.0005}}'
+    python results/ravdess/nested_refit.py runs/nested-trim40 cnn 0,1,2,3,4,5 5 features.trim_silence_db=40
 
 For each outer fold of the 6-fold RAVDESS split (6 classes): R = its 16 training actors, V = its 4
 validation actors; its test actors are never read. Inside R, another fold's validation group G
@@ -13,7 +14,8 @@ validation actors; its test actors are never read. Inside R, another fold's vali
 (``refit_model`` at A's learning rates, for ``refit_epochs`` of A's history with the last argument
 as the window: 1 is A's best epoch, the sixth round; 5 is the default since the seventh). A, B and
 the mean of the models' probabilities (ensemble) are scored on V, which none of them has seen.
-Arguments after the window set ``TrainConfig`` fields (``name=JSON value``) for a variant; give
+Arguments after the window set ``TrainConfig`` fields (``name=JSON value``) for a variant, or
+``FeatureConfig`` fields with a ``features.`` prefix (new shards: give the variant its own); give
 it its own OUT (its shards can be a link to another OUT's). A
 rerun into the same OUT reuses finished A and B models (``resume``), so the window can be changed
 and only B retrains. Prepares the shards in
@@ -47,12 +49,14 @@ def main(out: Path, models: list[str], folds: list[int], window: int, overrides:
     cfg = ExperimentConfig(out=str(out), device="cpu")
     cfg.prepare.data, cfg.prepare.labels = str(DATA), ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
     cfg.split.folds = 6
+    features = {k.removeprefix("features."): v for k, v in overrides.items() if k.startswith("features.")}
+    cfg.prepare.features = replace(cfg.prepare.features, **features)
     cfg = resolve_experiment(cfg)
     shards = cfg.prepare.out
     prepare(cfg.prepare, progress=False)
     manifest, meta = read_manifest(shards), load_metadata(shards, [*META_COLUMNS, "label"]).to_pandas()
     labels, fm = shard_labels(manifest, meta), {"feature_config": manifest["feature_config"]}
-    train = replace(cfg.train, **overrides)
+    train = replace(cfg.train, **{k: v for k, v in overrides.items() if not k.startswith("features.")})
     groups = speaker_folds(meta.groupby("speaker").sex.first().to_dict(), cfg.split)
     for f in folds:
         own = groups[f]
