@@ -3,10 +3,10 @@ actor (sixth and seventh rounds).
 
     python results/ravdess/nested_refit.py runs/nested cnn,bigru 0,1,2,3,4,5 1 > nested-refit.jsonl
     python results/ravdess/nested_refit.py runs/nested cnn,bigru 0,1,2,3,4,5 5 > nested-refit-w5.jsonl
-    python results/ravdess/nested_refit.py runs/nested-int cnn 0,1,2,3,4,5 5 intensity_aux=true  # eighth round
-    python results/ravdess/nested_refit.py runs/nested-bs16 cnn 0,1,2,3,4,5 5 batch_size=16  # ninth round
-    python results/ravdess/nested_refit.py runs/nested-lr cnn 0,1,2,3,4,5 5 'model_overrides={"cnn":{"lr":0.0005}}'
-    python results/ravdess/nested_refit.py runs/nested-trim40 cnn 0,1,2,3,4,5 5 features.trim_silence_db=40
+    python results/ravdess/nested_refit.py runs/nested-int cnn 0,1,2,3,4,5 5 train.intensity_aux=true  # eighth round
+    python results/ravdess/nested_refit.py runs/nested-bs16 cnn 0,1,2,3,4,5 5 train.batch_size=16  # ninth round
+    python results/ravdess/nested_refit.py runs/nested-lr cnn 0,1,2,3,4,5 5 train.model_overrides.cnn.lr=0.0005
+    python results/ravdess/nested_refit.py runs/nested-trim40 cnn 0,1,2,3,4,5 5 prepare.features.trim_silence_db=40
 
 For each outer fold of the 6-fold RAVDESS split (6 classes): R = its 16 training actors, V = its 4
 validation actors; its test actors are never read. Inside R, another fold's validation group G
@@ -14,9 +14,10 @@ validation actors; its test actors are never read. Inside R, another fold's vali
 (``refit_model`` at A's learning rates, for ``refit_epochs`` of A's history with the last argument
 as the window: 1 is A's best epoch, the sixth round; 5 is the default since the seventh). A, B and
 the mean of the models' probabilities (ensemble) are scored on V, which none of them has seen.
-Arguments after the window set ``TrainConfig`` fields (``name=JSON value``) for a variant, or
-``FeatureConfig`` fields with a ``features.`` prefix (new shards: give the variant its own); give
-it its own OUT (its shards can be a link to another OUT's). A
+Arguments after the window change the experiment's spec for a variant, as sononet-batch's
+``--set`` does (``train.batch_size=16``, ``prepare.features.trim_silence_db=40``; checked, TOML
+values); give it its own OUT (its shards can be a link to another OUT's unless it changes
+``prepare``). A
 rerun into the same OUT reuses finished A and B models (``resume``), so the window can be changed
 and only B retrains. Prepares the shards in
 OUT/shards with the real profile's features on first use; one line of JSON per fold.
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ from sononet.corpus.splits import speaker_folds
 from sononet.evaluate.predictions import META_COLUMNS
 from sononet.experiment import ExperimentConfig, resolve_experiment, shard_labels
 from sononet.features.reader import load_metadata, read_manifest
+from sononet.jobs import apply_overrides, from_dict
 from sononet.models.saving import load_model
 from sononet.prepare import prepare
 from sononet.train.loop import predict, refit_epochs, refit_model, train_model
@@ -45,18 +46,15 @@ DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "ravdess"
 CPU = torch.device("cpu")
 
 
-def main(out: Path, models: list[str], folds: list[int], window: int, overrides: dict) -> None:
-    cfg = ExperimentConfig(out=str(out), device="cpu")
-    cfg.prepare.data, cfg.prepare.labels = str(DATA), ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
-    cfg.split.folds = 6
-    features = {k.removeprefix("features."): v for k, v in overrides.items() if k.startswith("features.")}
-    cfg.prepare.features = replace(cfg.prepare.features, **features)
-    cfg = resolve_experiment(cfg)
+def main(out: Path, models: list[str], folds: list[int], window: int, overrides: list[str]) -> None:
+    six = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
+    spec = {"out": str(out), "device": "cpu", "prepare": {"data": str(DATA), "labels": six}, "split": {"folds": 6}}
+    cfg = resolve_experiment(from_dict(ExperimentConfig, apply_overrides(spec, overrides)))
+    train = cfg.train
     shards = cfg.prepare.out
     prepare(cfg.prepare, progress=False)
     manifest, meta = read_manifest(shards), load_metadata(shards, [*META_COLUMNS, "label"]).to_pandas()
     labels, fm = shard_labels(manifest, meta), {"feature_config": manifest["feature_config"]}
-    train = replace(cfg.train, **{k: v for k, v in overrides.items() if not k.startswith("features.")})
     groups = speaker_folds(meta.groupby("speaker").sex.first().to_dict(), cfg.split)
     for f in folds:
         own = groups[f]
@@ -88,6 +86,5 @@ def main(out: Path, models: list[str], folds: list[int], window: int, overrides:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    overrides = {k: json.loads(v) for k, v in (arg.split("=", 1) for arg in sys.argv[5:])}
     folds = [int(x) for x in sys.argv[3].split(",")]
-    main(Path(sys.argv[1]), sys.argv[2].split(","), folds, int(sys.argv[4]), overrides)
+    main(Path(sys.argv[1]), sys.argv[2].split(","), folds, int(sys.argv[4]), sys.argv[5:])
