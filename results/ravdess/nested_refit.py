@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from sklearn.metrics import balanced_accuracy_score
 
+from sononet.corpus.cremad import EMOTIONS
 from sononet.corpus.splits import speaker_folds
 from sononet.evaluate.predictions import META_COLUMNS
 from sononet.experiment import ExperimentConfig, resolve_experiment, shard_labels
@@ -47,7 +48,7 @@ CPU = torch.device("cpu")
 
 
 def main(out: Path, models: list[str], folds: list[int], window: int, overrides: list[str]) -> None:
-    six = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
+    six = list(EMOTIONS)  # CREMA-D's classes; RAVDESS's CAL and SUR are excluded
     spec = {"out": str(out), "device": "cpu", "prepare": {"data": str(DATA), "labels": six}, "split": {"folds": 6}}
     cfg = resolve_experiment(from_dict(ExperimentConfig, apply_overrides(spec, overrides)))
     train = cfg.train
