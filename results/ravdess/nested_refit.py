@@ -7,7 +7,7 @@ actor (sixth and seventh rounds).
     python results/ravdess/nested_refit.py runs/nested-bs16 cnn 0,1,2,3,4,5 5 train.batch_size=16  # ninth round
     python results/ravdess/nested_refit.py runs/nested-lr cnn 0,1,2,3,4,5 5 train.model_overrides.cnn.lr=0.0005
     python results/ravdess/nested_refit.py runs/nested-trim40 cnn 0,1,2,3,4,5 5 prepare.features.trim_silence_db=40
-    python results/ravdess/nested_refit.py runs/nested-mix cnn 0,2,4 5 train.model_overrides.cnn.augment.mixup_alpha=0.2
+    python results/ravdess/nested_refit.py runs/mix cnn 0,1,2,3,4,5 5 train.model_overrides.cnn.augment.mixup_alpha=0.2
 
 For each outer fold of the 6-fold RAVDESS split (6 classes): R = its 16 training actors, V = its 4
 validation actors; its test actors are never read. Inside R, another fold's validation group G
