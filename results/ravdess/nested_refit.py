@@ -8,7 +8,8 @@ actor (sixth and seventh rounds).
     python results/ravdess/nested_refit.py runs/nested-lr cnn 0,1,2,3,4,5 5 train.model_overrides.cnn.lr=0.0005
     python results/ravdess/nested_refit.py runs/nested-trim40 cnn 0,1,2,3,4,5 5 prepare.features.trim_silence_db=40
     python results/ravdess/nested_refit.py runs/mix cnn 0,1,2,3,4,5 5 train.model_overrides.cnn.augment.mixup_alpha=0.2
-    python results/ravdess/nested_refit.py runs/aux8 cnn 0,1,2,3,4,5 5 extra=CAL,SUR  # twelfth round
+    python results/ravdess/nested_refit.py runs/aux8 cnn 0,1,2,3,4,5 5 \
+        'prepare.labels=["ANG","DIS","FEA","HAP","NEU","SAD","CAL","SUR"]'  # twelfth round
 
 For each outer fold of the 6-fold RAVDESS split (6 classes): R = its 16 training actors, V = its 4
 validation actors; its test actors are never read. Inside R, another fold's validation group G
@@ -19,8 +20,8 @@ the mean of the models' probabilities (ensemble) are scored on V, which none of 
 Arguments after the window change the experiment's spec for a variant, as sononet-batch's
 ``--set`` does (``train.batch_size=16``, ``prepare.features.trim_silence_db=40``; checked, TOML
 values); give it its own OUT (its shards can be a link to another OUT's unless it changes
-``prepare``). ``extra=CAL,SUR`` also trains on the training actors' clips of those classes, as
-classes of their own that are never scored: validation and V keep the six classes, and V is
+``prepare``). Classes that ``prepare.labels`` adds to the six (CAL, SUR: twelfth round) train as
+classes of their own and are never scored: validation and V keep the six classes, and V is
 scored on the six classes' columns (the speakers' means still take in all their clips). A rerun
 into the same OUT reuses finished A and B models (``resume``), so the window can be changed and
 only B retrains. Prepares the shards in OUT/shards with the real profile's features on first
@@ -53,10 +54,7 @@ CPU = torch.device("cpu")
 
 def main(out: Path, models: list[str], folds: list[int], window: int, overrides: list[str]) -> None:
     six = list(EMOTIONS)  # CREMA-D's classes; RAVDESS's CAL and SUR are excluded
-    extra = [x for o in overrides if o.startswith("extra=") for x in o.split("=", 1)[1].split(",")]
-    overrides = [o for o in overrides if not o.startswith("extra=")]
-    prep = {"data": str(DATA), "labels": six + extra}
-    spec = {"out": str(out), "device": "cpu", "prepare": prep, "split": {"folds": 6}}
+    spec = {"out": str(out), "device": "cpu", "prepare": {"data": str(DATA), "labels": six}, "split": {"folds": 6}}
     cfg = resolve_experiment(from_dict(ExperimentConfig, apply_overrides(spec, overrides)))
     train = cfg.train
     shards = cfg.prepare.out
@@ -72,7 +70,6 @@ def main(out: Path, models: list[str], folds: list[int], window: int, overrides:
         inner = {c: ("val" if s in g else "train") for c, s, y in zip(meta.clip_id, meta.speaker, meta.label)
                  if s in r and (y in six or s not in g)}  # fmt: skip
         v_ids = [c for c, s in zip(meta.clip_id, meta.speaker) if s in v]
-        keep = np.array([y in six for y in meta.set_index("clip_id").label.loc[v_ids]])
         probs: dict[str, np.ndarray] = {}
         row: dict = {"fold": f, "inner_val": sorted(g), "scored_on": sorted(v)}
         for name in models:
@@ -85,8 +82,9 @@ def main(out: Path, models: list[str], folds: list[int], window: int, overrides:
             for key, run in (("A", a), ("B", b)):
                 model, saved = load_model(run.model_dir)
                 p = predict(model, saved["meta"], shards, v_ids, CPU).set_index("clip_id").loc[v_ids]
-                probs[f"{name}_{key}"] = p[[f"prob_{c}" for c in six]].to_numpy()[keep]
-                truth = p["true"].to_numpy()[keep]
+                p = p[p["true"].isin(six)]  # clips of classes beyond the six trained, never scored
+                probs[f"{name}_{key}"] = p[[f"prob_{c}" for c in six]].to_numpy()
+                truth = p["true"].to_numpy()
         for key in ("A", "B"):
             probs[f"ensemble_{key}"] = np.mean([probs[f"{m}_{key}"] for m in models], axis=0)
         for key, prob in probs.items():
