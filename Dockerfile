@@ -19,12 +19,13 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md LICENSE constraints.txt ./
 COPY sononet ./sononet
 COPY kernels ./kernels
-# The README's install command, so the image runs exactly what a developer runs (tests included).
-RUN pip install -e '.[dev]'
 COPY jobs ./jobs
+# The README's install command, so the image runs exactly what a developer runs (tests included),
+# at the exact versions CI tests (constraints.txt).
+RUN PIP_CONSTRAINT=constraints.txt pip install -e '.[dev]'
 COPY tests ./tests
 
 # Non-root; uid 1000 matches the Kubernetes examples' securityContext in jobs/k8s/.
