@@ -1,8 +1,8 @@
 """Files written whole or not at all, and their checksums: what every resumable stage relies on.
 
 A writer puts its bytes in a temporary sibling, fsyncs and renames it over the target, so a
-file with the final name is always complete, and a crash leaves only a temporary file that the
-next run removes or overwrites. A full disk becomes one :class:`~sononet.errors.DiskFullError`
+file with the final name is always complete, and a crash leaves only a temporary file, which a
+rerun of prepare removes (:func:`remove_stale_temps`) and which no reader ever opens. A full disk becomes one :class:`~sononet.errors.DiskFullError`
 naming the path (a rerun resumes), and the partial temporary file is deleted so it stops
 holding the space that ran out. Resume checks compare :func:`sha256_file` with the checksum a
 manifest or state file recorded when the file was written.
@@ -52,6 +52,17 @@ def temp_beside(path: Path) -> Iterator[Path]:
         raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temporary siblings a killed writer left in ``folder``; returns them.
+
+    Only for a folder whose writer holds its exclusive lock (no live writer can own one then).
+    """
+    stale = [p for p in Path(folder).glob(".*.tmp-*") if p.is_file() and p.name.rsplit("-", 1)[1].isdigit()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

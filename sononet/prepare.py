@@ -31,7 +31,7 @@ from sononet.errors import AudioError, ErrorRow, count_by_reason
 from sononet.features.frontend import decode_samples, fixed_length, frame_lengths
 from sononet.features.mel import BACKENDS, CPU_BLOCK, FeatureConfig, LogMel, pick_backend
 from sononet.features.shards import ShardWriter, packed_array, shard_schema
-from sononet.io import sha256_file
+from sononet.io import remove_stale_temps, sha256_file
 from sononet.locking import folder_lock
 
 log = logging.getLogger(__name__)
@@ -198,6 +198,7 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
     if not cfg.out:
         raise ValueError("prepare needs an output folder: pass --out DIR")
     with folder_lock(cfg.out, "prepare"):
+        remove_stale_temps(cfg.out)  # a killed run's partial shard; the lock rules out a live writer
         return _prepare(cfg, progress)
 
 

@@ -74,32 +74,3 @@ def test_click_lives_in_the_cli_package_only() -> None:
             if any(n == "click" or n.startswith("click.") for n in names):
                 users.append(str(path.relative_to(ROOT)))
     assert users == []
-
-
-@pytest.mark.parametrize(
-    ("command", "option", "config", "field"),
-    [
-        ("prepare", "--shard-size", "sononet.prepare:PrepareConfig", "shard_size"),
-        ("label", "--batch-size", "sononet.label.run:LabelConfig", "batch_size"),
-        ("label", "--part-size", "sononet.label.run:LabelConfig", "part_size"),
-        ("label", "--out", "sononet.label.run:LabelConfig", "out"),
-        ("download", "--jobs", "sononet.corpus.download:DownloadConfig", "jobs"),
-        ("download", "--timeout", "sononet.corpus.download:DownloadConfig", "file_timeout_s"),
-        ("bench", "--repeats", "sononet.bench:BenchConfig", "repeats"),
-        ("bench", "--out", "sononet.bench:BenchConfig", "out"),
-        ("export", "--opset", "sononet.export:ExportConfig", "opset"),
-    ],
-)
-def test_defaults_named_in_help_are_the_dataclass_defaults(command: str, option: str, config: str, field: str) -> None:
-    """Options default to None and fall through to the configs; the help text names the default, so it must agree."""
-    import dataclasses
-    import importlib
-    import re
-
-    module, name = config.split(":")
-    cls = getattr(importlib.import_module(module), name)
-    default = next(f.default for f in dataclasses.fields(cls) if f.name == field)
-    param = next(p for p in main.commands[command].params if option in p.opts)
-    assert param.default is None
-    shown = re.search(r"\[default: ([^\]]+)\]", param.help).group(1)
-    assert shown.replace(",", "") in (str(default), f"{default:g}" if isinstance(default, float) else str(default))

@@ -11,7 +11,7 @@ from sononet.cli.options import given
 
 @click.command("export")
 @click.option("--model", required=True, type=click.Path(exists=True, file_okay=False), help="Saved model dir.")
-@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True, help="Model format.")
 @click.option("--out", type=click.Path(), default=None, help="Output folder [default: <model>-onnx].")
 @click.option("--opset", type=int, default=None, help="ONNX opset [default: 17].")
 def export_command(model: str, fmt: str, out: str | None, opset: int | None) -> None:

@@ -40,12 +40,12 @@ def _experiment_options(f):
                      help="demo: short CPU settings; real: the RAVDESS-tuned recipe [default: auto, by --data]."),
         click.option("--w2v2", default=None, help="tiny | hub id | dir [default: auto: tiny on CPU, base on CUDA]."),
         click.option("--epochs", type=int, default=None, help="Max epochs [default: the profile's: demo 6, real 60]."),
-        click.option("--batch-size", type=int, default=None),
+        click.option("--batch-size", type=int, default=None, help="Clips per training step [default: 32]."),
         click.option("--folds", type=int, default=None, help="Speaker-grouped k-fold CV (>= 3) [default: 1 split]."),
         click.option("--split", default=None, callback=_split_option, metavar="speaker|random|emobox:DIR",
                      help="random is speaker-dependent (leaky) and says so in every table; emobox:DIR takes the "
                      "folds of an EmoBox meta dir (data/<corpus>) [default: speaker]."),
-        click.option("--seed", type=int, default=None),
+        click.option("--seed", type=int, default=None, help="Split and training seed [default: 0]."),
         device_option,
         click.option("--jobs", type=int, default=None,
                      help="Models (fold x model) trained at once, one process each [default: on the CPU one per "
@@ -61,7 +61,7 @@ def _experiment_options(f):
         click.option("--intensity-aux", is_flag=True, default=None,
                      help="Auxiliary intensity head: CREMA-D LO/MD/HI, RAVDESS normal/strong as MD/HI."),
         click.option("--mixup", "mixup_alpha", type=float, default=None,
-                     help="Mixup: mix each batch with a shuffled copy, weight ~ Beta(a, a); 0 = off."),
+                     help="Mixup: mix each batch with a shuffled copy, weight ~ Beta(a, a); 0 = off [default: 0]."),
         click.option("--vtlp", type=float, default=None,
                      help="Log-mel models: warp each training clip's frequency axis by a factor in [1 - v, 1 + v], "
                      "as if spoken by a longer or shorter vocal tract (0.1 = up to 10 %); 0 = off."),
@@ -141,9 +141,9 @@ def experiment_config(**kw):
 @click.option("--model", "name", type=RegistryChoice(MODELS), required=True, help="The model to train.")
 @click.option("--out", type=click.Path(), required=True, help="Model run folder (checkpoint, model/, history).")
 @click.option("--epochs", type=int, default=None, help="Max epochs [default: the profile's, by the shards' corpus].")
-@click.option("--batch-size", type=int, default=None, help="Per rank [default: TrainConfig's].")
-@click.option("--seed", type=int, default=None, help="Split and training seed [default: TrainConfig's].")
-@click.option("--w2v2", default="tiny", help="tiny | hub id | local dir.")
+@click.option("--batch-size", type=int, default=None, help="Per rank [default: 32].")
+@click.option("--seed", type=int, default=None, help="Split and training seed [default: 0].")
+@click.option("--w2v2", default="tiny", show_default=True, help="tiny | hub id | local dir.")
 @device_option
 @click.option("--resume", is_flag=True, help="Continue from <out>/checkpoint/last.pt.")
 def train_command(
