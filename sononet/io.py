@@ -2,10 +2,11 @@
 
 A writer puts its bytes in a temporary sibling, fsyncs and renames it over the target, so a
 file with the final name is always complete, and a crash leaves only a temporary file, which a
-rerun of prepare removes (:func:`remove_stale_temps`) and which no reader ever opens. A full disk becomes one :class:`~sononet.errors.DiskFullError`
-naming the path (a rerun resumes), and the partial temporary file is deleted so it stops
-holding the space that ran out. Resume checks compare :func:`sha256_file` with the checksum a
-manifest or state file recorded when the file was written.
+rerun of prepare removes (:func:`remove_stale_temps`) and no reader ever opens. A full disk
+becomes one :class:`~sononet.errors.DiskFullError` naming the path (a rerun resumes), and the
+partial temporary file is deleted so it stops holding the space that ran out. Resume checks
+compare :func:`sha256_file` with the checksum a manifest or state file recorded when the file
+was written.
 """
 
 from __future__ import annotations
