@@ -67,7 +67,7 @@ def _bounds_kernel(
 
 
 def silence_bounds_ragged(
-    flat: np.ndarray, offsets: np.ndarray, top_db: float = 60.0, frame_length: int = 2048, hop_length: int = 512
+    flat: np.ndarray, offsets: np.ndarray, top_db: float, frame_length: int, hop_length: int
 ) -> np.ndarray:
     """Non-silent ``[start, end)`` of every clip in a ragged batch, relative to each clip.
 
@@ -75,7 +75,7 @@ def silence_bounds_ragged(
         flat: (N,) float32, all clips back to back.
         offsets: (B + 1,) int64, clip ``i`` spans ``flat[offsets[i]:offsets[i + 1]]``.
         top_db: frames more than this many dB below the clip's loudest frame are silence.
-        frame_length, hop_length: RMS frame and hop, in samples (librosa's defaults).
+        frame_length, hop_length: RMS frame and hop, in samples (the front end passes its n_fft and hop).
 
     Returns:
         (B, 2) int64: start and end sample of the kept span; ``(0, 0)`` for an all-silent clip.
@@ -93,9 +93,7 @@ def silence_bounds_ragged(
     return out
 
 
-def trim_silence(
-    clips: list[np.ndarray], top_db: float = 60.0, frame_length: int = 2048, hop_length: int = 512
-) -> list[np.ndarray]:
+def trim_silence(clips: list[np.ndarray], top_db: float, frame_length: int, hop_length: int) -> list[np.ndarray]:
     """Each 1-D clip without its leading and trailing silence (views, no copies).
 
     A clip that is silent throughout is returned whole rather than emptied: dropping it is the

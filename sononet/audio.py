@@ -46,7 +46,7 @@ _KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFB
 
 @dataclass
 class AudioConfig:
-    sample_rate: int = 16_000  # what the mel front-end and wav2vec2 expect
+    sample_rate: int = 16_000  # CREMA-D's rate; what wav2vec2 and the other encoders were pretrained on
     min_duration_s: float = 0.3  # below this there is too little speech to classify (CREMA-D's shortest: 1.27 s)
     long_duration_s: float = 60.0  # longer files are flagged "long"; only the needed part is decoded
     resample_quality: str = "HQ"  # soxr quality: HQ is transparent for speech and fast

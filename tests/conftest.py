@@ -18,6 +18,37 @@ os.environ["SONONET_THREADS"] = "1"
 EMOTIONS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
 
 
+def _find_shared_data() -> Path:
+    """$SONONET_SHARED_DATA, else the nearest ``shared/data`` beside the repository or a folder above it."""
+    if os.environ.get("SONONET_SHARED_DATA"):
+        return Path(os.environ["SONONET_SHARED_DATA"])
+    repo = Path(__file__).resolve().parents[1]
+    found = [p / "shared" / "data" for p in repo.parents if (p / "shared" / "data").is_dir()]
+    return found[0] if found else repo.parent / "shared" / "data"
+
+
+# Real corpora (RAVDESS, nEMO, ...; never shipped) for the tests marked real_speech.
+SHARED_DATA = _find_shared_data()
+
+
+def shared_corpus(name: str) -> Path:
+    return SHARED_DATA / name
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.real_speech("ravdess")`` tests run where the corpus is, and skip saying so where not;
+    with SONONET_REAL_SPEECH=1 (CI, where the data exists) a missing corpus stops the run instead."""
+    required = os.environ.get("SONONET_REAL_SPEECH") == "1"
+    for item in items:
+        for mark in item.iter_markers("real_speech"):
+            path = shared_corpus(mark.args[0] if mark.args else "ravdess")
+            if path.is_dir():
+                continue
+            if required:
+                raise pytest.UsageError(f"SONONET_REAL_SPEECH=1 but {path} is absent ({item.nodeid})")
+            item.add_marker(pytest.mark.skip(reason=f"real_speech: {path} is absent (set SONONET_SHARED_DATA)"))
+
+
 def tone(seconds: float, sr: int = 16_000, f0: float = 150.0, seed: int = 0, channels: int = 1) -> np.ndarray:
     """A harmonic tone with noise: enough spectral structure for features to differ."""
     rng = np.random.default_rng(seed)

@@ -25,7 +25,7 @@ def tone() -> torch.Tensor:
     [("speed_perturb", 220.0, 27_272), ("tempo_perturb", 200.0, 27_272), ("pitch_perturb", 220.0, 30_000)],
 )
 def test_wave_perturbations(tone: torch.Tensor, option: str, want_hz: float, want_len: int) -> None:
-    aug = WaveAugment(AugmentConfig(noise_std=0.0, **{option: True})).train()
+    aug = WaveAugment(AugmentConfig(noise_std=0.0, **{option: True}), SR).train()
     aug.factors = (1.1,)  # force the factor under test
     y, lengths = aug(tone, torch.full((2,), 30_000))
     assert y.shape == tone.shape
@@ -35,16 +35,16 @@ def test_wave_perturbations(tone: torch.Tensor, option: str, want_hz: float, wan
 
 def test_eval_mode_is_identity(tone: torch.Tensor) -> None:
     cfg = AugmentConfig(speed_perturb=True, tempo_perturb=True, pitch_perturb=True)
-    y, lengths = WaveAugment(cfg).eval()(tone, torch.full((2,), 48_000))
+    y, lengths = WaveAugment(cfg, SR).eval()(tone, torch.full((2,), 48_000))
     assert torch.equal(y, tone) and lengths.tolist() == [48_000, 48_000]
     mel = torch.randn(2, 128, 94)
-    assert torch.equal(MelAugment(AugmentConfig()).eval()(mel), mel)
+    assert torch.equal(MelAugment(AugmentConfig(), SR).eval()(mel), mel)
 
 
 def test_spec_augment_masks_in_training() -> None:
     torch.manual_seed(0)
     mel = torch.ones(4, 128, 94)
-    out = MelAugment(AugmentConfig(noise_std=0.0)).train()(mel)
+    out = MelAugment(AugmentConfig(noise_std=0.0), SR).train()(mel)
     assert (out == 0).any() and out.shape == mel.shape
 
 
@@ -88,7 +88,7 @@ def test_vtlp_moves_a_tone_where_a_real_tone_of_alpha_times_the_frequency_is(hz:
 def test_vtlp_identity_at_one_and_in_eval_and_bounded() -> None:
     mel = torch.randn(3, 128, 94)
     torch.testing.assert_close(vtlp_warp(mel, torch.ones(3), 0.0, 8000.0), mel)
-    aug = MelAugment(AugmentConfig(vtlp=0.1, spec_augment=False, noise_std=0.0))
+    aug = MelAugment(AugmentConfig(vtlp=0.1, spec_augment=False, noise_std=0.0), SR)
     assert torch.equal(aug.eval()(mel), mel)
     out = aug.train()(mel)
     assert out.shape == mel.shape and not torch.equal(out, mel)

@@ -1,11 +1,11 @@
 """Real speech: the training recipe must learn emotion from real voices, not just from the demo.
 
-Reads RAVDESS from ``../shared/data/ravdess`` (CC BY-NC-SA 4.0, never copied into the repo);
-skipped where it is absent. The regression case is the failure first seen on a small real
-corpus: few speakers, clips shorter than the 3 s window (a third of the frames padding), a
-dozen steps per epoch. There, BatchNorm's running statistics still held their initial
-values when validation ran, the eval-mode model answered one class, validation loss rose,
-and early stopping kept the epoch-1 model: near-chance test accuracy.
+Reads RAVDESS from ``../shared/data/ravdess`` (CC BY-NC-SA 4.0, never copied into the repo); marked
+``real_speech``, so it skips with a message where the corpus is absent (tests/conftest.py). The
+regression case is a failure a small real corpus shows: few speakers, clips shorter than the 3 s
+window (a third of the frames padding), a dozen steps per epoch. There, BatchNorm's running
+statistics still held their initial values when validation ran, the eval-mode model answered one
+class, validation loss rose, and early stopping kept the epoch-1 model: near-chance test accuracy.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+from conftest import shared_corpus
 from sklearn.metrics import balanced_accuracy_score
 
 from sononet.corpus import load_corpus, select_labels
@@ -31,10 +32,10 @@ from sononet.models.saving import load_model
 from sononet.prepare import PrepareConfig, prepare
 from sononet.train.loop import TrainConfig, TrainResult, _model_overrides, predict, train_model
 
-RAVDESS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ravdess"
+RAVDESS = shared_corpus("ravdess")
 SIX = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
 EIGHT = ["ANG", "CAL", "DIS", "FEA", "HAP", "NEU", "SAD", "SUR"]
-pytestmark = pytest.mark.skipif(not RAVDESS.is_dir(), reason="../shared/data/ravdess not beside the repository")
+pytestmark = pytest.mark.real_speech("ravdess")
 
 
 def cut_copy(out: Path, actors: range, seconds: float) -> Path:

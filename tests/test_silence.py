@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import librosa
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import shared_corpus
 from sononet.kernels import ragged, silence_bounds_ragged, trim_silence
 from test_parity import speech_like
 
 from sononet.features.frontend import fixed_length
 from sononet.features.mel import FeatureConfig
 
-RAVDESS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ravdess" / "audio"
+RAVDESS = shared_corpus("ravdess") / "audio"
+FRAMES = (FeatureConfig.n_fft, FeatureConfig.hop_length)  # what the front end passes the trimmer
+
+
+def lr_trim(clip: np.ndarray, top_db: float) -> np.ndarray:
+    """librosa's [start, end) with the same frames."""
+    return librosa.effects.trim(clip, top_db=top_db, frame_length=FRAMES[0], hop_length=FRAMES[1])[1]
 
 
 def padded_utterance(seed: int, lead: int, tail: int, floor: float) -> np.ndarray:
@@ -38,27 +43,27 @@ CASES = [
 
 @pytest.mark.parametrize("top_db", [20.0, 30.0, 60.0])
 def test_bounds_equal_librosa_trim(top_db: float) -> None:
-    bounds = silence_bounds_ragged(*ragged(CASES), top_db=top_db)
+    bounds = silence_bounds_ragged(*ragged(CASES), top_db, *FRAMES)
     for clip, got in zip(CASES, bounds):
-        _, want = librosa.effects.trim(clip, top_db=top_db)
+        _, want = (None, lr_trim(clip, top_db))
         np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.skipif(not RAVDESS.is_dir(), reason="../shared/data/ravdess not beside the repository")
+@pytest.mark.real_speech("ravdess")
 def test_bounds_equal_librosa_trim_on_real_speech() -> None:
     files = sorted(RAVDESS.glob("Actor_0[1-4]/*.flac"))[::9]
     clips = [sf.read(f, dtype="float32")[0] for f in files]
     for top_db in (30.0, 60.0):
-        bounds = silence_bounds_ragged(*ragged(clips), top_db=top_db)
-        want = np.array([librosa.effects.trim(c, top_db=top_db)[1] for c in clips])
+        bounds = silence_bounds_ragged(*ragged(clips), top_db, *FRAMES)
+        want = np.array([lr_trim(c, top_db) for c in clips])
         np.testing.assert_array_equal(bounds, want)
     kept = (bounds[:, 1] - bounds[:, 0]).sum() / sum(c.size for c in clips)
     assert 0.5 < kept < 0.95  # RAVDESS: about 1 s of near-silence at each end of ~3.7 s
 
 
 def test_batch_equals_one_by_one_and_silent_clip_is_kept_whole() -> None:
-    together = trim_silence(CASES, top_db=30.0)
-    alone = [trim_silence([c], top_db=30.0)[0] for c in CASES]
+    together = trim_silence(CASES, 30.0, *FRAMES)
+    alone = [trim_silence([c], 30.0, *FRAMES)[0] for c in CASES]
     for a, b in zip(together, alone):
         np.testing.assert_array_equal(a, b)
     assert together[-2].size == CASES[-2].size  # all silent: the trimmer does not empty it
@@ -67,7 +72,7 @@ def test_batch_equals_one_by_one_and_silent_clip_is_kept_whole() -> None:
 @pytest.mark.parametrize("bad", [0.0, -5.0, float("nan")])
 def test_refuses_non_positive_threshold(bad: float) -> None:
     with pytest.raises(ValueError, match="top_db must be positive"):
-        silence_bounds_ragged(*ragged(CASES[:1]), top_db=bad)
+        silence_bounds_ragged(*ragged(CASES[:1]), bad, *FRAMES)
     if bad != 0.0:  # 0 is the feature config's explicit "off"
         with pytest.raises(ValueError, match="trim_silence_db must be >= 0"):
             FeatureConfig(trim_silence_db=bad)
@@ -79,7 +84,7 @@ def test_feature_path_trims_before_padding() -> None:
     on = FeatureConfig(trim_silence_db=30.0)
     waves_off, valid_off = fixed_length([clip], off)
     waves_on, valid_on = fixed_length([clip], on)
-    start, end = librosa.effects.trim(clip, top_db=30.0)[1]
+    start, end = lr_trim(clip, 30.0)
     assert valid_off[0] == off.clip_samples  # centre-cropped, noise and all
     assert valid_on[0] == end - start < on.clip_samples  # just the voice, then right padding
     np.testing.assert_array_equal(waves_on[0, : end - start], clip[start:end])

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from sononet.corpus.cremad import SAMPLE_RATE
+
 WAV_HEADER_BYTES = 44
-CREMAD_SR = 16_000
 ACTOR_STRIDE = 2000  # copy k of the corpus uses actor ids 1001 + 2000 k: 3001+, 5001+, ...
 MAX_COPIES = 5  # actor ids stay four digits (CREMA-D's naming): 9091 is the highest
 
@@ -46,7 +47,7 @@ def cremad_like(n: int) -> list[FileSpec]:
         row = rows[i]
         actor = int(row["actor"]) + ACTOR_STRIDE * copy
         name = f"{actor}_{row['sentence']}_{row['emotion']}_{row['intensity']}.wav"
-        seconds = (int(row["bytes"]) - WAV_HEADER_BYTES) / (2 * CREMAD_SR)
+        seconds = (int(row["bytes"]) - WAV_HEADER_BYTES) / (2 * SAMPLE_RATE)
         specs.append(FileSpec(name, seconds))
     return specs
 
@@ -68,7 +69,7 @@ def source_signal(seconds: float, sr: int, channels: int = 1, seed: int = 0) -> 
 
 
 def write_wavs(
-    root: str | Path, specs: list[FileSpec], sr: int = CREMAD_SR, channels: int = 1, seed: int = 0
+    root: str | Path, specs: list[FileSpec], sr: int = SAMPLE_RATE, channels: int = 1, seed: int = 0
 ) -> list[Path]:
     """Write one PCM-16 WAV per spec at ``sr``/``channels``, each a different slice of one buffer.
 

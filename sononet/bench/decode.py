@@ -13,8 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sononet.bench.timing import time_call
+from sononet.corpus.cremad import SAMPLE_RATE
 
-FORMATS = {"16 kHz mono": (16_000, 1), "44.1 kHz stereo": (44_100, 2)}
+FORMATS = {"16 kHz mono": (SAMPLE_RATE, 1), "44.1 kHz stereo": (44_100, 2)}
 
 
 def run_decode(n_files: int, repeats: int, workers: int, tmp: Path) -> dict:

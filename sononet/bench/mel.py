@@ -46,9 +46,10 @@ def librosa_logmel(batch: np.ndarray, cfg) -> np.ndarray:
 def make_batch(n: int, samples: int, seed: int = 0) -> np.ndarray:
     """(n, samples) float32 of speech-like level (tone + noise), identical for every backend."""
     from sononet.bench.corpus import source_signal
+    from sononet.features.mel import FeatureConfig
 
-    rng = np.random.default_rng(seed)
-    buf = source_signal(samples / 16_000 + 8.0, 16_000, seed=seed)[:, 0].astype(np.float32) / 32768.0
+    rng, sr = np.random.default_rng(seed), FeatureConfig.sample_rate
+    buf = source_signal(samples / sr + 8.0, sr, seed=seed)[:, 0].astype(np.float32) / 32768.0
     starts = rng.integers(0, buf.shape[0] - samples, size=n)
     return np.stack([buf[s : s + samples] for s in starts])
 

@@ -50,22 +50,26 @@ def python_pad_trim(flat: np.ndarray, offsets: np.ndarray, length: int) -> np.nd
 
 def ragged_batch(n_clips: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(flat, offsets) of ``n_clips`` noise clips with CREMA-D's 16 kHz lengths (1.3-5 s)."""
-    from sononet.bench.corpus import cremad_like
+    from sononet.bench.corpus import SAMPLE_RATE, cremad_like
 
     rng = np.random.default_rng(seed)
     seconds = np.array([s.seconds for s in cremad_like(7442)])
-    lengths = np.round(rng.choice(seconds, size=n_clips) * 16_000).astype(np.int64)
+    lengths = np.round(rng.choice(seconds, size=n_clips) * SAMPLE_RATE).astype(np.int64)
     offsets = np.zeros(n_clips + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
     flat = (0.1 * rng.standard_normal(int(offsets[-1]))).astype(np.float32)
     return flat, offsets
 
 
-def run_pad_trim(n_clips: int, repeats: int, length: int = 48_000, python_clips: int = 16) -> dict:
+def run_pad_trim(n_clips: int, repeats: int, length: int | None = None, python_clips: int = 16) -> dict:
+    """``length``: samples per output clip [default: the features' clip]."""
     import numba
 
+    from sononet.features.mel import FeatureConfig
     from sononet.kernels import pad_trim, pad_trim_ragged
     from sononet.kernels.pad_trim import _pad_trim_kernel
+
+    length = length or FeatureConfig.clip_samples
 
     flat, offsets = ragged_batch(n_clips)
     clips = [flat[offsets[i] : offsets[i + 1]] for i in range(n_clips)]

@@ -29,6 +29,7 @@ INTENSITIES = ("LO", "MD", "HI", "XX")
 SENTENCES = ("IEO", "TIE", "IOM", "IWW", "TAI", "MTI", "IWL", "ITH", "DFA", "ITS", "TSI", "WSI")
 VOICE_VOTE_LETTERS = {"A": "ANG", "D": "DIS", "F": "FEA", "H": "HAP", "N": "NEU", "S": "SAD"}
 N_CLIPS = 7442
+SAMPLE_RATE = 16_000  # every CREMA-D file: 16 kHz mono 16-bit PCM
 DEMOGRAPHICS_FILE = "VideoDemographics.csv"
 
 # Emotion is validated separately so a typo'd emotion is "unknown_label", not "misnamed".

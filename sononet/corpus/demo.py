@@ -35,7 +35,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import butter, lfilter, sosfilt
 
-from sononet.corpus.cremad import DEMOGRAPHICS_FILE, EMOTIONS, INTENSITIES, SENTENCES, parse_name
+from sononet.corpus.cremad import DEMOGRAPHICS_FILE, EMOTIONS, INTENSITIES, SAMPLE_RATE, SENTENCES, parse_name
 from sononet.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class DemoConfig:
 
     seed: int = 0  # one seed, so the corpus is byte-identical on every laptop
     n_actors: int = 16  # 1,312 clips: enough for 12/4 speaker-disjoint splits, ~1 min of CPU training
-    sample_rate: int = 16000  # CREMA-D's rate, so the pipeline never resamples the demo
+    sample_rate: int = SAMPLE_RATE  # CREMA-D's rate, so the pipeline never resamples the demo
     noise_dbfs: float = -50.0  # background noise level: audible room tone, SNR ~25 dB like CREMA-D
     clip_spread: float = 1.0  # per-clip prosody variation (x _CLIP_SD); with actor_spread, ~60 % speaker-disjoint
     actor_spread: float = 1.0  # per-actor idiosyncrasy in habits and in how each emotion is acted

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from sononet.audio import AudioConfig
+
 log = logging.getLogger(__name__)
 
 BACKENDS = ("nnaudio", "torchaudio")
@@ -32,7 +34,7 @@ CPU_BLOCK = 16
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    sample_rate: int = 16_000  # CREMA-D's native rate; wav2vec2 expects it too
+    sample_rate: int = AudioConfig.sample_rate  # the decoder's rate: the filterbank is built for it
     clip_samples: int = 48_000  # 3 s covers 93 % of CREMA-D clips (mean 2.54 s) whole
     n_fft: int = 2048  # 128 ms window: fine frequency resolution for F0 harmonics at 128 mels
     hop_length: int = 512  # 32 ms hop -> 94 frames per clip, enough for prosody

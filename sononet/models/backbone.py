@@ -28,7 +28,6 @@ from sononet.models.pooling import length_mask
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, Wav2Vec2Config, WhisperFeatureExtractor
 
-SAMPLE_RATE = 16_000  # every supported encoder was pretrained on 16 kHz audio
 _TRUE = {"1", "on", "yes", "true"}
 
 
@@ -193,7 +192,7 @@ class SpeechEncoder(nn.Module):
         if self.is_whisper:
             clips = [w[:n].detach().float().cpu().numpy() for w, n in zip(wave, lengths.tolist())]
             feats = self.whisper_features(
-                clips, sampling_rate=SAMPLE_RATE, return_tensors="pt", device=str(wave.device)
+                clips, sampling_rate=self.whisper_features.sampling_rate, return_tensors="pt", device=str(wave.device)
             )
             mel = feats["input_features"].to(device=wave.device, dtype=wave.dtype)  # (B, n_mels, 3000)
             out = self.model(mel, output_hidden_states=all_layers)

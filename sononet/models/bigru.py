@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from sononet.features.mel import FeatureConfig
 from sononet.models.pooling import AttentionPooling, ClipHead, HeadConfig, check_lengths, check_mel, length_mask
 
 
 @dataclass
 class BiGRUConfig(HeadConfig):
-    n_mels: int = 128  # input size per time step; must match the features
+    n_mels: int = FeatureConfig.n_mels  # input size per time step; must match the features
     hidden: int = 64  # per direction (frames become 128 wide); the seed's 128 costs 2.5x the CPU time per step
     n_layers: int = 3  # stacked GRU layers, as in the seed
     gru_dropout: float = 0.2  # between GRU layers (PyTorch applies it to all but the last)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from sononet.features.mel import FeatureConfig
 from sononet.models.pooling import (
     ClipHead,
     HeadConfig,
@@ -33,7 +34,7 @@ POOLINGS = ("mean", "stats")
 
 @dataclass
 class CNNConfig(HeadConfig):
-    n_mels: int = 128  # mel bands of the input; must match the features
+    n_mels: int = FeatureConfig.n_mels  # mel bands of the input; must match the features
     channels: tuple[int, ...] = (16, 32, 64, 128)  # per block; half the seed's widths, a third of its CPU time
     dropouts: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)  # per block, growing with depth as in the seed
     pooling: str = "mean"  # mean: over frequency and valid frames; stats: frequency kept, mean + std over time

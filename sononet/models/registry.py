@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from torch import nn
 
+from sononet.features.mel import FeatureConfig
 from sononet.models.bigru import BiGRUConfig, EmotionBiGRU
 from sononet.models.cnn import CNNConfig, EmotionCNN
 from sononet.models.wav2vec2 import EmotionWav2Vec2, Wav2Vec2Config
@@ -48,7 +49,7 @@ def get_spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
-def make_config(name: str, n_classes: int, n_mels: int = 128, **overrides: Any) -> Any:
+def make_config(name: str, n_classes: int, n_mels: int = FeatureConfig.n_mels, **overrides: Any) -> Any:
     """The model's config dataclass with ``overrides`` applied; unknown keys are an error, not ignored."""
     spec = get_spec(name)
     valid = {f.name for f in dataclasses.fields(spec.config_cls)}
@@ -60,6 +61,6 @@ def make_config(name: str, n_classes: int, n_mels: int = 128, **overrides: Any) 
     return spec.config_cls(n_classes=n_classes, **overrides)
 
 
-def build_model(name: str, n_classes: int, n_mels: int = 128, **overrides: Any) -> nn.Module:
+def build_model(name: str, n_classes: int, n_mels: int = FeatureConfig.n_mels, **overrides: Any) -> nn.Module:
     """Build model ``name`` for ``n_classes`` labels. ``n_mels`` is ignored by waveform models."""
     return get_spec(name).model_cls(make_config(name, n_classes, n_mels, **overrides))

@@ -88,9 +88,7 @@ class MelAugment(nn.Module):
     ``fmin``/``fmax`` are the features' mel range (fmax None: Nyquist), which VTLP needs.
     """
 
-    def __init__(
-        self, cfg: AugmentConfig, sample_rate: int = 16_000, fmin: float = 0.0, fmax: float | None = None
-    ) -> None:
+    def __init__(self, cfg: AugmentConfig, sample_rate: int, fmin: float = 0.0, fmax: float | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.fmin, self.fmax = fmin, fmax if fmax is not None else sample_rate / 2
@@ -139,7 +137,7 @@ class WaveAugment(nn.Module):
     One factor per batch and per enabled perturbation, drawn from torch's RNG.
     """
 
-    def __init__(self, cfg: AugmentConfig, sample_rate: int = 16_000) -> None:
+    def __init__(self, cfg: AugmentConfig, sample_rate: int) -> None:
         super().__init__()
         self.cfg = cfg
         self.sample_rate = sample_rate
