@@ -99,6 +99,17 @@ def _handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
                 body = bytes(b ^ 0xFF for b in body)  # right length, wrong bytes
             if action == "pointer":
                 body = LFS_POINTER
+            if action == "trickle_headers":  # a header byte every 20 ms: each read is quick, the head never ends
+                head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nX-Pad: {'a' * 400}\r\n\r\n".encode()
+                for i in range(len(head)):
+                    try:
+                        self.wfile.write(head[i : i + 1])
+                        self.wfile.flush()
+                    except OSError:  # the client gave up
+                        return
+                    time.sleep(0.02)
+                self.wfile.write(body)
+                return
             start = 0
             if rng and action != "ignore_range":
                 start = int(re.fullmatch(r"bytes=(\d+)-", rng).group(1))
@@ -411,6 +422,16 @@ def test_trickling_mirror_hits_the_per_file_deadline_and_resumes(mirror: Mirror,
     s = _run(mirror, tmp_path, "ok.wav")
     assert s.ok and mirror.seen("ok.wav")[-1] == f"bytes={got}-"
     assert (tmp_path / "ok.wav").read_bytes() == mirror.blobs["ok.wav"]
+
+
+def test_trickled_headers_hit_the_per_file_deadline(mirror: Mirror, tmp_path: Path) -> None:
+    mirror.script("ok.wav", "trickle_headers", "trickle_headers")  # 9 s of headers per attempt
+    t0 = time.monotonic()
+    s = _run(mirror, tmp_path, "ok.wav", attempts=2, file_timeout_s=0.5)  # socket timeout_s stays 5 s
+    assert time.monotonic() - t0 < 4 and not s.ok, s
+    assert s.failed[0][1].startswith("gave up after 2 attempts: too slow: "), s.failed
+    s = _run(mirror, tmp_path, "ok.wav")  # the mirror answers normally again
+    assert s.ok and (tmp_path / "ok.wav").read_bytes() == mirror.blobs["ok.wav"]
 
 
 def test_timeout_option_reaches_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,6 +15,9 @@ timeouts, 5xx, 429) keeps its ``.part``; a 4xx answer or a checksum mismatch del
 corpus loader ignores ``.part`` files. An attempt also has a wall-clock deadline
 (``file_timeout_s``, ``--timeout``), so a mirror trickling a byte a second counts as a drop,
 and a ``.part`` that is not a regular file (a planted symlink) is refused, never written through.
+The deadline covers the whole attempt, connecting and the response headers included: a server that
+trickles its headers has its connection shut at the deadline (socket timeouts alone only bound
+the gap between two bytes).
 Rerunning is the resume loop: verified files are skipped without a request, the rest are
 fetched or completed::
 
@@ -25,11 +28,14 @@ fetched or completed::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import logging
 import os
 import random
 import re
+import socket
 import stat
 import threading
 import time
@@ -275,6 +281,50 @@ class _Outcome(NamedTuple):
     reason: str  # "" on success
 
 
+_attempt = threading.local()  # this thread's attempt: its deadline and the timers guarding its sockets
+
+
+def _shut(sock: socket.socket) -> None:
+    """Wake whatever read blocks on ``sock`` (headers, body): the attempt's deadline passed."""
+    with contextlib.suppress(OSError):  # closed already
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _DeadlineConnection:
+    """A connection whose socket is shut when its attempt's deadline passes, whatever it is waiting for.
+
+    A socket timeout bounds each read, so a server sending one header byte every second would keep
+    ``urlopen`` waiting forever; the timer bounds the attempt as ``file_timeout_s`` promises.
+    """
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        deadline = getattr(_attempt, "deadline", None)
+        if deadline is not None:
+            timer = threading.Timer(max(0.0, deadline - time.monotonic()), _shut, (self.sock,))  # type: ignore[attr-defined]
+            timer.daemon = True
+            timer.start()
+            _attempt.timers.append(timer)
+
+
+class _HTTPConnection(_DeadlineConnection, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_DeadlineConnection, http.client.HTTPSConnection):
+    pass
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_HTTPConnection, req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_HTTPSConnection, req, context=self._context)  # type: ignore[attr-defined]
+
+
 class _Fetcher:
     """Per-run state shared by the worker threads: the bar, the byte counter, the stop flag."""
 
@@ -282,7 +332,8 @@ class _Fetcher:
         self.root, self.base_url, self.cfg, self.bar, self.stop = root, base_url, cfg, bar, stop
         self.received = 0
         self._lock = threading.Lock()
-        self._opener = urllib.request.build_opener()  # per run, so proxy env vars are read now
+        # per run, so proxy env vars are read now; our handlers replace urllib's, adding the deadline
+        self._opener = urllib.request.build_opener(_HTTPHandler, _HTTPSHandler)
 
     def _advance(self, n: int, *, network: bool = True) -> None:
         with self._lock:
@@ -350,9 +401,25 @@ class _Fetcher:
     def _transfer(self, url: str, part: Path, size: int) -> None:
         """One request: append the missing tail of ``part`` (or rewrite it if Range is ignored).
 
-        The whole attempt, connect included, must end within ``file_timeout_s``.
+        The whole attempt, connect and headers included, must end within ``file_timeout_s``.
         """
         deadline = time.monotonic() + self.cfg.file_timeout_s
+        _attempt.deadline, _attempt.timers = deadline, []
+        try:
+            self._request(url, part, size, deadline)
+        except (OSError, HTTPException) as e:
+            if time.monotonic() < deadline:
+                raise
+            raise self._too_slow(f"no complete answer ({type(e).__name__})") from None  # the timer shut it
+        finally:
+            for timer in _attempt.timers:
+                timer.cancel()
+            _attempt.deadline, _attempt.timers = None, []
+
+    def _too_slow(self, what: str) -> _TransientError:
+        return _TransientError(f"too slow: {what} within the {self.cfg.file_timeout_s:g} s limit")
+
+    def _request(self, url: str, part: Path, size: int, deadline: float) -> None:
         offset = part.stat().st_size if part.exists() else 0
         if offset == size and part.exists():
             return  # complete from an earlier attempt; _check decides
@@ -397,10 +464,11 @@ class _Fetcher:
                     if self.stop.is_set():
                         raise _StopRequestedError
                     if time.monotonic() > deadline:  # the .part keeps what arrived; the next attempt resumes
-                        limit = self.cfg.file_timeout_s
-                        raise _TransientError(f"too slow: {got} of {wanted} bytes within the {limit:g} s limit")
+                        raise self._too_slow(f"{got} of {wanted} bytes")
                     # read1: whatever has arrived, so bytes before a drop or stall reach the .part
                     chunk = response.read1(min(self.cfg.chunk_bytes, wanted + 1 - got))
+                    if not chunk and time.monotonic() > deadline:  # the deadline's timer shut the socket
+                        raise self._too_slow(f"{got} of {wanted} bytes")
                     if not chunk:
                         break
                     f.write(chunk)
