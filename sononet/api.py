@@ -15,7 +15,11 @@ Files and arrays go through :mod:`sononet.label.engine`, the code ``sononet labe
 decode, resampling, pad/trim, log-mel, normalisation and windowing (a file longer than the window
 is the mean of its windows), in batches of ``batch_size`` windows, so memory does not grow with the
 number or length of inputs. Input that cannot become a clip raises :class:`sononet.AudioError`,
-whose ``reason`` is the errors-table reason ``sononet label`` would record.
+whose ``reason`` is the errors-table reason ``sononet label`` would record. Arguments follow the
+rules ``sononet label`` and file headers follow (one check each: ``sample_rate`` an integer from
+4 kHz to 768 kHz, windows and hops in :func:`sononet.label.engine.check_window`), else ValueError;
+a model output that is no finite probability distribution raises
+:class:`~sononet.models.outputs.NonFiniteOutputError` instead of returning NaN.
 """
 
 from __future__ import annotations
@@ -116,8 +120,9 @@ class EmotionClassifier:
         """(N, n_classes) float32 probabilities in :attr:`labels` order; equal to label's ``prob_<label>``
         (with ``speaker=None``, as ``label`` does not know speakers)."""
         from sononet.label.engine import file_probs
+        from sononet.models.outputs import check_distribution
 
-        rows = [file_probs(src) for src in self._score(inputs, sample_rate, speaker=speaker)]
+        rows = [check_distribution(file_probs(s), s.path) for s in self._score(inputs, sample_rate, speaker=speaker)]
         return np.stack(rows) if rows else np.zeros((0, len(self._lab.labels)), np.float32)
 
     def speaker_mean(self, inputs: Any, sample_rate: int | None = None) -> np.ndarray:
@@ -159,8 +164,13 @@ class EmotionClassifier:
     def embed(self, inputs: Any, sample_rate: int | None = None) -> np.ndarray:
         """(N, D) float32 pooled clip vectors (the head's input; a long file: the mean over its windows)."""
         from sononet.label.engine import file_embedding
+        from sononet.models.outputs import NonFiniteOutputError
 
-        rows = [file_embedding(src) for src in self._score(inputs, sample_rate, embed=True)]
+        rows = []
+        for src in self._score(inputs, sample_rate, embed=True):
+            rows.append(file_embedding(src))
+            if not np.isfinite(rows[-1]).all():
+                raise NonFiniteOutputError(src.path)
         return np.stack(rows) if rows else np.zeros((0, self._lab.embedding_dim()), np.float32)
 
     def predict_windows(
@@ -176,9 +186,11 @@ class EmotionClassifier:
 
         if not _is_single(input):
             raise ValueError(f"predict_windows takes one input (a path, array or tensor). Found: {type(input)}")
+        from sononet.models.outputs import check_distribution
+
         (src,) = self._score(input, sample_rate, window_s=window_s, hop_s=hop_s, speaker=speaker)
         sr, labels = self.sample_rate, self._lab.labels
-        probs = np.stack(src.probs)  # (n_windows, n_classes)
+        probs = check_distribution(np.stack(src.probs), src.path)  # (n_windows, n_classes)
         starts, ends = [s / sr for s, _ in src.windows], [(s + n) / sr for s, n in src.windows]
         df = pd.DataFrame({"start_s": starts, "end_s": ends})
         df["pred"] = [labels[i] for i in probs.argmax(axis=1)]
@@ -195,8 +207,11 @@ class EmotionClassifier:
 
     def _opened(self, inputs: Any, sample_rate: int | None, window_s: float) -> Iterator[Source]:
         """Opened sources in input order, decoded ahead on ``workers`` threads; failures stay on ``src.error``."""
+        from sononet.audio import check_sample_rate
         from sononet.label.windows import prefetch
 
+        if sample_rate is not None:  # checked once, before any input is opened
+            check_sample_rate(sample_rate)
         items = [inputs] if _is_single(inputs) else list(_check_items(inputs))
         audio, whole_s = self._audio, self._lab.clip_span_s(window_s)
 
@@ -214,6 +229,7 @@ class EmotionClassifier:
         from sononet.label.engine import resolve_window, score_sources
 
         window_s, hop_s, (length, hop) = resolve_window(self._lab, window_s, hop_s)
+        speaker = self._lab.check_speaker(speaker)
         opened = self._opened(inputs, sample_rate, window_s)
         for src in score_sources(opened, self._lab, length, hop, self.batch_size, self._audio, embed, speaker):
             _raise_failed(src)

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import re
-import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ import soundfile as sf
 import soxr
 
 from sononet.errors import AudioError
+from sononet.sources import check_regular_file as check_regular_file  # the one rule of what may be opened
 
 if TYPE_CHECKING:
     from sononet.audio_av import AvInfo
@@ -39,9 +38,10 @@ CLIP_FRACTION = 1e-3  # flag a file as clipped when more than 0.1 % of samples s
 # Below 4 kHz no speech band survives (telephone audio is 8 kHz), and the bound caps resampling
 # to 16 kHz at 4x: a lying 1 Hz header would otherwise expand 16,000x into hours of windows.
 MIN_SAMPLE_RATE = 4_000
+# No recorder samples faster (768 kHz is the top of studio converters): a higher rate in a header or
+# an argument is a lie, and resampling it would turn a few bytes into almost nothing, or the reverse.
+MAX_SAMPLE_RATE = 768_000
 SF_ERR_SYSTEM = 2  # libsndfile's error code for a failed OS call (open, read), not a bad file
-_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}  # fmt: skip
 
 
 @dataclass
@@ -52,8 +52,7 @@ class AudioConfig:
     resample_quality: str = "HQ"  # soxr quality: HQ is transparent for speech and fast
 
     def __post_init__(self) -> None:
-        if self.sample_rate < MIN_SAMPLE_RATE:
-            raise ValueError(f"sample_rate must be at least {MIN_SAMPLE_RATE} Hz. Found: {self.sample_rate}")
+        check_sample_rate(self.sample_rate)
         if not 0 <= self.min_duration_s < self.long_duration_s:
             raise ValueError(
                 f"need 0 <= min_duration_s < long_duration_s. Found: {self.min_duration_s}, {self.long_duration_s}"
@@ -144,41 +143,40 @@ def probe(path: str | Path) -> sf.SoundFile | AvInfo:
         return header
 
 
-def _check_rate(info: sf.SoundFile | AvInfo) -> sf.SoundFile | AvInfo:
-    """A header rate under MIN_SAMPLE_RATE is a lie or no speech; refused before any decoding."""
-    if info.samplerate < MIN_SAMPLE_RATE:
-        raise AudioError("corrupt", f"sample rate {info.samplerate} Hz is below the {MIN_SAMPLE_RATE} Hz minimum")
-    return info
+def rate_problem(value: object) -> str | None:
+    """Why ``value`` is no usable sample rate ("must be at least 4000 Hz"), or None: the one rule for
+    file headers, in-memory arrays and configs.
 
-
-def check_regular_file(path: str | Path) -> int:
-    """Size of ``path`` when it is a regular file we may read, else AudioError.
-
-    FIFOs, devices and sockets (also behind symlinks) are refused from ``stat`` alone, so they
-    are never opened: a FIFO would block and ``/dev/zero`` never ends. A non-blocking open then
-    proves read permission (``os.access`` says yes to root) and ``fstat`` rechecks what it opened.
+    An integer (a float only when whole: 44100.0) from MIN_SAMPLE_RATE to MAX_SAMPLE_RATE Hz; a bool
+    is no rate (``True`` would be 1 Hz), nor NaN, inf or a fraction.
     """
-    try:
-        st = os.stat(path)
-    except FileNotFoundError as e:
-        raise AudioError("missing", str(path)) from e
-    except OSError as e:  # permission on a parent folder, symlink loop
-        raise AudioError("unreadable", str(e)) from e
-    if not stat.S_ISREG(st.st_mode):
-        raise AudioError("not_a_file", f"{path} is {_KINDS.get(stat.S_IFMT(st.st_mode), 'not a regular file')}")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError as e:
-        raise AudioError("missing", str(path)) from e
-    except OSError as e:  # PermissionError above all
-        raise AudioError("unreadable", str(e)) from e
-    try:
-        st = os.fstat(fd)
-    finally:
-        os.close(fd)
-    if not stat.S_ISREG(st.st_mode):  # replaced between stat and open
-        raise AudioError("not_a_file", f"{path} is {_KINDS.get(stat.S_IFMT(st.st_mode), 'not a regular file')}")
-    return st.st_size
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.integer | np.floating):
+        return f"must be a whole number of Hz, not {type(value).__name__}"
+    if not math.isfinite(value) or value != int(value):
+        return "must be a whole number of Hz"
+    if value < MIN_SAMPLE_RATE:
+        return f"must be at least {MIN_SAMPLE_RATE} Hz"
+    if value > MAX_SAMPLE_RATE:
+        return f"must be at most {MAX_SAMPLE_RATE} Hz"
+    return None
+
+
+def check_sample_rate(value: object, name: str = "sample_rate") -> int:
+    """``value`` as an int rate; ValueError naming ``name`` when :func:`rate_problem` refuses it."""
+    why = rate_problem(value)
+    if why is not None:
+        raise ValueError(f"{name} {why}. Found: {value!r}")
+    return int(value)  # type: ignore[call-overload]
+
+
+def _check_rate(info: sf.SoundFile | AvInfo) -> sf.SoundFile | AvInfo:
+    """A header rate outside the rule is a lie or no speech; refused before any decoding."""
+    why = rate_problem(info.samplerate)
+    if why is not None:
+        low = isinstance(info.samplerate, int) and info.samplerate < MIN_SAMPLE_RATE
+        detail = f"is below the {MIN_SAMPLE_RATE} Hz minimum" if low else f"is refused: a rate {why}"
+        raise AudioError("corrupt", f"sample rate {info.samplerate} Hz {detail}")
+    return info
 
 
 def load_audio(
@@ -272,12 +270,30 @@ def _to_clip(data: np.ndarray, sr: int, duration: float, flags: list[str], cfg: 
     )
 
 
+def pcm_to_float(data: np.ndarray) -> np.ndarray:
+    """Samples of any real numeric dtype -> floats in [-1, 1), as soundfile reads PCM files.
+
+    Signed integers are two's-complement PCM (x / 2^(bits-1)); unsigned integers are offset-binary
+    PCM, as 8-bit WAV stores it ((x - 2^(bits-1)) / 2^(bits-1)), so silence is 128, not 0. Complex,
+    boolean and object arrays are refused: no rule turns them into a waveform without a guess.
+    """
+    kind = data.dtype.kind
+    if kind in "iu":
+        half = float(2 ** (8 * data.dtype.itemsize - 1))
+        return (data.astype(np.float64) - (half if kind == "u" else 0.0)) / half
+    if kind == "f":
+        return data
+    what = {"c": "complex (pass x.real, or abs(x), explicitly)", "b": "boolean"}.get(kind, str(data.dtype))
+    raise AudioError("unsupported_format", f"expected real numeric samples. Found dtype: {data.dtype}, {what}")
+
+
 def decode_array(samples: np.ndarray, sample_rate: int, cfg: AudioConfig = AudioConfig()) -> Decoded:
     """An in-memory signal, ``(time,)`` or ``(channels, time)``, through the checks and conversions
     :func:`load_audio` applies to files: validated, mixed to mono, resampled to ``cfg.sample_rate``.
 
     Raises:
         AudioError: with an errors-table reason when the signal cannot become a clip.
+        ValueError: ``sample_rate`` breaks the rule file headers follow (:func:`rate_problem`).
     """
     data = np.asarray(samples)
     if data.ndim not in (1, 2):
@@ -289,13 +305,10 @@ def decode_array(samples: np.ndarray, sample_rate: int, cfg: AudioConfig = Audio
             "unsupported_format",
             f"expected (channels, time), got more channels than samples: {data.shape}; pass x.T for (time, channels)",
         )
-    if not np.issubdtype(data.dtype, np.number):
-        raise AudioError("unsupported_format", f"expected numeric samples. Found dtype: {data.dtype}")
-    if sample_rate is None or sample_rate <= 0:
-        raise AudioError("unsupported_format", f"sample_rate must be a positive integer. Found: {sample_rate}")
-    if np.issubdtype(data.dtype, np.integer):  # PCM integers -> [-1, 1), as soundfile reads them
-        data = data / float(-np.iinfo(data.dtype).min)
-    data = np.atleast_2d(data).astype(np.float32, copy=False)  # (channels, time)
+    sample_rate = check_sample_rate(sample_rate)
+    data = pcm_to_float(data)
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf: refused below as non_finite
+        data = np.atleast_2d(data).astype(np.float32, copy=False)  # (channels, time)
     flags: list[str] = []
     duration = data.shape[1] / sample_rate
     if duration < cfg.min_duration_s:

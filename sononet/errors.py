@@ -29,6 +29,7 @@ REASONS = {
     "missing": "the file listed in the manifest does not exist",
     "unreadable": "the file could not be opened (permissions or I/O error)",
     "not_a_file": "not a regular file (FIFO, device, socket): never opened, so it cannot stall a batch",
+    "not_local": "a URL, a shell command or another non-file source: SonoNet never fetches or runs what data names",
     "duplicate": "the same file is listed again; its first listing is kept",
 }
 

@@ -36,7 +36,7 @@ TABLE_MAX_FILES = 20  # up to this many inputs, the command prints one line per 
 )
 @mel_backend_option
 @click.option("--embeddings", is_flag=True, help="Add each row's pooled clip vector (tensor column `embedding`).")
-@click.option("--strict", is_flag=True, help="Exit 1 when any file could not be labelled.")
+@click.option("--strict", is_flag=True, help="Exit 1 when any file could not be labelled (error or nonfinite).")
 def label_command(
     path: str | None, model: str | None, out: str | None, window: float | None, hop: float | None,
     shard: str | None, merge_only: bool, device: str | None, batch_size: int | None, workers: int | None,
@@ -73,8 +73,9 @@ def label_command(
         click.echo(f"summary: {summary_path(out)}")
     if summary.get("warning"):
         click.echo(f"warning: {summary['warning']}", err=True)
-    if strict and summary["error_files"]:
-        click.echo(f"error: {summary['error_files']} file(s) could not be labelled (--strict)", err=True)
+    failed = summary["error_files"] + summary.get("nonfinite_files", 0)
+    if strict and failed:
+        click.echo(f"error: {failed} file(s) could not be labelled (--strict)", err=True)
         sys.exit(1)
 
 
@@ -93,5 +94,5 @@ def format_table(out: str, width: int = 48) -> str:
         if r["status"] == "ok":
             lines.append(f"{name:<{width}}  {r['pred']:<8} {r['confidence']:>10.3f}")
         else:
-            lines.append(f"{name:<{width}}  {'-':<8} {'-':>10}  error: {r['error_reason']}")
+            lines.append(f"{name:<{width}}  {'-':<8} {'-':>10}  error: {r['error_reason'] or r['status']}")
     return "\n".join(lines)

@@ -31,6 +31,7 @@ from sononet.corpus.hf import load_hf, looks_like_hf
 from sononet.corpus.lhotse import load_lhotse, manifest_kind
 from sononet.corpus.ravdess import load_ravdess, looks_like_ravdess
 from sononet.errors import NotFoundError
+from sononet.sources import regular_input
 
 
 def detect_kind(path: str | Path) -> str:
@@ -38,6 +39,8 @@ def detect_kind(path: str | Path) -> str:
     p = Path(path)
     if not p.exists():
         raise NotFoundError(f"data path does not exist: {p}")
+    if not p.is_dir():
+        regular_input(p, "data path")  # a FIFO or a device would block or never end
     if p.is_file():
         if p.suffix.lower() in (".csv", ".parquet", ".tsv"):
             return "manifest"

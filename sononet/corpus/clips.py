@@ -8,6 +8,7 @@ import them without importing the package that imports them.
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,8 @@ from pathlib import Path
 
 from sononet.errors import ErrorRow
 
+# A label that reads as a non-integer number (1.5, 2.0, nan, inf) is a rating or a missing value, not a class.
+_NUMBER_RE = re.compile(r"[-+]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][-+]?\d+|nan|inf(inity)?)", re.IGNORECASE)
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus")
 AUDIO_SUFFIXES += (".m4a", ".aac", ".mp4", ".m4b", ".webm", ".mka", ".mkv", ".mov", ".wma", ".amr", ".3gp")  # PyAV
 
@@ -61,37 +64,87 @@ def _counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
 
 
-def _read_label_map_file(path: Path) -> str | dict:
+def label_text(value: object) -> tuple[str | None, str]:
+    """A label cell of any corpus as a class name, or (None, why): the one rule every reader applies.
+
+    Text is stripped; integers stay as written ("2"); an empty cell, a float, or text that reads as a
+    non-integer number ("1.5", "2.0", "nan", "inf") is no class name: a rating or a missing value
+    that would otherwise become a class of its own.
+    """
+    if value is None:
+        return None, "empty label"
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None, f"label {value!r} is a {type(value).__name__}, not a class name"
+    text = str(value).strip()
+    if not text:
+        return None, "empty label"
+    if _NUMBER_RE.fullmatch(text):
+        return None, f"label {text!r} is a non-integer number, not a class name"
+    return text, ""
+
+
+def _read_label_map_file(path: Path) -> str | list[tuple[object, object]]:
     """A mapping file: JSON or TOML tables, or text with one FROM=TO per line."""
     text = path.read_text()
     if path.suffix.lower() == ".json":
-        data = json.loads(text)
+        try:
+            data = json.loads(text, object_pairs_hook=list)  # pairs as written: a repeated key must not vanish
+        except json.JSONDecodeError as e:
+            raise ValueError(f"label map file {path} is not valid JSON: {e}") from None
     elif path.suffix.lower() == ".toml":
-        data = tomllib.loads(text)
+        try:
+            data = list(tomllib.loads(text).items())  # TOML itself refuses a key given twice
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"label map file {path} is not valid TOML: {e}") from None
     else:
         return ",".join(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
-    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+    if not isinstance(data, list) or not all(isinstance(p, tuple) and isinstance(p[1], str) for p in data):
         raise ValueError(f"label map file {path} must hold one table of FROM = TO strings")
     return data
 
 
+def _map_name(name: object, entry: str) -> str:
+    """One side of a label map entry: a class name by :func:`label_text`'s rule, without the map's own
+    syntax (``=`` and ``,``), so ``CAL==NEU`` or ``{"CAL": ""}`` is refused instead of making a class."""
+    label, why = label_text(name) if isinstance(name, str) else (None, f"{name!r} is not text")
+    if label is None:
+        raise ValueError(f"label map entry {entry}: {why}; entries look like FROM=TO (e.g. CAL=NEU)")
+    if "=" in label or "," in label:
+        raise ValueError(
+            f"label map entry {entry}: {label!r} holds '=' or ','; entries look like FROM=TO (e.g. CAL=NEU)"
+        )
+    return label
+
+
 def parse_label_map(text: str | Mapping[str, str] | None) -> dict[str, str]:
-    """``"CAL=NEU,SUR=HAP"``, a mapping, or a file (JSON, TOML, FROM=TO lines) -> {"CAL": "NEU", "SUR": "HAP"}."""
+    """``"CAL=NEU,SUR=HAP"``, a mapping, or a file (JSON, TOML, FROM=TO lines) -> {"CAL": "NEU", "SUR": "HAP"}.
+
+    Every name follows the label rule of the readers; a source mapped twice to different targets,
+    a chain (a target that is also a source) and an empty side are refused, with the entry named.
+    """
     if not text:
         return {}
     if isinstance(text, str) and "=" not in text and Path(text).is_file():
         text = _read_label_map_file(Path(text))
     if isinstance(text, Mapping):
-        pairs = list(text.items())
+        pairs: list[tuple[object, object]] = list(text.items())
+    elif isinstance(text, list):
+        pairs = text
     else:
         pairs = []
         for item in str(text).split(","):
             if item.strip():
                 src, sep, dst = item.partition("=")
-                if not sep or not src.strip() or not dst.strip():
+                if not sep:
                     raise ValueError(f"label map entries look like FROM=TO (e.g. CAL=NEU). Found: {item.strip()!r}")
                 pairs.append((src, dst))
-    mapping = {str(src).strip(): str(dst).strip() for src, dst in pairs}
+    mapping: dict[str, str] = {}
+    for src, dst in pairs:
+        entry = f"{src}={dst}"
+        src, dst = _map_name(src, repr(entry)), _map_name(dst, repr(entry))
+        if mapping.get(src, dst) != dst:
+            raise ValueError(f"label map maps {src} twice, to {mapping[src]} and to {dst}; keep one")
+        mapping[src] = dst
     chained = sorted(set(mapping) & set(mapping.values()))
     if chained:
         raise ValueError(f"label map must not chain (a target is also a source): {chained}")

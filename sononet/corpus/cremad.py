@@ -23,6 +23,7 @@ from pathlib import Path
 
 from sononet.corpus.clips import AUDIO_SUFFIXES, Clip, Corpus
 from sononet.errors import ErrorRow
+from sononet.sources import file_error
 
 EMOTIONS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
 INTENSITIES = ("LO", "MD", "HI", "XX")
@@ -114,8 +115,8 @@ def load_cremad(root: str | Path) -> Corpus:
     for p in sorted(root.iterdir()):
         if p.is_dir() or _is_ignored(p) or p.name == DEMOGRAPHICS_FILE:
             continue
-        if not p.is_file():  # a FIFO or device is never opened; a dangling link is missing
-            errors.append(ErrorRow(str(p), "not_a_file" if p.exists() else "missing", "not a regular file"))
+        if (error := file_error(p)) is not None:  # a FIFO or device is never opened; a dangling link is missing
+            errors.append(error)
             continue
         if p.suffix.lower() not in AUDIO_SUFFIXES:
             errors.append(ErrorRow(str(p), "unsupported_format", f"suffix {p.suffix or '(none)'}"))

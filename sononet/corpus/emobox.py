@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sononet.errors import NotFoundError
+from sononet.errors import NotFoundError, UserError
+from sononet.sources import regular_input
 
 VAL_FRACTION = 1 / 8  # of each fold's train speakers; EmoBox has no validation lists
 _FOLD_RE = re.compile(r"^fold_(\d+)$")
@@ -46,6 +47,7 @@ class Fold:
     number: int  # EmoBox's, from 1
     parts: dict[str, str]  # wav stem and key -> "train" | "test"
     n_listed: int
+    n_test: int = 0  # entries of the test list
 
     def match(self, clip_id: str) -> str | None:
         """'train', 'test' or None: the clip id, or its last path part, against wav stems and keys."""
@@ -74,7 +76,7 @@ def _read_list(folder: Path, pattern: str) -> list[tuple[str, str]]:
     if len(found) != 1:
         raise NotFoundError(f"expected one {pattern} in {folder}. Found: {[p.name for p in found]}")
     entries = []
-    for i, line in enumerate(found[0].read_text().splitlines(), 1):
+    for i, line in enumerate(regular_input(found[0], "EmoBox list").read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -95,7 +97,7 @@ def read_folds(meta_dir: str | Path) -> list[Fold]:
         if both:
             raise ValueError(f"EmoBox fold {i} in {meta_dir} lists {len(both)} clips in train and test, e.g. {both[0]}")
         parts = {name: part for part, rows in (("train", train), ("test", test)) for row in rows for name in row}
-        folds.append(Fold(i, parts, len(train) + len(test)))
+        folds.append(Fold(i, parts, len(train) + len(test), len(test)))
     return folds
 
 
@@ -117,6 +119,14 @@ def emobox_split(
             else "the data holds no clips"
         )
     train = sorted(c for c, p in part.items() if p == "train")
+    n_test = sum(p == "test" for p in part.values())
+    if not train or not n_test:  # a fold that cannot test (or train) must not report validation numbers only
+        what = "test" if not n_test else "train"
+        listed = folds[fold].n_test if what == "test" else folds[fold].n_listed - folds[fold].n_test
+        raise UserError(
+            f"EmoBox fold {fold + 1} of {meta_dir}: no clip of the data is in its {what} list ({listed} entries listed"
+            f"{', none of them in the data' if listed else ''}); check the fold's {what} list and the data's clip ids"
+        )
     rng = np.random.default_rng(seed)
     if all(speaker[c] is not None for c in train):
         spk = sorted({speaker[c] for c in train})  # type: ignore[type-var]

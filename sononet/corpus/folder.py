@@ -2,7 +2,8 @@
 
 - Manifest: a CSV/TSV/Parquet table with columns ``path,label`` and optionally ``speaker``,
   ``sex``, ``intensity`` and anything else (kept as extra metadata). Paths are relative to
-  the manifest's folder (absolute paths are accepted too). This is Hugging Face's
+  the manifest's folder (absolute paths are accepted too); a URL or a command in a ``path`` cell is
+  a ``not_local`` row, a FIFO ``not_a_file`` (:mod:`sononet.sources`). This is Hugging Face's
   ``metadata.csv`` and most in-house corpora.
 - Audiofolder: ``root/<label>/<file>``, nested folders allowed below the label; speaker
   unknown, so splits fall back to what the caller allows (see ``sononet.corpus.splits``).
@@ -12,40 +13,43 @@ The label set comes from the data, never from CREMA-D's six.
 
 from __future__ import annotations
 
-import re
+import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from sononet.corpus.clips import AUDIO_SUFFIXES, Clip, Corpus
-from sononet.errors import ErrorRow
+from sononet.corpus.clips import AUDIO_SUFFIXES, Clip, Corpus, label_text
+from sononet.errors import AudioError, ErrorRow
+from sononet.sources import file_error, local_file, regular_input
 
 REQUIRED_COLUMNS = ("path", "label")
 KNOWN_COLUMNS = ("path", "label", "speaker", "sex", "intensity", "sentence")
-
-
-# A label that reads as a non-integer number (1.5, 2.0, nan) is a rating, not a class name.
-_DECIMAL_RE = re.compile(r"[-+]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][-+]?\d+|nan|inf(inity)?)", re.IGNORECASE)
 
 
 def manifest_rows(path: Path, required: tuple[str, ...] = REQUIRED_COLUMNS) -> list[dict]:
     """Rows of a CSV/TSV/Parquet manifest, the one reader for corpora and ``sononet label``.
 
     Known columns must be text (or integers), never floats, lists or twice, and ``required`` present.
+    A file pyarrow cannot parse (a cell larger than its 1 MB block, broken quoting, a corrupt Parquet
+    footer) is a ValueError naming the file.
     """
-    if path.suffix.lower() == ".parquet":
-        table = pq.read_table(path)
-    else:
-        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-        table = pacsv.read_csv(  # the known columns as written: "2" stays "2", never 2.0
-            path,
-            parse_options=pacsv.ParseOptions(delimiter=delimiter),
-            convert_options=pacsv.ConvertOptions(
-                strings_can_be_null=True, column_types=dict.fromkeys(KNOWN_COLUMNS, pa.string())
-            ),
-        )
+    regular_input(path, "manifest")  # a FIFO would block the read
+    try:
+        if path.suffix.lower() == ".parquet":
+            table = pq.read_table(path)
+        else:
+            delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+            table = pacsv.read_csv(  # the known columns as written: "2" stays "2", never 2.0
+                path,
+                parse_options=pacsv.ParseOptions(delimiter=delimiter),
+                convert_options=pacsv.ConvertOptions(
+                    strings_can_be_null=True, column_types=dict.fromkeys(KNOWN_COLUMNS, pa.string())
+                ),
+            )
+    except (pa.ArrowException, OSError) as e:  # ArrowInvalid, ArrowIOError...: pyarrow names no file
+        raise ValueError(f"manifest {path} cannot be read as {path.suffix.lstrip('.').upper()}: {e}") from None
     names = table.column_names
     twice = sorted({c for c in names if names.count(c) > 1})
     if twice:
@@ -83,20 +87,18 @@ def load_manifest(path: str | Path) -> Corpus:
     seen_files: dict[Path, int] = {}
     for i, row in enumerate(manifest_rows(path)):
         rel = _text(row["path"])
-        if rel is None:
-            errors.append(ErrorRow(f"{path}:row", "missing", "empty path cell"))
-            continue
-        audio = (base / rel).resolve()
-        label = _text(row["label"])
-        if not audio.is_file():
-            errors.append(ErrorRow(str(audio), "missing", f"listed in {path.name} but not on disk"))
+        try:
+            audio = local_file(rel, base)  # only local regular files: a URL, a command or a FIFO is a row
+        except AudioError as e:
+            shown = os.path.normpath(base / rel) if e.reason in ("missing", "not_a_file", "unreadable") and rel else rel
+            errors.append(ErrorRow(shown or f"{path}:row {i}", e.reason, f"row {i} of {path.name}: {e.detail}"))
             continue
         if audio in seen_files:  # one file, one clip: a second listing would be a second, conflicting label
             errors.append(ErrorRow(str(audio), "duplicate", f"row {i} repeats row {seen_files[audio]}; kept the first"))
             continue
         seen_files[audio] = i
-        if label is None or _DECIMAL_RE.fullmatch(label):
-            why = "empty or NaN label cell" if label is None else f"label {label!r} is a non-integer number"
+        label, why = label_text(_text(row["label"]))
+        if label is None:
             errors.append(ErrorRow(str(audio), "unknown_label", why))
             continue
         clip_id = str(Path(rel).with_suffix(""))
@@ -131,8 +133,8 @@ def load_audiofolder(root: str | Path) -> Corpus:
         if p.is_dir() or any(part.startswith(".") for part in p.relative_to(root).parts):
             continue
         rel = p.relative_to(root)
-        if not p.is_file():  # a FIFO or device is never opened; a dangling link is missing
-            errors.append(ErrorRow(str(p), "not_a_file" if p.exists() else "missing", "not a regular file"))
+        if (error := file_error(p)) is not None:  # a FIFO or device is never opened; a dangling link is missing
+            errors.append(error)
             continue
         if len(rel.parts) < 2:
             errors.append(ErrorRow(str(p), "unknown_label", "file sits directly under the root, not in a label folder"))

@@ -16,10 +16,15 @@ A DatasetDict's split name goes into the clip's metadata (``hf_split``); SonoNet
 its own speaker-disjoint split (or ``--split emobox:DIR``).
 
 Audio files: SonoNet's prepare decodes files (``sononet.audio.load_audio``), so embedded
-bytes are written once to ``<dataset>/.sononet-audio/<sha1 of the bytes>.<ext>``, named by
-content so a re-saved dataset never reuses a stale file and a rerun writes nothing. A row
-without bytes uses its ``path`` when that file exists (absolute, or relative to the dataset
-folder). Clip ids are the audio file stems when those are unique (so EmoBox lists match),
+bytes are written once to ``<audio cache>/<sha1 of the bytes>.<ext>``, named by content so a
+re-saved dataset never reuses a stale file and a rerun writes nothing. The cache is
+``<dataset>/.sononet-audio`` when the dataset folder is writable, else the user's cache
+(:func:`sononet.sources.audio_cache`): a dataset on a read-only mount is read without a write.
+A row without bytes uses its ``path`` when that is a local regular file (absolute, or relative to
+the dataset folder); a URL there is a ``not_local`` row, never fetched (:mod:`sononet.sources`).
+Labels follow the rule of every reader (:func:`sononet.corpus.clips.label_text`): a text label
+``"nan"`` or ``"1.5"``, or a float column, is an ``unknown_label`` row, not a class.
+Clip ids are the audio file stems when those are unique (so EmoBox lists match),
 ``<split>/<row>`` otherwise and for rows without a file name. Rows without audio or label are errors-table rows.
 """
 
@@ -27,12 +32,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 
-from sononet.corpus.clips import Clip, Corpus
-from sononet.errors import ErrorRow, UserError
+from sononet.corpus.clips import Clip, Corpus, label_text
+from sononet.errors import AudioError, ErrorRow, UserError
+from sononet.sources import CACHE_DIR, audio_cache, describe_mode, local_file
 
-CACHE_DIR = ".sononet-audio"
 LABEL_NAMES = ("label", "emotion", "emo", "emotion_label")
 SPEAKER_NAMES = ("speaker", "speaker_id", "actor", "actor_id", "spk", "client_id")
 SEX_NAMES = ("gender", "sex")
@@ -46,11 +52,28 @@ def looks_like_hf(root: str | Path) -> bool:
     return (p / "dataset_dict.json").is_file() or ((p / "state.json").is_file() and (p / "dataset_info.json").is_file())
 
 
+def _check_files(root: Path) -> None:
+    """Every file of the dataset folder is a regular file: ``datasets`` would open a FIFO and block."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d != CACHE_DIR]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                mode = os.stat(path).st_mode
+            except OSError as e:
+                raise UserError(f"Hugging Face dataset {root}: {path} cannot be read ({e})") from None
+            if not stat.S_ISREG(mode):
+                raise UserError(
+                    f"Hugging Face dataset {root}: {path} is {describe_mode(mode)}; a dataset holds regular files"
+                )
+
+
 def _load(root: Path):
     try:
         import datasets
     except ImportError as e:
         raise UserError(f"{root} is a Hugging Face dataset; reading it needs `pip install 'sononet[interop]'`") from e
+    _check_files(root)
     loaded = datasets.load_from_disk(str(root))
     return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"": loaded}
 
@@ -80,6 +103,7 @@ def _columns(features, root: Path) -> tuple[str, str, list[str] | None, str | No
 
 
 def _text(value: object) -> str | None:
+    """A metadata cell (speaker, sex, extra columns) as text; None for blanks and structures."""
     if value is None or isinstance(value, (bytes, dict, list)):
         return None
     s = str(value).strip()
@@ -94,9 +118,9 @@ def _suffix(data: bytes, name: str | None) -> str:
     return ext if ext and len(ext) <= 6 else ".bin"  # decoders probe the content, not the suffix
 
 
-def _cache(root: Path, data: bytes, name: str | None) -> Path:
+def _cache(cache: Path, data: bytes, name: str | None) -> Path:
     """Write embedded audio once, named by content; atomic so a crash never leaves half a file."""
-    out = root / CACHE_DIR / f"{hashlib.sha1(data).hexdigest()}{_suffix(data, name)}"
+    out = cache / f"{hashlib.sha1(data).hexdigest()}{_suffix(data, name)}"
     if out.is_file() and out.stat().st_size == len(data):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +149,7 @@ def load_hf(root: str | Path) -> Corpus:
     named = [s for s in stems if s]
     by_stem = len(set(named)) == len(named)
     known = {audio, label_col, speaker_col, sex_col}
+    cache: Path | None = None  # chosen when the first row embeds audio
     clips: list[Clip] = []
     errors: list[ErrorRow] = []
     i = -1
@@ -140,19 +165,25 @@ def load_hf(root: str | Path) -> Corpus:
                 cell = row[audio] or {}
                 data, name = cell.get("bytes"), cell.get("path")
                 if data:
-                    path = _cache(root, data, name)
-                elif name and (root / name).is_file():
-                    path = root / name
+                    cache = cache or audio_cache(root)
+                    path = _cache(cache, data, name)
                 else:
-                    errors.append(ErrorRow(where, "missing", f"no embedded audio and no file at {name!r}"))
-                    continue
+                    try:
+                        path = local_file(name, root)  # a URL is a row, never fetched
+                    except AudioError as e:
+                        detail = (
+                            f"no embedded audio, and {name!r}: {e.detail}" if name else "no embedded audio, no path"
+                        )
+                        errors.append(ErrorRow(where, e.reason, detail))
+                        continue
                 raw = row[label_col]
                 if classes is not None:
-                    label = classes[raw] if isinstance(raw, int) and 0 <= raw < len(classes) else None
+                    named = classes[raw] if isinstance(raw, int) and 0 <= raw < len(classes) else None
+                    label, why = label_text(named) if named is not None else (None, "no class")
                 else:
-                    label = _text(raw)
+                    label, why = label_text(raw)
                 if label is None:
-                    errors.append(ErrorRow(where, "unknown_label", f"{label_col} = {raw!r}"))
+                    errors.append(ErrorRow(where, "unknown_label", f"{label_col} = {raw!r}: {why}"))
                     continue
                 extra = {k: str(v) for k, v in row.items() if k not in known and _text(v) is not None}
                 if split:

@@ -11,14 +11,22 @@ RecordingSet and SupervisionSet manifests alone are refused with what to do (mak
 with ``CutSet.from_manifests(recordings, supervisions).to_file("cuts.jsonl.gz")``).
 Reading needs ``pip install 'sononet[interop]'`` (``lhotse``).
 
+Audio sources: a CutSet is data, so it follows :mod:`sononet.sources`: every audio source of a
+cut (its recording's, a mixed cut's tracks', a reverb's impulse response...) must be a local
+regular ``file`` or bytes held in the manifest (``memory``). A ``command`` source (lhotse runs it
+in a shell), a ``url`` (lhotse fetches it) or any other type makes the cut a ``not_local`` row
+before lhotse touches it, and the cuts lhotse does decode go through its libsndfile backend
+only: lhotse's default backends run ``sph2pipe``/``ffmpeg`` in a shell built from the file name.
+Relative source paths are tried against the current folder (lhotse's rule), then against the
+manifest's folder, and handed to lhotse resolved.
+
 Audio files: SonoNet's prepare decodes whole files, so a cut that is exactly one whole
 single-channel audio file (start 0, the recording's duration, no transforms) points at that
 file. Any other cut (a segment of a longer recording, one channel of several, a speed-
-perturbed or mixed cut, audio held in memory or fetched by a command) is decoded once by
-lhotse itself and written to ``<manifest dir>/.sononet-audio/<cut id>-<hash>.wav`` (float
-WAV), the hash covering the cut's description and its source files' size and mtime, so a
-changed cut never reuses a stale file. Relative source paths are tried against the current
-folder (lhotse's rule), then against the manifest's folder.
+perturbed or mixed cut, audio held in memory) is decoded once by lhotse and written to
+``<audio cache>/<cut id>-<hash>.wav`` (float WAV; the cache is ``<manifest dir>/.sononet-audio``
+when that folder is writable, see :func:`sononet.sources.audio_cache`), the hash covering the
+cut's description and its source files' size and mtime, so a changed cut never reuses a stale file.
 """
 
 from __future__ import annotations
@@ -30,10 +38,11 @@ import os
 import re
 from pathlib import Path
 
-from sononet.corpus.clips import Clip, Corpus
-from sononet.errors import ErrorRow, NotFoundError, UserError
+from sononet.corpus.clips import Clip, Corpus, label_text
+from sononet.errors import AudioError, ErrorRow, NotFoundError, UserError
+from sononet.sources import audio_cache, local_file, regular_input
 
-CACHE_DIR = ".sononet-audio"
+LOCAL_TYPES = ("file", "memory")  # every other lhotse source type runs a command or reaches the network
 LABEL_KEYS = ("emotion", "emo", "label")
 SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
 _CUT_TYPES = ("MonoCut", "MultiCut", "MixedCut", "PaddingCut")
@@ -54,7 +63,7 @@ def _first_record(path: Path) -> dict | None:
 def manifest_kind(path: str | Path) -> str | None:
     """'cuts', 'recordings' or 'supervisions' for a lhotse JSONL(.gz) manifest, else None."""
     p = Path(path)
-    if not p.is_file() or not p.name.lower().endswith(SUFFIXES):
+    if not p.name.lower().endswith(SUFFIXES) or not p.is_file():
         return None
     rec = _first_record(p)
     if rec is None:
@@ -73,6 +82,7 @@ def _load(path: Path):
         from lhotse import CutSet
     except ImportError as e:
         raise UserError(f"{path} is a lhotse manifest; reading it needs `pip install 'sononet[interop]'`") from e
+    regular_input(path, "lhotse manifest")
     kind = manifest_kind(path)
     if kind in ("recordings", "supervisions"):
         raise ValueError(
@@ -82,24 +92,30 @@ def _load(path: Path):
     return CutSet.from_jsonl_lazy(path) if ".jsonl" in path.name.lower() else CutSet.from_file(path)
 
 
+def _custom_label(custom: dict | None) -> object:
+    """The first non-blank label field of a custom dict, raw; None when there is none."""
+    for key in LABEL_KEYS:
+        value = (custom or {}).get(key)
+        if value is not None and str(value).strip():
+            return value
+    return None
+
+
 def _label(cut) -> tuple[str | None, str]:
     """(label, why not): one label from the supervisions' custom fields, else the cut's."""
+    raw = [v for sup in cut.supervisions if (v := _custom_label(sup.custom)) is not None]
+    raw = raw or [v for v in [_custom_label(getattr(cut, "custom", None))] if v is not None]
+    if not raw:
+        return None, f"no supervision or cut custom field {'/'.join(LABEL_KEYS)}"
     found = set()
-    for sup in cut.supervisions:
-        custom = sup.custom or {}
-        value = next((custom[k] for k in LABEL_KEYS if custom.get(k) is not None), None)
-        if value is not None and str(value).strip():
-            found.add(str(value).strip())
-    if not found:
-        custom = getattr(cut, "custom", None) or {}
-        value = next((custom[k] for k in LABEL_KEYS if custom.get(k) is not None), None)
-        if value is not None and str(value).strip():
-            found.add(str(value).strip())
-    if len(found) == 1:
-        return found.pop(), ""
-    if found:
+    for value in raw:
+        label, why = label_text(value)
+        if label is None:
+            return None, why
+        found.add(label)
+    if len(found) > 1:
         return None, f"supervisions disagree: {sorted(found)}"
-    return None, f"no supervision or cut custom field {'/'.join(LABEL_KEYS)}"
+    return found.pop(), ""
 
 
 def _one(values) -> str | None:
@@ -107,15 +123,45 @@ def _one(values) -> str | None:
     return vals.pop() if len(vals) == 1 else None
 
 
-def _source_file(source: str, base: Path) -> Path | None:
-    p = Path(source)
-    for candidate in (p, base / p) if not p.is_absolute() else (p,):
-        if candidate.is_file():
-            return candidate.resolve()
-    return None
+def _sources(node: object) -> list[dict]:
+    """Every audio source anywhere in a cut's description: its recording's, a mixed cut's tracks',
+    a transform's (a reverb's impulse response), so none reaches lhotse's loaders unchecked."""
+    found: list[dict] = []
+    if isinstance(node, dict):
+        sources = node.get("sources")
+        if isinstance(sources, list):
+            found += [src for src in sources if isinstance(src, dict)]
+        for key, value in node.items():
+            if key != "sources":
+                found += _sources(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _sources(value)
+    return found
 
 
-def _whole_file(cut, base: Path) -> Path | None:
+def _checked(cut, base: Path):
+    """The cut with every file source checked and resolved (``sononet.sources``), or AudioError.
+
+    Raises before lhotse reads anything: a ``command`` or ``url`` source (or any type but file and
+    memory) is ``not_local``; a file source must be a local regular file.
+    """
+    from lhotse import CutSet
+
+    desc = cut.to_dict()
+    for src in _sources(desc):
+        kind, source = src.get("type"), src.get("source")
+        if kind not in LOCAL_TYPES:
+            shown = source if isinstance(source, str) else type(source).__name__
+            raise AudioError(
+                "not_local", f"a {kind!r} audio source ({str(shown)[:200]!r}): SonoNet never runs or fetches it"
+            )
+        if kind == "file":
+            src["source"] = str(local_file(source, Path.cwd(), base))  # lhotse's rule, then the manifest's folder
+    return next(iter(CutSet.from_dicts([desc])))
+
+
+def _whole_file(cut) -> Path | None:
     """The audio file when the cut is exactly one whole single-channel file, else None."""
     from lhotse import MonoCut
 
@@ -126,33 +172,27 @@ def _whole_file(cut, base: Path) -> Path | None:
         return None
     if abs(cut.start) > 1e-6 or abs(cut.duration - rec.duration) > 1.0 / rec.sampling_rate + 1e-6:
         return None
-    found = _source_file(rec.sources[0].source, base)
-    if found is None:
-        raise NotFoundError(f"audio file not found: {rec.sources[0].source}")
-    return found
+    return Path(rec.sources[0].source)  # checked and resolved by _checked
 
 
-def _materialise(cut, base: Path, cache: Path) -> Path:
-    """Decode the cut with lhotse and write it once as float WAV; raises on unreadable audio."""
+def _materialise(cut, cache: Path) -> Path:
+    """Decode a checked cut with lhotse's libsndfile backend and write it once as float WAV."""
     import soundfile as sf
-    from lhotse import MonoCut
+    from lhotse.audio.backend import LibsndfileBackend, audio_backend
 
     desc = json.dumps(cut.to_dict(), sort_keys=True, default=str)
     stamps = []
-    if isinstance(cut, MonoCut) and cut.has_recording:
-        for src in cut.recording.sources:
-            f = _source_file(src.source, base) if src.type == "file" else None
-            if f is not None:
-                st = f.stat()
-                stamps.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
-            if src.type == "file" and f is not None and not Path(src.source).is_file():
-                cut = cut.with_recording_path_prefix(base)  # relative to the manifest, not the cwd
+    for src in _sources(cut.to_dict()):
+        if src.get("type") == "file":
+            st = Path(src["source"]).stat()
+            stamps.append(f"{src['source']}:{st.st_size}:{st.st_mtime_ns}")
     digest = hashlib.sha1("\n".join([desc, *stamps]).encode()).hexdigest()[:16]
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", cut.id)[:100]
     out = cache / f"{safe}-{digest}.wav"
     if out.is_file():
         return out
-    audio = cut.load_audio()  # (channels, samples)
+    with audio_backend(LibsndfileBackend()):  # never the shell-running sph2pipe/ffmpeg backends
+        audio = cut.load_audio()  # (channels, samples)
     if audio is None:
         raise NotFoundError(f"cut {cut.id} has no recording")
     cache.mkdir(parents=True, exist_ok=True)
@@ -166,7 +206,7 @@ def load_lhotse(path: str | Path) -> Corpus:
     """Read every cut of a lhotse CutSet manifest; unusable cuts become errors-table rows."""
     path = Path(path).resolve()
     base = path.parent
-    cache = base / CACHE_DIR
+    cache: Path | None = None  # chosen when the first cut needs it
     clips: list[Clip] = []
     errors: list[ErrorRow] = []
     seen: set[str] = set()
@@ -181,7 +221,15 @@ def load_lhotse(path: str | Path) -> Corpus:
             errors.append(ErrorRow(where, "unknown_label", why))
             continue
         try:
-            audio = _whole_file(cut, base) or _materialise(cut, base, cache)
+            cut = _checked(cut, base)
+        except AudioError as e:
+            errors.append(ErrorRow(where, e.reason, e.detail))
+            continue
+        try:
+            audio = _whole_file(cut)
+            if audio is None:
+                cache = cache or audio_cache(base)
+                audio = _materialise(cut, cache)
         except FileNotFoundError as e:
             errors.append(ErrorRow(where, "missing", str(e)))
             continue

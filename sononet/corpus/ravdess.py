@@ -24,6 +24,7 @@ from pathlib import Path
 
 from sononet.corpus.clips import AUDIO_SUFFIXES, Clip, Corpus
 from sononet.errors import ErrorRow
+from sononet.sources import file_error
 
 EMOTIONS = {"01": "NEU", "02": "CAL", "03": "HAP", "04": "SAD", "05": "ANG", "06": "FEA", "07": "DIS", "08": "SUR"}
 INTENSITIES = {"01": "normal", "02": "strong"}
@@ -70,8 +71,8 @@ def load_ravdess(root: str | Path) -> Corpus:
     for p in _audio_files(root):
         if p.is_dir():
             continue
-        if not p.is_file():  # a FIFO or device is never opened; a dangling link is missing
-            errors.append(ErrorRow(str(p), "not_a_file" if p.exists() else "missing", "not a regular file"))
+        if (error := file_error(p)) is not None:  # a FIFO or device is never opened; a dangling link is missing
+            errors.append(error)
             continue
         fields = parse_name(p.stem)
         if fields is None:

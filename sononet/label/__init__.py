@@ -14,10 +14,12 @@ bad-input checks are ``sononet.audio``'s, and the features are rebuilt from the 
 config (pad/trim kernel, log-mel, the training split's normalisation via ``model_inputs``).
 
 Output rows: every input file gets exactly one ``scope = "file"`` row (``window_index`` -1),
-``status`` ok or error with the errors-table reason, so ``count(file rows) == inputs``. The
-predicted class is ``pred`` with ``confidence`` and ``prob_<label>`` (the names predictions.parquet
-uses); ``model_id``, ``train_corpus``, ``train_split`` and ``pretrained`` say what the model learned
-from; ``embeddings = true`` adds the pooled clip vector as a fixed-shape tensor column ``embedding``.
+``status`` ok, error (with the errors-table reason) or nonfinite (the model's output was no finite
+probability distribution: no ``pred``, counted in the summary, failing ``--strict``), so
+``count(file rows) == inputs``. The predicted class is ``pred`` with ``confidence`` and
+``prob_<label>`` (the names predictions.parquet uses); ``model_id``, ``train_corpus``,
+``train_split`` and ``pretrained`` say what the model learned from; ``embeddings = true`` adds the
+pooled clip vector as a fixed-shape tensor column ``embedding``.
 Paths are stored resolved and absolute.
 A file longer than the window is streamed (never held whole) and cut into windows of
 ``window_s`` every ``hop_s``; the last window ends at the file's end, so every window is real

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from sononet.errors import NotFoundError
+from sononet.sources import not_local, regular_input
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -74,16 +75,26 @@ def list_inputs(source: str | Path) -> tuple[list[str], int]:
         return sorted(real), ignored
     elif src.suffix.lower() in (".txt", ".lst"):
         # Strip only the line ending: " lead.wav" is a real (if unlucky) file name.
-        lines = (ln.removesuffix("\r") for ln in src.read_text(encoding="utf-8").split("\n"))
-        paths = [_absolute(src.parent / ln) for ln in lines if ln.strip() and not ln.startswith("#")]
+        try:
+            text = regular_input(src, "input list").read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"input list {src} is not UTF-8 text ({e}); pass one path per line") from None
+        lines = (ln.removesuffix("\r") for ln in text.split("\n"))
+        paths = [_listed(src, ln) for ln in lines if ln.strip() and not ln.startswith("#")]
     elif src.suffix.lower() in (".csv", ".tsv", ".parquet"):
         from sononet.corpus.folder import manifest_rows
 
         cells = (str(r["path"]).strip() for r in manifest_rows(src, required=("path",)) if r["path"] is not None)
-        paths = [_absolute(src.parent / v) for v in cells if v]
+        paths = [_listed(src, v) for v in cells if v]
     else:
         paths = [str(src.absolute())]
-    return sorted(_resolved(p) for p in paths), ignored
+    return sorted(p if not_local(p) else _resolved(p) for p in paths), ignored
+
+
+def _listed(src: Path, entry: str) -> str:
+    """A list's entry as an absolute path; a URL or a command stays as written, so its row says so
+    (``not_local``) instead of naming a path it never was."""
+    return entry if not_local(entry) else _absolute(src.parent / entry)
 
 
 def _absolute(path: Path) -> str:

@@ -93,6 +93,21 @@ class Labeller:
             return decode_samples(fc) / fc.sample_rate
         return window_s
 
+    def check_speaker(self, speaker: Any) -> np.ndarray | None:
+        """A speaker mean for :meth:`predict`: (n_mels,) finite numbers, for a speaker-normalised model only."""
+        if speaker is None:
+            return None
+        if self.kind != "mel" or "speaker" not in self.norm:
+            raise ValueError(f"{self.id} is not speaker-normalised: it takes no speaker= mean")
+        x = speaker.detach().cpu().numpy() if hasattr(speaker, "detach") else np.asarray(speaker)
+        if x.dtype.kind not in "iuf" or x.shape != (self.features.n_mels,) or not np.isfinite(x).all():
+            raise ValueError(
+                f"speaker= must be {self.features.n_mels} finite numbers (speaker_mean's result). "
+                f"Found: shape {x.shape}, dtype {x.dtype}"
+                + ("" if x.dtype.kind not in "iuf" or np.isfinite(x).all() else ", with NaN/Inf")
+            )
+        return x.astype(np.float32)
+
     def stored_features(self, clips: list[np.ndarray], length: int) -> tuple[Any, Any]:
         """Clips (each at most ``length`` samples) -> (stored features, valid lengths), as prepare makes them:
         (B, n_mels, T) log-mel rounded to the shards' dtype, or (B, length) waveforms."""

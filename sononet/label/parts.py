@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from sononet.label.run import LabelConfig
 
 FORMAT = "sononet-labels/2"  # 2: `scope` and `pred` columns, provenance, optional `embedding`
+NONFINITE = "nonfinite"  # the status of a row whose model output is no probability distribution
+NONFINITE_DETAIL = "the model's output is not a finite probability distribution (NaN/Inf weights or input)"
 
 
 def parts_dir(out: str | Path) -> Path:
@@ -37,6 +39,7 @@ def summary_path(out: str | Path) -> Path:
 
 def _rows(src: Source, lab: Labeller, sr: int) -> list[dict]:
     from sononet import __version__
+    from sononet.models.outputs import is_distribution  # here: importing sononet.models loads torch
 
     labels, prov = lab.labels, lab.provenance
     base = {
@@ -50,6 +53,8 @@ def _rows(src: Source, lab: Labeller, sr: int) -> list[dict]:
                  "error_reason": src.error.reason, "error_detail": src.error.detail}]  # fmt: skip
 
     def pred(p: np.ndarray) -> dict:
+        if not is_distribution(p):  # NaN would argmax to the first class: never an `ok` row
+            return {"status": NONFINITE, "error_detail": NONFINITE_DETAIL}
         probs = {f"prob_{lab}": float(q) for lab, q in zip(labels, p)}
         return {"pred": labels[int(p.argmax())], "confidence": float(p.max()), **probs, "status": "ok"}
 
@@ -134,9 +139,10 @@ def label_files(
     sources = list(score_sources(opened(), lab, length, hop, cfg.batch_size, audio, embed=cfg.embeddings))
     rows = [r for src in sources for r in _rows(src, lab, audio.sample_rate)]
     errors = Counter(s.error.reason for s in sources if s.error is not None)
+    nonfinite = sum(r["status"] == NONFINITE for r in rows if r["scope"] == "file")
     stats = {
-        "files": len(sources), "ok_files": len(sources) - sum(errors.values()),
-        "errors_by_reason": dict(errors), "rows": len(rows),
+        "files": len(sources), "ok_files": len(sources) - sum(errors.values()) - nonfinite,
+        "nonfinite_files": nonfinite, "errors_by_reason": dict(errors), "rows": len(rows),
         "windows": sum(len(s.windows) for s in sources if s.error is None),
     }  # fmt: skip
     table = pa.Table.from_pylist(rows, schema=schema(lab.labels))
@@ -170,13 +176,13 @@ def _load_state(path: Path, fingerprint: dict, shard: int) -> dict:
 
 
 def _add_stats(stats: Iterable[dict]) -> dict:
-    total: dict[str, Any] = {"files": 0, "ok_files": 0, "windows": 0, "rows": 0}
+    total: dict[str, Any] = {"files": 0, "ok_files": 0, "nonfinite_files": 0, "windows": 0, "rows": 0}
     reasons: Counter = Counter()
     for s in stats:
         for k in total:
-            total[k] += s[k]
+            total[k] += s.get(k, 0)  # parts written before `nonfinite_files` existed had none
         reasons.update(s["errors_by_reason"])
-    total["error_files"] = total["files"] - total["ok_files"]
+    total["error_files"] = total["files"] - total["ok_files"] - total["nonfinite_files"]
     return {**total, "errors_by_reason": dict(sorted(reasons.items()))}
 
 
@@ -256,7 +262,8 @@ def _merge(out: Path) -> dict:
 def format_summary(s: dict) -> str:
     reasons = ", ".join(f"{k} {v}" for k, v in s["errors_by_reason"].items()) or "none"
     where = s.get("out") or f"shard {s['shard']}"
+    nonfinite = f", {s['nonfinite_files']} with non-finite model output" if s.get("nonfinite_files") else ""
     return (
-        f"{s['files']} files -> {s['windows']} windows, {s['error_files']} errors ({reasons}); "
+        f"{s['files']} files -> {s['windows']} windows, {s['error_files']} errors ({reasons}){nonfinite}; "
         f"{s['seconds']:.1f} s, {s['files_per_s']} files/s; {where}"
     )

@@ -16,7 +16,7 @@ from sononet.device import (
     thread_budget,
     worker_pool,
 )
-from sononet.label.engine import MIN_WINDOW_S, resolve_window
+from sononet.label.engine import check_window, resolve_window
 from sononet.label.inputs import duplicates, list_inputs, resolve_shard
 from sononet.label.labeller import Labeller
 from sononet.label.parts import _add_stats, _fingerprint, _load_state, label_files, merge, parts_dir
@@ -54,10 +54,7 @@ class LabelConfig:
         for name in ("batch_size", "part_size", "workers", "jobs"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive. Found: {getattr(self, name)}")
-        if self.window_s is not None and not self.window_s >= MIN_WINDOW_S:
-            raise ValueError(f"need window_s >= {MIN_WINDOW_S} (seconds). Found: {self.window_s}")
-        if self.hop_s is not None and not 0 < self.hop_s <= (self.window_s or self.hop_s):
-            raise ValueError(f"need 0 < hop_s <= window_s (seconds). Found: {self.hop_s}")
+        check_window(self.window_s, self.hop_s)  # in samples once the model's rate is known (resolve_window)
         if (self.shard_index, self.shard_count) != (None, None):
             resolve_shard(self.shard_index, self.shard_count)  # both given, 0 <= i < n
         check_device(self.device)

@@ -42,6 +42,7 @@ from sononet.device import seed_everything
 from sononet.features.normalize import mel_band_stats, model_inputs, speaker_means
 from sononet.features.reader import INTENSITY_INDEX, ShardStream, load_metadata
 from sononet.io import atomic_write, atomic_write_json
+from sononet.models.outputs import NonFiniteOutputError, is_distribution
 from sononet.models.registry import MODELS, build_model
 from sononet.models.saving import save_model
 from sononet.train.augment import AugmentConfig, MelAugment, WaveAugment, mixup
@@ -620,6 +621,9 @@ def predict(
         x = model_inputs(batch.x, batch.lengths, kind, norm, device, batch.offsets)
         logits, _ = model(x, batch.lengths.to(device))
         probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        bad = np.flatnonzero(~is_distribution(probs))
+        if bad.size:  # NaN argmaxes to the first class: never a prediction
+            raise NonFiniteOutputError(f"clip {batch.clip_ids[bad[0]]} (and {bad.size - 1} more in its batch)")
         for cid, y, p in zip(batch.clip_ids, batch.labels.tolist(), probs):
             rows.append(
                 {
