@@ -43,7 +43,7 @@ from sononet.errors import Interrupted
 
 log = logging.getLogger("sononet.batch")
 OUTPUT_FIELDS = ("out",)  # always placed under the workdir
-INPUT_FIELDS = ("data", "input", "model")  # placed under the workdir when they exist there
+INPUT_FIELDS = ("data", "input", "model", "shards")  # placed under the workdir when they exist there
 RANK_VARS = ("JOB_COMPLETION_INDEX", "RANK")  # a sharded process's index (Indexed Job, torchrun)
 
 

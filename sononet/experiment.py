@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import as_completed
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from sononet.corpus import corpus_label, is_synthetic
 from sononet.corpus.protocol import Protocol
-from sononet.corpus.splits import SplitConfig, assign_splits, split_protocol
+from sononet.corpus.splits import SplitConfig, split_protocol
 from sononet.device import check_device, resolve_device, thread_budget, worker_pool
 from sononet.evaluate import write_evaluation
 from sononet.evaluate.predictions import META_COLUMNS
@@ -37,37 +37,33 @@ from sononet.models.registry import MODELS, model_names
 from sononet.models.saving import load_model
 from sononet.prepare import PrepareConfig, format_summary, prepare
 from sononet.runinfo import RunRecord
-from sononet.train.loop import PROFILE_EPOCHS, TrainConfig, predict, refit_epochs, refit_model, train_model
+from sononet.train.config import TrainConfig
+from sononet.train.loop import predict
+from sononet.train.profiles import (
+    PROFILE_CHOICES,
+    resolve_features,
+    resolve_profile,
+    resolve_train,
+    resolve_w2v2,
+    w2v2_overrides,
+    with_w2v2,
+)
+from sononet.train.refit import REFIT_DIR, train_with_refit
+from sononet.train.shard_info import shard_labels, shard_splits
 
 log = logging.getLogger(__name__)
 DEFAULT_MODELS = ("cnn", "bigru", "wav2vec2")
-PROFILES = ("auto", "demo", "real")
-REFIT_DIR = "refit"  # <fold>/<model>/refit/: the model refit on train + val, which the test split scores
-
-# The one place where the synthetic demo and real speech differ: the demo trains PROFILE_EPOCHS
-# ["demo"] epochs (it only shows that the pipeline runs, in about 4 CPU minutes) and has no
-# silence to trim; real corpora get the recipe chosen on RAVDESS validation folds
-# (results/ravdess): the dataclass defaults plus trimming of leading and trailing silence 30 dB
-# below the peak before the 3 s window (acted corpora pad every utterance with silence).
-REAL_TRIM_SILENCE_DB = 30.0
-# Vocal tract length perturbation per model on real speech, where train.augment.vtlp is unset:
-# BiGRU 66.5 against 63.0 val UA over RAVDESS's 6 validation folds (better on each); CNN 67.7
-# against 71.2 (folds 0-2), so the CNN trains without it (results/ravdess, fifth round).
-REAL_VTLP = {"bigru": 0.1}
-# Refit on train + val for the selected epochs before testing, where train.refit is unset
-# (results/ravdess, sixth round: nested inside the training actors, scored on validation actors).
-REAL_REFIT = True
 
 
 @dataclass
 class ExperimentConfig:
     out: str = "runs/demo"  # run directory; shards go to <out>/shards unless prepare.out says otherwise
     models: tuple[str, ...] = DEFAULT_MODELS
-    w2v2: str = "auto"  # tiny (random-init, offline), a hub id or a local dir; auto: tiny on CPU, base on CUDA
+    w2v2: str = "auto"  # tiny (random-init, offline), a hub id or a local dir; auto: profiles.W2V2_AUTO
     device: str = "auto"
     resume: bool = True  # continue an interrupted run in the same directory
     jobs: int | None = None  # models (fold x model) trained at once, one process each; None: see resolve_experiment
-    profile: str = "auto"  # demo | real; auto: demo for the generated corpus, real for any --data
+    profile: str = "auto"  # demo | real; auto: by the corpus (profiles.corpus_profile)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -78,8 +74,8 @@ class ExperimentConfig:
             raise ValueError(f"models must name at least one model, each once. Found: {list(self.models)}")
         if not self.prepare.out:  # the shards belong to the run unless placed elsewhere
             self.prepare.out = str(Path(self.out) / "shards")
-        if self.profile not in PROFILES:
-            raise ValueError(f"profile must be one of {PROFILES}. Found: {self.profile!r}")
+        if self.profile not in PROFILE_CHOICES:
+            raise ValueError(f"profile must be one of {PROFILE_CHOICES}. Found: {self.profile!r}")
         if self.jobs is not None and self.jobs < 1:
             raise ValueError(f"jobs must be at least 1 (or unset for one per CPU thread). Found: {self.jobs}")
 
@@ -91,44 +87,20 @@ def resolve_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
     ``--print-spec`` prints its result. Values set explicitly are never changed.
     """
     cfg = copy.deepcopy(cfg)
-    if cfg.profile == "auto":
-        cfg.profile = "demo" if cfg.prepare.data is None else "real"
+    cfg.profile = resolve_profile(cfg.profile, cfg.prepare.data)
     if cfg.prepare.device == "auto":  # one device for the whole run unless prepare asks for its own
         cfg.prepare.device = cfg.device
-    if cfg.profile == "real" and cfg.prepare.features.trim_silence_db is None:  # 0 turns it off explicitly
-        cfg.prepare.features = replace(cfg.prepare.features, trim_silence_db=REAL_TRIM_SILENCE_DB)
+    cfg.prepare.features = resolve_features(cfg.prepare.features, cfg.profile)
     if cfg.jobs is None:
         # On the CPU, N single-threaded trainings beat one N-threaded one: these models are too small
         # for intra-op threads to pay (bench: BiGRU 1.2 -> 40 clips/s from 2 threads to 1).
         cpu = resolve_device(cfg.device).type == "cpu"
         cfg.jobs = min(thread_budget(), max(1, cfg.split.folds) * len(cfg.models)) if cpu else 1
-    train = cfg.train
-    if train.epochs is None:
-        train.epochs = PROFILE_EPOCHS[cfg.profile]
-    if train.refit is None:  # the demo stays short: a refit doubles the training time
-        train.refit = REAL_REFIT if cfg.profile == "real" else False
-    resolve_augment(train, cfg.profile)
-    overrides = {k: dict(v) for k, v in train.model_overrides.items()}
+    cfg.train = resolve_train(cfg.train, cfg.profile)
     if "wav2vec2" in cfg.models:
-        if cfg.w2v2 == "auto":
-            cfg.w2v2 = "facebook/wav2vec2-base" if resolve_device(cfg.device).type == "cuda" else "tiny"
-        overrides["wav2vec2"] = {**w2v2_overrides(cfg.w2v2)[0], **overrides.get("wav2vec2", {})}
-    train.model_overrides = overrides
+        cfg.w2v2 = resolve_w2v2(cfg.w2v2, resolve_device(cfg.device).type)
+        cfg.train = with_w2v2(cfg.train, cfg.w2v2)
     return cfg
-
-
-def resolve_augment(train: TrainConfig, profile: str) -> None:
-    """Set an unset ``train.augment.vtlp`` from the profile's recipe, per model (``REAL_VTLP`` on
-    real speech), in place; ``train-all`` and ``train`` both call it, so their recipes agree."""
-    if train.augment.vtlp is not None:  # set explicitly (0 too): every log-mel model gets it
-        return
-    overrides = {k: dict(v) for k, v in train.model_overrides.items()}
-    for name, vtlp in (REAL_VTLP if profile == "real" else {}).items():
-        own = dict(overrides.get(name, {}).get("augment", {}))
-        own.setdefault("vtlp", vtlp)
-        overrides[name] = {**overrides.get(name, {}), "augment": own}
-    train.augment = replace(train.augment, vtlp=0.0)
-    train.model_overrides = overrides
 
 
 @dataclass(frozen=True)
@@ -152,19 +124,9 @@ def train_unit(
     """Train one unit (and its refit, with ``cfg.refit``) and mark it done; returns its seconds.
     Runs in this process or in a worker."""
     t = time.perf_counter()
-    dev = resolve_device(device)
-    result = train_model(
-        unit.name, shards, unit.splits, labels, cfg, unit.model_dir, dev, resume=resume, meta=meta, progress=progress,
-    )  # fmt: skip
-    done = {"best_epoch": result.best_epoch, "epochs": len(result.history)}
-    if cfg.refit:
-        ids = [c for c, s in unit.splits.items() if s in ("train", "val")]
-        selected = result.history[: refit_epochs(result.history, cfg.select_on, cfg.refit_window)]
-        refit_model(
-            unit.name, shards, ids, labels, cfg, Path(unit.model_dir) / REFIT_DIR, dev, selected,
-            resume=resume, meta=meta, progress=progress,
-        )  # fmt: skip
-        done["refit_epochs"] = len(selected)
+    _, done = train_with_refit(
+        unit.name, shards, unit.splits, labels, cfg, unit.model_dir, resolve_device(device), resume, meta, progress
+    )
     atomic_write_json(Path(unit.model_dir) / "done.json", done)
     return time.perf_counter() - t
 
@@ -190,14 +152,6 @@ def _train_parallel(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def w2v2_overrides(choice: str) -> tuple[dict, str]:
-    """Model options and a protocol note for ``--w2v2 tiny|hub-id|dir`` (resolve ``auto`` first)."""
-    if choice == "tiny":
-        # Random-init weights train from scratch: the conv encoder too, at a from-scratch rate.
-        return {"tiny": True, "lr": 5e-4, "freeze_feature_encoder": False}, "random-init tiny, not pretrained"
-    return {"tiny": False, "backbone": choice}, f"pretrained: {choice}"
-
-
 def _ensembles(preds: pd.DataFrame, labels: list[str], models: list[str]) -> pd.DataFrame:
     """Average the class probabilities of trained models: all of them, and CNN + wav2vec2."""
     prob_cols = [f"prob_{lab}" for lab in labels]
@@ -217,20 +171,6 @@ def _ensembles(preds: pd.DataFrame, labels: list[str], models: list[str]) -> pd.
         mean["model"] = name
         out.append(mean)
     return pd.concat(out, ignore_index=True) if out else preds.iloc[0:0]
-
-
-def shard_labels(manifest: dict, meta: pd.DataFrame) -> list[str]:
-    """The corpus's labels that the shards hold, in the corpus's order; a classifier needs two."""
-    present = set(meta.label)
-    if len(present) < 2:
-        raise ValueError(f"the data holds one class only ({sorted(present)}); a classifier needs at least two labels")
-    return [lab for lab in manifest["corpus"]["labels"] if lab in present]
-
-
-def shard_splits(meta: pd.DataFrame, cfg: SplitConfig, fold: int = 0) -> dict[str, str]:
-    """Clip -> split from the shards' clip_id, speaker and sex columns."""
-    speaker_sex = meta.dropna(subset=["speaker"]).groupby("speaker").sex.first().to_dict()
-    return assign_splits(list(meta.clip_id), list(meta.speaker), speaker_sex, cfg, fold)
 
 
 def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> dict:

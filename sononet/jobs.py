@@ -45,9 +45,17 @@ JOBS_DIR = Path(os.environ["SONONET_JOBS_DIR"]) if os.environ.get("SONONET_JOBS_
 # job name -> (config class, runner); "module:attr" strings keep `--help` imports light.
 JOBS: dict[str, tuple[str, str]] = {
     "train-all": ("sononet.experiment:ExperimentConfig", "sononet.experiment:run_experiment"),
+    "train": ("sononet.training:TrainingConfig", "sononet.training:run_training"),
     "prepare": ("sononet.prepare:PrepareConfig", "sononet.prepare:prepare"),
     "label-folder": ("sononet.label:LabelConfig", "sononet.label:label"),
     "bench": ("sononet.bench:BenchConfig", "sononet.bench:run_bench"),
+}
+
+
+# Jobs whose spec is completed before it runs (the profile, the device's choices): what `--print-spec` shows.
+RESOLVERS: dict[str, str] = {
+    "train-all": "sononet.experiment:resolve_experiment",
+    "train": "sononet.training:resolve_training",
 }
 
 

@@ -89,7 +89,8 @@ class PrepareConfig:
 def open_corpus(cfg: PrepareConfig) -> Corpus:
     """The configured corpus with its class selection; the demo corpus is generated beside the shards."""
     if cfg.data is None:
-        from sononet.corpus.demo import DemoConfig, generate_demo
+        from sononet.corpus.demo import DemoConfig
+        from sononet.corpus.demo_synth import generate_demo
 
         root = Path(cfg.out).parent / "demo-corpus"
         generate_demo(root, DemoConfig(seed=cfg.demo_seed, n_actors=cfg.demo_actors), progress=True)

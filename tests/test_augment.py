@@ -59,7 +59,7 @@ def test_mixup_is_a_convex_mix_with_a_partner_and_keeps_the_longer_length() -> N
 
 
 def test_mixup_cannot_be_combined_with_the_intensity_head() -> None:
-    from sononet.train.loop import TrainConfig
+    from sononet.train.config import TrainConfig
 
     with pytest.raises(ValueError, match="mixup"):
         TrainConfig(intensity_aux=True, augment=AugmentConfig(mixup_alpha=0.2))

@@ -39,12 +39,11 @@ def test_card_with_metrics_protocol_and_licence(tmp_path: Path) -> None:
 def test_card_says_how_the_model_was_augmented(tmp_path: Path) -> None:
     from dataclasses import asdict
 
-    from sononet.experiment import resolve_augment
-    from sononet.train.loop import TrainConfig
+    from sononet.train.config import TrainConfig
+    from sononet.train.profiles import resolve_train
 
     doc = json.loads((save_tiny(tmp_path / "cnn" / "model") / "config.json").read_text())
-    train = TrainConfig()
-    resolve_augment(train, "real")  # the real profile: VTLP for the BiGRU alone
+    train = resolve_train(TrainConfig(), "real")  # the real profile: VTLP for the BiGRU alone
     doc["meta"]["train_config"] = asdict(train)
     masks = "SpecAugment (2 masks of up to 16 mels and 12 frames)"
     assert f"- augmentation: {masks}, noise 0.05\n" in render_card(doc)

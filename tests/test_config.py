@@ -14,14 +14,17 @@ from conftest import write_cremad_like
 
 from sononet.cli import main
 from sononet.corpus.splits import SplitConfig
-from sononet.experiment import ExperimentConfig, resolve_augment, resolve_experiment, shard_splits
+from sononet.experiment import ExperimentConfig, resolve_experiment
 from sononet.features.mel import FeatureConfig
 from sononet.features.reader import load_metadata
 from sononet.features.shards import read_manifest
 from sononet.jobs import spec_text
 from sononet.models.saving import load_model
 from sononet.prepare import PrepareConfig, prepare
-from sononet.train.loop import PROFILE_EPOCHS, TrainConfig, train_model
+from sononet.train.config import TrainConfig
+from sononet.train.loop import train_model
+from sononet.train.profiles import PROFILES, resolve_train
+from sononet.train.shard_info import shard_splits
 
 CPU = torch.device("cpu")
 LABELS = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
@@ -119,8 +122,8 @@ def test_two_sample_rates_that_disagree_are_refused() -> None:
 def test_epochs_come_from_one_place() -> None:
     demo = resolve_experiment(ExperimentConfig(device="cpu"))
     real = resolve_experiment(ExperimentConfig(device="cpu", prepare=PrepareConfig(data="x", out="y")))
-    assert (demo.profile, demo.train.epochs) == ("demo", PROFILE_EPOCHS["demo"])
-    assert (real.profile, real.train.epochs) == ("real", PROFILE_EPOCHS["real"])
+    assert (demo.profile, demo.train.epochs) == ("demo", PROFILES["demo"].epochs)
+    assert (real.profile, real.train.epochs) == ("real", PROFILES["real"].epochs)
     assert resolve_experiment(ExperimentConfig(train=TrainConfig(epochs=3))).train.epochs == 3
     assert demo.prepare.features.trim_silence_db is None and real.prepare.features.trim_silence_db == 30.0
     off = PrepareConfig(data="x", out="y", features=FeatureConfig(trim_silence_db=0.0))
@@ -130,13 +133,12 @@ def test_epochs_come_from_one_place() -> None:
 
 
 def test_vtlp_comes_from_the_profile_per_model_unless_set() -> None:
-    from sononet.experiment import REAL_VTLP
     from sononet.train.augment import AugmentConfig
 
     real = PrepareConfig(data="x", out="y")
     got = resolve_experiment(ExperimentConfig(device="cpu", prepare=real))
     assert got.train.augment.vtlp == 0.0 and got.train.model_overrides["bigru"]["augment"] == {"vtlp": 0.1}
-    assert REAL_VTLP == {"bigru": 0.1}
+    assert PROFILES["real"].vtlp == {"bigru": 0.1}
     assert "augment" not in got.train.model_overrides.get("cnn", {})  # the CNN trains without it
     assert "bigru" not in resolve_experiment(ExperimentConfig(device="cpu")).train.model_overrides  # demo: off
     for explicit in (0.0, 0.05):  # a value set for every model wins, 0 included
@@ -146,8 +148,7 @@ def test_vtlp_comes_from_the_profile_per_model_unless_set() -> None:
     own = TrainConfig(model_overrides={"bigru": {"augment": {"vtlp": 0.2}, "hidden": 32}})
     cfg = resolve_experiment(ExperimentConfig(device="cpu", prepare=real, train=own))
     assert cfg.train.model_overrides["bigru"] == {"augment": {"vtlp": 0.2}, "hidden": 32}  # the model's own stays
-    single = TrainConfig()  # `sononet train` resolves the same recipe for its one model
-    resolve_augment(single, "real")
+    single = resolve_train(TrainConfig(), "real")  # `sononet train` resolves the same recipe for its one model
     assert single.augment.vtlp == 0.0 and single.model_overrides == {"bigru": {"augment": {"vtlp": 0.1}}}
 
 

@@ -18,8 +18,8 @@ from sononet.corpus.demo import (
     MARKER_FILE,
     DemoConfig,
     demo_clip_stems,
-    generate_demo,
 )
+from sononet.corpus.demo_synth import generate_demo
 
 SMALL = DemoConfig(n_actors=4)  # 328 clips, two male and two female actors: a few seconds
 

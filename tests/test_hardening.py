@@ -35,7 +35,8 @@ from sononet.models.registry import build_model
 from sononet.models.saving import load_model, save_model
 from sononet.prepare import PrepareConfig, prepare
 from sononet.train.augment import AugmentConfig
-from sononet.train.loop import TrainConfig, _load_checkpoint
+from sononet.train.config import TrainConfig
+from sononet.train.loop import _load_checkpoint
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent.parent

@@ -129,7 +129,7 @@ def test_cli_split_accepts_emobox_and_refuses_others(tmp_path: Path, cremad8: li
 def test_train_all_on_emobox_folds(tmp_path: Path, cremad8: list[str]) -> None:
     from sononet.experiment import ExperimentConfig, run_experiment
     from sononet.prepare import PrepareConfig
-    from sononet.train.loop import TrainConfig
+    from sononet.train.config import TrainConfig
 
     test = by_actor(cremad8, set(ACTORS[:2]))
     meta = write_emobox(tmp_path / "cremad-meta", [([s for s in cremad8 if s not in test][:-6], test)])

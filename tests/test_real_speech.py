@@ -22,15 +22,17 @@ from conftest import shared_corpus
 from sklearn.metrics import balanced_accuracy_score
 
 from sononet.corpus import load_corpus, select_labels
-from sononet.corpus.demo import DemoConfig, generate_demo
+from sononet.corpus.demo import DemoConfig
+from sononet.corpus.demo_synth import generate_demo
 from sononet.corpus.splits import SplitConfig
 from sononet.evaluate.cross_corpus import CrossCorpusConfig, evaluate_cross_corpus
-from sononet.experiment import shard_splits
 from sononet.features.reader import ShardStream, load_metadata
 from sononet.features.shards import read_manifest
 from sononet.models.saving import load_model
 from sononet.prepare import PrepareConfig, prepare
-from sononet.train.loop import TrainConfig, TrainResult, _model_overrides, predict, train_model
+from sononet.train.config import TrainConfig
+from sononet.train.loop import TrainResult, _model_overrides, predict, train_model
+from sononet.train.shard_info import shard_splits
 
 RAVDESS = shared_corpus("ravdess")
 SIX = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")

@@ -10,10 +10,11 @@ import torch
 from conftest import write_cremad_like
 
 from sononet.corpus.splits import SplitConfig
-from sononet.experiment import shard_splits
 from sononet.features.reader import load_metadata
 from sononet.prepare import PrepareConfig, prepare
-from sononet.train.loop import TrainConfig, train_model
+from sononet.train.config import TrainConfig
+from sononet.train.loop import train_model
+from sononet.train.shard_info import shard_splits
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 LABELS = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]

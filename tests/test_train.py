@@ -17,13 +17,17 @@ from conftest import write_cremad_like
 from sklearn.metrics import balanced_accuracy_score
 
 from sononet.corpus.splits import SplitConfig
-from sononet.experiment import REAL_TRIM_SILENCE_DB, ExperimentConfig, run_experiment, shard_splits
+from sononet.experiment import ExperimentConfig, run_experiment
 from sononet.features.mel import FeatureConfig
 from sononet.features.reader import load_metadata
 from sononet.prepare import PrepareConfig, prepare
 from sononet.train.augment import AugmentConfig
+from sononet.train.config import TrainConfig
 from sononet.train.ddp import weights_digest
-from sononet.train.loop import TrainConfig, refit_epochs, train_model
+from sononet.train.loop import train_model
+from sononet.train.profiles import PROFILES
+from sononet.train.refit import refit_epochs
+from sononet.train.shard_info import shard_splits
 
 CPU = torch.device("cpu")
 LABELS = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
@@ -34,7 +38,7 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("train")
     write_cremad_like(root / "data", [str(2001 + i) for i in range(10)], ["DFA", "IEO"])
     out = root / "shards"
-    features = FeatureConfig(trim_silence_db=REAL_TRIM_SILENCE_DB)  # what the real profile (any --data) prepares
+    features = FeatureConfig(trim_silence_db=PROFILES["real"].trim_silence_db)  # what the real profile prepares
     cfg = PrepareConfig(
         data=str(root / "data"), out=str(out), shard_size=40, mel_backend="torchaudio", device="cpu", features=features
     )
@@ -323,7 +327,7 @@ def test_refit_trains_every_clip_for_the_selected_epochs_at_their_rates(shards: 
     """``refit_model`` replays the selected run's epochs and learning rates (warm-up still per step),
     validates nothing, saves its last epoch, and resumes exactly."""
     from sononet.models.saving import load_model
-    from sononet.train.loop import refit_model
+    from sononet.train.refit import refit_model
 
     splits = splits_for(shards)
     cfg = TrainConfig(epochs=3, batch_size=16, warmup_epochs=1)

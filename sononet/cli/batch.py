@@ -72,10 +72,10 @@ def cli(
         click.echo(f"sononet-batch: bad spec: {e}", err=True)
         sys.exit(2)
     if print_spec:
-        if name == "train-all":  # what would run: the profile and the device filled in
-            from sononet.experiment import resolve_experiment
+        from sononet.jobs import RESOLVERS, resolve
 
-            cfg = resolve_experiment(cfg)
+        if name in RESOLVERS:  # what would run: the profile and the device filled in
+            cfg = resolve(RESOLVERS[name])(cfg)
         click.echo(spec_text(cfg, name), nl=False)
         return
     rdir = run_dir(name, cfg)

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from sononet.cli.options import MODELS, RegistryChoice, RegistryList, device_option, given
+from sononet.train.profiles import PROFILE_CHOICES, W2V2_CHOICES
 
 
 def _split_option(ctx: click.Context | None, param: click.Parameter | None, value: str | None):
@@ -36,9 +37,10 @@ def _experiment_options(f):
         click.option("--label-map", default=None, help="Relabel first: CAL=NEU,SUR=HAP or a JSON/TOML/text file."),
         click.option("--trim-silence-db", type=float, default=None,
                      help="Trim leading/trailing audio this many dB below the clip's peak (librosa.effects.trim)."),
-        click.option("--profile", type=click.Choice(["auto", "demo", "real"]), default=None,
-                     help="demo: short CPU settings; real: the RAVDESS-tuned recipe [default: auto, by --data]."),
-        click.option("--w2v2", default=None, help="tiny | hub id | dir [default: auto: tiny on CPU, base on CUDA]."),
+        click.option("--profile", type=click.Choice(PROFILE_CHOICES), default=None,
+                     help="demo: short CPU settings; real: the RAVDESS-tuned recipe [default: auto: demo for the "
+                     "generated demo corpus, real for any other]."),
+        click.option("--w2v2", default=None, help=f"{W2V2_CHOICES} [default: auto: tiny on CPU, base on CUDA]."),
         click.option("--epochs", type=int, default=None, help="Max epochs [default: the profile's: demo 6, real 60]."),
         click.option("--batch-size", type=int, default=None, help="Clips per training step [default: 32]."),
         click.option("--folds", type=int, default=None, help="Speaker-grouped k-fold CV (>= 3) [default: 1 split]."),
@@ -143,56 +145,42 @@ def experiment_config(**kw):
 @click.option("--epochs", type=int, default=None, help="Max epochs [default: the profile's, by the shards' corpus].")
 @click.option("--batch-size", type=int, default=None, help="Per rank [default: 32].")
 @click.option("--seed", type=int, default=None, help="Split and training seed [default: 0].")
-@click.option("--w2v2", default="tiny", show_default=True, help="tiny | hub id | local dir.")
+@click.option("--profile", type=click.Choice(PROFILE_CHOICES), default=None,
+              help="demo | real recipe [default: auto, by the shards' corpus].")  # fmt: skip
+@click.option("--refit/--no-refit", default=None, help="Refit on train + val into OUT/refit [default: the profile's].")
+@click.option("--w2v2", default=None, help=f"{W2V2_CHOICES} [default: auto: tiny on CPU, base on CUDA].")
 @device_option
 @click.option("--resume", is_flag=True, help="Continue from <out>/checkpoint/last.pt.")
-def train_command(
-    shards: str, name: str, out: str, epochs: int | None, batch_size: int | None, seed: int | None, w2v2: str,
-    device: str | None, resume: bool,
-) -> None:  # fmt: skip
+@click.option("--print-spec", is_flag=True, help="Print the resolved spec (what would run) and exit.")
+def train_command(print_spec: bool, **kw) -> None:
     """Train one model on a speaker-disjoint split of prepared shards; DDP under torchrun.
 
     \b
     sononet train --shards runs/demo/shards --model cnn --out runs/cnn
     torchrun --nproc-per-node 2 -m sononet train --shards runs/demo/shards --model cnn --out runs/ddp
     """
-    import torch
+    from sononet.jobs import spec_text
+    from sononet.training import resolve_training, run_training
 
-    from sononet.corpus import corpus_label, is_synthetic
-    from sononet.corpus.protocol import Protocol
-    from sononet.corpus.splits import SplitConfig
-    from sononet.device import resolve_device
-    from sononet.experiment import resolve_augment, shard_labels, shard_splits, w2v2_overrides
-    from sononet.features.reader import load_metadata
-    from sononet.features.shards import read_manifest
-    from sononet.io import atomic_write_json
-    from sononet.train import ddp
-    from sononet.train.loop import PROFILE_EPOCHS, TrainConfig, train_model
+    cfg = training_config(**kw)
+    if print_spec:
+        click.echo(spec_text(resolve_training(cfg), "train"), nl=False)
+        return
+    result = run_training(cfg)
+    if result["is_main"]:
+        click.echo(f"best epoch {result['best_epoch']}; model in {result['model_dir']}")
 
-    dev = resolve_device(device or "auto")
-    info = ddp.init_from_env(dev)
-    if info.enabled and dev.type == "cuda":
-        dev = torch.device("cuda", info.local_rank)
-    manifest = read_manifest(shards)
-    meta = load_metadata(shards, ["clip_id", "speaker", "sex", "label"]).to_pandas()
-    cfg = given(TrainConfig(), epochs=epochs, batch_size=batch_size, seed=seed)
-    split = given(SplitConfig(), seed=seed)
-    splits = shard_splits(meta, split)
-    labels = shard_labels(manifest, meta)
-    over, note = w2v2_overrides(w2v2)
-    synthetic = is_synthetic(manifest)
-    profile = "demo" if synthetic else "real"
-    cfg = given(cfg, epochs=cfg.epochs or PROFILE_EPOCHS[profile], model_overrides={"wav2vec2": over})
-    resolve_augment(cfg, profile)  # the profile's per-model augmentation, as train-all resolves it
-    protocol = Protocol(
-        corpus=corpus_label(manifest, list(meta.clip_id)), split=split.protocol, synthetic=synthetic,
-        speaker_disjoint=split.mode == "speaker", seed=cfg.seed, profile=profile,
-        pretrained={"wav2vec2": note} if name == "wav2vec2" else {},
+
+def training_config(**kw):
+    """Map ``sononet train``'s options onto TrainingConfig; options left unset keep the dataclass defaults."""
+    from sononet.training import TrainingConfig
+
+    base = TrainingConfig(shards=kw["shards"], model_name=kw["name"], out=kw["out"])
+    train = given(
+        base.train, epochs=kw.get("epochs"), batch_size=kw.get("batch_size"), seed=kw.get("seed"), refit=kw.get("refit")
+    )
+    split = given(base.split, seed=kw.get("seed"))
+    return given(
+        base, w2v2=kw.get("w2v2"), device=kw.get("device"), profile=kw.get("profile"),
+        resume=kw.get("resume") or None, split=split, train=train,
     )  # fmt: skip
-    train_meta = {"feature_config": manifest["feature_config"], "protocol": protocol.to_dict()}
-    result = train_model(name, shards, splits, labels, cfg, out, dev, resume=resume, dist=info, meta=train_meta)
-    if info.is_main:
-        done = {"best_epoch": result.best_epoch, "epochs": len(result.history), "world_size": info.world_size}
-        atomic_write_json(Path(out) / "done.json", {**done, "digests": result.digests})
-        click.echo(f"best epoch {result.best_epoch}; model in {result.model_dir}")
-    ddp.shutdown(info)

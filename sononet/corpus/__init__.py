@@ -27,6 +27,7 @@ from sononet.corpus.clips import Corpus as Corpus
 from sononet.corpus.clips import parse_label_map as parse_label_map
 from sononet.corpus.clips import select_labels as select_labels
 from sononet.corpus.cremad import load_cremad, looks_like_cremad, read_audio_manifest
+from sononet.corpus.demo import is_demo_corpus
 from sononet.corpus.hf import load_hf, looks_like_hf
 from sononet.corpus.lhotse import load_lhotse, manifest_kind
 from sononet.corpus.ravdess import load_ravdess, looks_like_ravdess
@@ -105,7 +106,5 @@ def corpus_label(manifest: dict, clip_ids: list[str]) -> str:
 
 def is_synthetic(manifest: dict) -> bool:
     """The shards hold the generated demo corpus (its folder carries the generator's marker file)."""
-    from sononet.corpus.demo import MARKER_FILE
-
     corpus = manifest["corpus"]
-    return corpus["kind"] == "cremad" and (Path(corpus["root"]) / MARKER_FILE).exists()
+    return corpus["kind"] == "cremad" and is_demo_corpus(corpus["root"])

@@ -1,9 +1,7 @@
-"""Training: the loop, augmentation, normalisation and DDP set-up.
+"""Training: the config, the profiles, the loop, augmentation and DDP set-up.
 
-``loop.train_model`` trains one registered model on one split of the shards and saves it
-as a self-contained directory; ``loop.predict`` scores clips with a trained model.
+``config.TrainConfig`` holds the loop's knobs, ``profiles`` the defaults that differ between the
+demo corpus and real speech, ``loop.train_model`` trains one registered model on one split of the
+shards and saves it as a self-contained directory. Nothing is imported here, so reading a config
+does not load torch.
 """
-
-from sononet.train.loop import TrainConfig, predict, train_model
-
-__all__ = ["TrainConfig", "predict", "train_model"]

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,102 +41,18 @@ from tqdm import tqdm
 from sononet.device import seed_everything
 from sononet.features.normalize import mel_band_stats, model_inputs, speaker_means
 from sononet.features.reader import INTENSITY_INDEX, ShardStream, load_metadata
+from sononet.features.shards import read_manifest
 from sononet.io import atomic_write, atomic_write_json
 from sononet.models.outputs import NonFiniteOutputError, is_distribution
 from sononet.models.registry import MODELS, build_model
 from sononet.models.saving import save_model
-from sononet.train.augment import AugmentConfig, MelAugment, WaveAugment, mixup
+from sononet.train.augment import MelAugment, WaveAugment, mixup
+from sononet.train.config import TrainConfig, selection_score
 from sononet.train.ddp import DistInfo, all_reduce_mean, average_buffers, gather_digests
 from sononet.train.tensorboard import TrainingBoard
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
-SELECT_ON = ("val_ua", "val_loss")
-# Epoch budgets when TrainConfig.epochs is unset. The demo only shows that the pipeline runs
-# (about 5 CPU minutes); for real speech 60 is an upper bound that early stopping undercuts.
-PROFILE_EPOCHS = {"demo": 6, "real": 60}
-
-
-@dataclass
-class TrainConfig:
-    epochs: int | None = None  # upper bound; None: the profile's (PROFILE_EPOCHS)
-    min_epochs: int = 15  # early stopping waits at least this long: the first epochs' scores are noise
-    batch_size: int = 32  # fits wav2vec2-base on a 16 GB GPU at 3 s clips
-    lr: float | None = None  # None: the model's own rate (its config's ``lr``)
-    weight_decay: float = 1e-2
-    grad_clip: float = 5.0  # GRUs and transformers occasionally spike early on
-    warmup_epochs: int = 2  # linear learning-rate warm-up, in epochs: AdamW's first steps are the wildest
-    select_on: str = "val_ua"  # val_ua | val_loss: keeps the best model and drives the plateau and stopping
-    patience: int = 10  # epochs without a better validation score before stopping
-    plateau_patience: int = 4  # epochs before ReduceLROnPlateau halves the learning rate
-    plateau_factor: float = 0.5
-    bn_recalibrate: bool = True  # recompute BatchNorm statistics on the training clips after each epoch
-    # After selection, train again on the training and validation clips for the selected epochs;
-    # the test split scores that model. None: the profile's (on for real speech, off for the demo).
-    refit: bool | None = None
-    # The refit's epoch count: the centre of the `refit_window` consecutive epochs with the best mean
-    # validation score; 1 = the best epoch. One epoch's UA on 4 voices is noisy (results/ravdess, seventh round).
-    refit_window: int = 5
-    ema_epochs: float = 0.0  # > 0: validate and keep a moving average of the weights over about this many epochs
-    speaker_norm: bool = True  # log-mel: remove each speaker's per-band mean first (features/normalize.py)
-    clip_norm: bool = False  # log-mel: remove each clip's own per-band mean before the global standardisation
-    class_weights: bool = False  # inverse-frequency CE weights (CREMA-D's NEU is 15 % rarer)
-    intensity_aux: bool = False  # auxiliary LO/MD/HI head where intensity labels exist (RAVDESS: normal/strong)
-    aux_weight: float = 0.3
-    amp: bool = True  # bf16 autocast on CUDA; ignored on the CPU
-    seed: int = 0
-    window_shards: int = 4  # shards shuffled together; bounds memory
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    tensorboard: bool = True  # curves in <out>/tb for `tensorboard --logdir runs` (needs the tensorboard extra)
-    # Per model: its config's fields, and an `augment` table (AugmentConfig fields) for it alone,
-    # e.g. {"wav2vec2": {"tiny": True}, "bigru": {"augment": {"vtlp": 0.1}}}
-    model_overrides: dict[str, dict] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.epochs is not None and self.epochs < 1:
-            raise ValueError(f"train.epochs must be at least 1 (or unset for the profile's). Found: {self.epochs}")
-        for name in ("batch_size", "window_shards", "refit_window"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be at least 1. Found: {getattr(self, name)}")
-        for name in ("min_epochs", "warmup_epochs", "patience", "plateau_patience"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"train.{name} must be >= 0. Found: {getattr(self, name)}")
-        if self.lr is not None and not self.lr > 0:
-            raise ValueError(f"train.lr must be positive (or unset for the model's own). Found: {self.lr}")
-        if not self.grad_clip > 0:  # `not >` also refuses NaN
-            raise ValueError(f"train.grad_clip must be positive. Found: {self.grad_clip}")
-        for name in ("weight_decay", "aux_weight"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"train.{name} must be >= 0. Found: {getattr(self, name)}")
-        for name in ("", *self.model_overrides):  # the run's augmentation, then each model's own
-            self.augment_for(name)
-        if self.speaker_norm and self.clip_norm:
-            raise ValueError(
-                "train.speaker_norm and train.clip_norm cannot be combined: the clip's own mean would replace "
-                "its speaker's; set one of them to false"
-            )
-        if self.select_on not in SELECT_ON:
-            raise ValueError(f"train.select_on must be one of {SELECT_ON}. Found: {self.select_on!r}")
-        if not self.ema_epochs >= 0:  # also refuses NaN
-            raise ValueError(f"train.ema_epochs must be >= 0 (0 turns it off). Found: {self.ema_epochs}")
-        if not 0 < self.plateau_factor < 1:  # also refuses NaN
-            raise ValueError(f"train.plateau_factor must be in (0, 1). Found: {self.plateau_factor}")
-
-    def augment_for(self, name: str) -> AugmentConfig:
-        """The augmentation model ``name`` trains with: ``augment`` and its own
-        ``model_overrides[name]["augment"]`` on top (checked)."""
-        changes = self.model_overrides.get(name, {}).get("augment", {})
-        where = f"train.model_overrides.{name}.augment" if "mixup_alpha" in changes else "train.augment"
-        try:
-            augment = replace(self.augment, **changes)
-        except TypeError as e:
-            fields = ", ".join(AugmentConfig.__dataclass_fields__)
-            raise ValueError(f"train.model_overrides.{name}.augment takes {fields}. Found: {sorted(changes)}") from e
-        if augment.mixup_alpha > 0 and self.intensity_aux:
-            raise ValueError(
-                f"{where}.mixup_alpha and train.intensity_aux cannot be combined: mixup has no intensity target"
-            )
-        return augment
 
 
 @dataclass
@@ -177,11 +93,6 @@ def _load_checkpoint(path: Path) -> dict:
             f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); delete it to start this model "
             "over, or rerun without --resume"
         ) from e
-
-
-def _score(row: dict, select_on: str) -> float:
-    """Higher is better, whichever criterion is chosen."""
-    return row["val_ua"] if select_on == "val_ua" else -row["val_loss"]
 
 
 def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -280,9 +191,7 @@ class _Trainer:
     ) -> None:
         self.name, self.cfg, self.device, self.dist, self.out_dir = name, cfg, device, dist, out_dir
         self.schedule = schedule  # a refit's learning rate per epoch: no validation, no early stopping
-        self.epochs = cfg.epochs if cfg.epochs is not None else PROFILE_EPOCHS["real"]
-        if schedule is not None:
-            self.epochs = len(schedule)
+        self.epochs = len(schedule) if schedule is not None else cfg.epochs
         self.kind = MODELS[name].input_kind
         self.n_classes, self.best_confusion = len(labels), None  # the best epoch's val confusion, for TensorBoard
         train_ids = [c for c, s in splits.items() if s == "train"]
@@ -294,7 +203,7 @@ class _Trainer:
         overrides = _model_overrides(name, cfg, labels, train_meta)
         overrides.pop("augment", None)  # the model's own augmentation, not a model field
         self.augment_cfg = cfg.augment_for(name)  # checked again: model_overrides may change after init
-        n_mels = int(feature_config.get("n_mels", 128))
+        n_mels = int(feature_config["n_mels"])
         self.model = build_model(name, n_classes=len(labels), n_mels=n_mels, **overrides).to(device)
         self.norm: dict[str, torch.Tensor] = {}
         offsets = None  # clip_id -> its speaker's mean, for every train and val clip
@@ -309,9 +218,9 @@ class _Trainer:
             if cfg.speaker_norm:  # unknown speakers (label, the API) get the training speakers' average
                 self.norm["speaker"] = torch.tensor(1.0)
                 self.norm["speaker_default"] = torch.from_numpy(speakers.average(train_ids))
-        sample_rate = int(feature_config.get("sample_rate", 16_000))
+        sample_rate = int(feature_config["sample_rate"])
         if self.kind == "mel":
-            fmin, fmax = float(feature_config.get("fmin", 0.0)), feature_config.get("fmax")
+            fmin, fmax = float(feature_config["fmin"]), feature_config["fmax"]
             self.augment: nn.Module = MelAugment(self.augment_cfg, sample_rate, fmin, fmax).to(device)
         else:
             self.augment = WaveAugment(self.augment_cfg, sample_rate).to(device)
@@ -451,7 +360,7 @@ class _Trainer:
         val = evaluate_loss(self.scored, self.val_stream, self.kind, self.norm, self.device, cfg.amp, confusion)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, **val}
         row["lr"] = self.optimizer.param_groups[0]["lr"]
-        score = _score(row, cfg.select_on)
+        score = selection_score(row, cfg.select_on)
         if epoch + 1 >= cfg.warmup_epochs:
             self.scheduler.step(score)
         state["history"].append(row)
@@ -506,50 +415,6 @@ class _Trainer:
         atomic_write_json(self.out_dir / "history.json", self.state["history"])
 
 
-def refit_epochs(history: list[dict], select_on: str, window: int) -> int:
-    """Epochs a refit trains for: the centre (the later of two) of the ``window`` consecutive epochs
-    of ``history`` with the best mean validation score; with ``window`` 1, the best epoch.
-
-    The best single epoch is often a spike: validation UA on 4 actors (192 clips) moves by a few
-    points from epoch to epoch on noise alone, and a refit that stops on a spike's epoch count
-    inherits the noise, not the skill. Measured nested on RAVDESS (held-out validation actors,
-    6 folds), a window of 5 against the best epoch: CNN 62.6 vs 62.2 UA, BiGRU 63.7 vs 60.9.
-    """
-    scores = np.array([_score(row, select_on) for row in history], dtype=np.float64)
-    if not len(scores):
-        raise ValueError("refit_epochs needs at least one validated epoch")
-    k = min(window, len(scores))
-    means = np.convolve(scores, np.ones(k) / k, mode="valid")  # means[i]: epochs i+1 .. i+k
-    return int(means.argmax()) + k // 2 + 1
-
-
-def refit_model(
-    name: str,
-    shards: str | Path,
-    clip_ids: list[str],
-    labels: list[str],
-    cfg: TrainConfig,
-    out_dir: str | Path,
-    device: torch.device,
-    selected: list[dict],
-    resume: bool = False,
-    meta: dict | None = None,
-    progress: bool = True,
-) -> TrainResult:
-    """Train ``name`` again from scratch on ``clip_ids`` (a fold's training and validation clips) for
-    the epochs of the selected run's history, ``selected`` (up to :func:`refit_epochs`), at the learning
-    rate each of those epochs ran at; no validation, and the last epoch is the model.
-
-    More speakers to learn from, at the cost of a model whose validation score is unknown; the
-    epoch count and the learning-rate drops were chosen by the validation clips it now trains on.
-    """
-    schedule = [float(row["lr"]) for row in selected]
-    splits = dict.fromkeys(clip_ids, "train")
-    meta = {**(meta or {}), "refit": {"epochs": len(schedule), "clips": len(clip_ids)}}
-    return train_model(name, shards, splits, labels, cfg, out_dir, device, resume, meta=meta, progress=progress,
-                       schedule=schedule)  # fmt: skip
-
-
 def train_model(
     name: str,
     shards: str | Path,
@@ -565,13 +430,21 @@ def train_model(
     schedule: list[float] | None = None,
 ) -> TrainResult:
     """Train ``name`` on the ``train`` clips of ``splits``, early-stop on ``val``, save the best
-    (with ``schedule``, one learning rate per epoch: that many epochs, no ``val``: see ``refit_model``).
+    (with ``schedule``, one learning rate per epoch: that many epochs, no ``val``: see ``refit.refit_model``).
 
-    ``meta`` travels into the saved model; its ``feature_config`` (the shards' own, from their
-    manifest) sets the model's input size and the augmentation's sample rate.
+    ``meta`` travels into the saved model, with the shards' own feature config (their manifest's),
+    which sets the model's input size and the augmentation's sample rate; a ``meta["feature_config"]``
+    that differs from it is refused. ``cfg.epochs`` must be set (``train.profiles`` resolves it).
     """
     meta = dict(meta or {})
-    feature_config = meta.get("feature_config") or {}
+    feature_config = read_manifest(shards)["feature_config"]
+    if meta.setdefault("feature_config", feature_config) != feature_config:
+        raise ValueError(
+            f"train_model({name!r}): meta['feature_config'] differs from the shards' own in {shards}: "
+            f"{meta['feature_config']} against {feature_config}"
+        )
+    if cfg.epochs is None and schedule is None:
+        raise ValueError(f"train_model({name!r}) needs train.epochs; resolve the profile first (train/profiles.py)")
     seed_everything(cfg.seed)
     trainer = _Trainer(name, Path(shards), splits, labels, cfg, Path(out_dir), device, dist, feature_config, schedule)
     if resume and trainer.ckpt_path.exists():
