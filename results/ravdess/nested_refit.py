@@ -41,12 +41,14 @@ from sklearn.metrics import balanced_accuracy_score
 from sononet.corpus.cremad import EMOTIONS
 from sononet.corpus.splits import speaker_folds
 from sononet.evaluate.predictions import META_COLUMNS
-from sononet.experiment import ExperimentConfig, resolve_experiment, shard_labels
+from sononet.experiment import ExperimentConfig, resolve_experiment
 from sononet.features.reader import load_metadata, read_manifest
 from sononet.jobs import apply_overrides, from_dict
 from sononet.models.saving import load_model
 from sononet.prepare import prepare
-from sononet.train.loop import predict, refit_epochs, refit_model, train_model
+from sononet.train.loop import predict, train_model
+from sononet.train.refit import refit_epochs, refit_model
+from sononet.train.shard_info import shard_labels
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "ravdess"
 CPU = torch.device("cpu")
