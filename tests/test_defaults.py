@@ -28,9 +28,6 @@ OTHER_QUANTITIES = {
     ("sononet/models/cnn.py", 128, "channels"): "the CNN's last block's width",
     ("sononet/train/augment.py", 512, "def _stretch"): "the tempo perturbation's phase-vocoder STFT",
     ("sononet/train/augment.py", 128, "def _stretch"): "the tempo perturbation's phase-vocoder hop",
-    # train_model's fallback when a caller gives no feature config; goes when train_model refuses one
-    ("sononet/train/loop.py", 128, 'feature_config.get("n_mels"'): "n_mels fallback (to be removed)",
-    ("sononet/train/loop.py", 16_000, 'feature_config.get("sample_rate"'): "sample-rate fallback (to be removed)",
 }
 
 
