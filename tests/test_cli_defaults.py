@@ -25,7 +25,7 @@ from sononet.cli.batch import cli as batch_cli
 CONFIGS = {
     "sononet bench": ["sononet.bench:BenchConfig"],
     "sononet download": ["sononet.corpus.download:DownloadConfig"],
-    "sononet evaluate": ["sononet.evaluate.cross_corpus:CrossCorpusConfig"],
+    "sononet evaluate": ["sononet.evaluation:CrossCorpusConfig"],
     "sononet export": ["sononet.export:ExportConfig"],
     "sononet label": ["sononet.label.run:LabelConfig"],
     "sononet prepare": ["sononet.prepare:PrepareConfig"],

@@ -25,7 +25,7 @@ from sononet.corpus import load_corpus, select_labels
 from sononet.corpus.demo import DemoConfig
 from sononet.corpus.demo_synth import generate_demo
 from sononet.corpus.splits import SplitConfig
-from sononet.evaluate.cross_corpus import CrossCorpusConfig, evaluate_cross_corpus
+from sononet.evaluation import CrossCorpusConfig, evaluate_cross_corpus
 from sononet.features.reader import ShardStream, load_metadata
 from sononet.features.shards import read_manifest
 from sononet.models.saving import load_model

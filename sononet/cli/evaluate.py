@@ -30,7 +30,7 @@ def evaluate_command(model_dir: str, data: str, out: str, label_map: str | None,
     sononet evaluate --model runs/demo/cnn/model --data ../shared/data/ravdess --out runs/demo-on-ravdess
     """
     from sononet.corpus import parse_label_map
-    from sononet.evaluate.cross_corpus import CrossCorpusConfig, evaluate_cross_corpus, headline
+    from sononet.evaluation import CrossCorpusConfig, evaluate_cross_corpus, headline
 
     cfg = given(
         CrossCorpusConfig(model=model_dir, data=data, out=out, label_map=parse_label_map(label_map)), device=device

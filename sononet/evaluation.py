@@ -7,6 +7,9 @@ are scored: the model's probabilities over those classes are renormalised, so a 
 says "cross-corpus: trained on X, tested on Y". All test speakers are new to the model.
 
     sononet evaluate --model runs/ravdess/cnn/model --data runs/demo/demo-corpus --out runs/xc
+
+``sononet evaluate`` is a thin shim over :func:`evaluate_cross_corpus`; the metrics, tables and
+report are :mod:`sononet.evaluate`'s.
 """
 
 from __future__ import annotations
