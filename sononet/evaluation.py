@@ -26,6 +26,7 @@ from sononet.corpus.protocol import CrossCorpus, Protocol
 from sononet.device import resolve_device
 from sononet.evaluate.predictions import META_COLUMNS
 from sononet.evaluate.report import write_evaluation
+from sononet.evaluate.robustness import RobustnessConfig, run_suite
 from sononet.features.mel import FeatureConfig
 from sononet.features.reader import load_metadata
 from sononet.features.shards import read_manifest
@@ -45,6 +46,7 @@ class CrossCorpusConfig:
     label_map: dict[str, str] = field(default_factory=dict)  # test-corpus relabelling, e.g. {"CAL": "NEU"}
     device: str = "auto"
     workers: int | None = None  # decode threads for preparing the test corpus; None = as prepare
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)  # perturb = [] skips the suite
 
 
 def shared_labels(model_labels: list[str], corpus_labels: list[str]) -> list[str]:
@@ -114,7 +116,11 @@ def evaluate_cross_corpus(cfg: CrossCorpusConfig, progress: bool = True) -> dict
         ),
     )  # fmt: skip
     preds.to_parquet(out / "predictions.parquet", index=False)
-    metrics = write_evaluation(out, preds, labels, protocol, histories=None)
+    robustness = None
+    if cfg.robustness.perturb:  # every test speaker is new: "known" means its own mean over the test corpus
+        clips = load_metadata(prep.out, ["clip_id", "source_path", "speaker", "label"]).to_pandas()
+        robustness = run_suite({name: cfg.model}, clips, labels, cfg.robustness, cfg.device, progress).assign(fold=0)
+    metrics = write_evaluation(out, preds, labels, protocol, histories=None, robustness=robustness)
     atomic_write_json(
         out / "run.json", {"status": "complete", "protocol": protocol.to_dict(), "prepare": summary["clips_written"]}
     )

@@ -27,7 +27,8 @@ from sononet.corpus.protocol import Protocol
 from sononet.corpus.splits import SplitConfig, split_protocol
 from sononet.device import check_device, resolve_device, thread_budget, worker_pool
 from sononet.evaluate import write_evaluation
-from sononet.evaluate.predictions import META_COLUMNS
+from sononet.evaluate.predictions import META_COLUMNS, ensemble_members
+from sononet.evaluate.robustness import RobustnessConfig, run_suite
 from sononet.features.reader import load_metadata
 from sononet.features.shards import read_manifest
 from sononet.io import atomic_write_json
@@ -67,6 +68,7 @@ class ExperimentConfig:
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)  # perturb = [] skips the suite
 
     def __post_init__(self) -> None:
         check_device(self.device)
@@ -155,14 +157,9 @@ def _train_parallel(
 def _ensembles(preds: pd.DataFrame, labels: list[str], models: list[str]) -> pd.DataFrame:
     """Average the class probabilities of trained models: all of them, and CNN + wav2vec2."""
     prob_cols = [f"prob_{lab}" for lab in labels]
-    combos = {}
-    if len(models) > 1:
-        combos["ensemble"] = models
-    if {"cnn", "wav2vec2"} <= set(models) and len(models) > 2:
-        combos["cnn+wav2vec2"] = ["cnn", "wav2vec2"]
     out = []
     keys = ["clip_id", "split", "fold"]
-    for name, members in combos.items():
+    for name, members in ensemble_members(models).items():
         part = preds[preds.model.isin(members)]
         mean = part.groupby(keys, sort=True)[prob_cols].mean().reset_index()
         first = part.drop_duplicates(keys).set_index(keys)
@@ -257,13 +254,36 @@ def _run(cfg: ExperimentConfig, out: Path, record: RunRecord, progress: bool) ->
     predictions = pd.concat(all_preds, ignore_index=True).merge(meta[list(META_COLUMNS)], on="clip_id", how="left")
     predictions = pd.concat([predictions, _ensembles(predictions, labels, list(cfg.models))], ignore_index=True)
     predictions.to_parquet(out / "predictions.parquet", index=False)
+    robustness = None
+    if cfg.robustness.perturb:
+        with record.stage("robustness"):
+            robustness = _robustness(cfg, out, fold_splits, labels, progress)
     with record.stage("evaluate"):
-        metrics = write_evaluation(out, predictions, labels, protocol, histories)
+        metrics = write_evaluation(out, predictions, labels, protocol, histories, robustness=robustness)
     for fold, name in ((f, m) for f in range(folds) for m in cfg.models):  # model cards get the metrics
         model_dir = out / (f"fold-{fold}" if folds > 1 else ".") / name
         for scored_by, scored_splits in _scored_by(model_dir, bool(train_cfg.refit)).items():
             write_card(scored_by, metrics, fold, splits=scored_splits)
     return protocol.to_dict(), metrics
+
+
+def _robustness(
+    cfg: ExperimentConfig, out: Path, fold_splits: dict[int, dict[str, str]], labels: list[str], progress: bool
+) -> pd.DataFrame:
+    """The robustness suite on each fold's test clips, scored by the models that scored them in the headline."""
+    clips = load_metadata(cfg.prepare.out, ["clip_id", "source_path", "speaker", "label"]).to_pandas()
+    folds = len(fold_splits)
+    rows = []
+    for fold, splits in fold_splits.items():
+        fold_dir = out / (f"fold-{fold}" if folds > 1 else ".")
+        dirs = {}
+        for name in cfg.models:
+            scored = _scored_by(fold_dir / name, bool(cfg.train.refit))
+            dirs[name] = next(d for d, s in scored.items() if "test" in s)
+        test = clips[clips.clip_id.map(splits) == "test"]
+        part = run_suite(dirs, test, labels, cfg.robustness, cfg.device, progress)
+        rows.append(part.assign(fold=fold))
+    return pd.concat(rows, ignore_index=True)
 
 
 def _unit_done(model_dir: Path, refit: bool) -> bool:

@@ -94,12 +94,14 @@ def spellings(value: Any, option: click.Option) -> set[str]:
         return {"all"}
     if isinstance(value, float):
         return {str(value), f"{value:g}"}
+    if isinstance(value, tuple) and value and all(isinstance(v, str) for v in value):
+        return {",".join(value)}  # as the option takes it: --perturb gain,peak
     return {str(value)}
 
 
 def is_literal(text: str) -> bool:
-    """'256', '7,442', 'labels.parquet', 'on': a value, not a description ('<model>-onnx', '--window')."""
-    return re.fullmatch(r"[\w./]+", re.sub(r"(?<=\d),(?=\d{3})", "", text)) is not None
+    """'256', '7,442', 'labels.parquet', 'on', 'gain,peak': a value, not a description ('<model>-onnx', '--window')."""
+    return re.fullmatch(r"[\w./]+(,[\w./]+)*", re.sub(r"(?<=\d),(?=\d{3})", "", text)) is not None
 
 
 def unset(value: Any) -> bool:

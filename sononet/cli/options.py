@@ -83,3 +83,26 @@ def with_threads(cmd: click.Command, defer: bool = False) -> click.Command:
 
     cmd.callback = run
     return cmd
+
+
+def perturb_options(f):
+    """``--perturb NAMES`` / ``--no-perturb``: which robustness perturbations every report scores."""
+    from sononet.perturb import GROUPS  # numpy only: --help stays light
+
+    f = click.option("--no-perturb", is_flag=True, default=None, help="Skip the robustness suite.")(f)
+    return click.option(
+        "--perturb", default=None, metavar="NAMES",
+        help="Robustness suite (docs/robustness.md): perturbation groups or names, e.g. gain-20,noise10,opus "
+        f"[default: {','.join(GROUPS)}].",
+    )(f)  # fmt: skip
+
+
+def robustness_config(base: Any, perturb: str | None, no_perturb: bool | None) -> Any:
+    """``base`` (a RobustnessConfig) with ``--perturb`` / ``--no-perturb`` applied; both at once is refused."""
+    from sononet.perturb import parse
+
+    if perturb is not None and no_perturb:
+        raise click.UsageError("--perturb and --no-perturb contradict each other; pass one")
+    if no_perturb:
+        return replace(base, perturb=())
+    return replace(base, perturb=parse(perturb)) if perturb is not None else base

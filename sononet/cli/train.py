@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from sononet.cli.options import MODELS, RegistryChoice, RegistryList, device_option, given
+from sononet.cli.options import (
+    MODELS,
+    RegistryChoice,
+    RegistryList,
+    device_option,
+    given,
+    perturb_options,
+    robustness_config,
+)
 from sononet.train.profiles import PROFILE_CHOICES, W2V2_CHOICES
 
 
@@ -71,6 +79,7 @@ def _experiment_options(f):
         click.option("--tempo-perturb", is_flag=True, default=None, help="wav2vec2: 0.9/1.0/1.1 time stretch."),
         click.option("--pitch-perturb", is_flag=True, default=None, help="wav2vec2: pitch x0.9/1.0/1.1."),
         click.option("--tensorboard/--no-tensorboard", default=None, help="Curves in <out>/<model>/tb [default: on]."),
+        perturb_options,
         click.option("--print-spec", is_flag=True, help="Print the resolved spec (what would run) and exit."),
     ]  # fmt: skip
     for opt in reversed(opts):
@@ -131,9 +140,10 @@ def experiment_config(**kw):
         intensity_aux=kw.get("intensity_aux"), augment=augment,
         tensorboard=kw.get("tensorboard"),
     )  # fmt: skip
+    robustness = robustness_config(base.robustness, kw.get("perturb"), kw.get("no_perturb"))
     return given(
         base, models=models or None, w2v2=kw.get("w2v2"), device=kw.get("device"), profile=kw.get("profile"),
-        jobs=kw.get("jobs"),
+        jobs=kw.get("jobs"), robustness=robustness,
         resume=False if kw.get("fresh") else None, prepare=prepare, split=split, train=train,
     )  # fmt: skip
 

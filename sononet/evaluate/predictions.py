@@ -20,6 +20,16 @@ META_COLUMNS = ("clip_id", *METADATA)  # what a predictions table takes from the
 PROB_PREFIX = "prob_"
 
 
+def ensemble_members(models: Sequence[str]) -> dict[str, list[str]]:
+    """Ensembles a run reports, each the mean of its members' probabilities: all models, and CNN + wav2vec2."""
+    combos = {}
+    if len(models) > 1:
+        combos["ensemble"] = list(models)
+    if {"cnn", "wav2vec2"} <= set(models) and len(models) > 2:
+        combos["cnn+wav2vec2"] = ["cnn", "wav2vec2"]
+    return combos
+
+
 def prob_columns(labels: Sequence[str]) -> list[str]:
     return [f"{PROB_PREFIX}{label}" for label in labels]
 

@@ -8,6 +8,7 @@ Layout written into the run directory::
     tables/per_class_<model>_<split>.{csv,md}
     tables/by_{intensity,sex,speaker}.{csv,md}
     tables/seed_comparison.{csv,md}   CREMA-D only
+    tables/robustness.{csv,md}        UA under perturbations, speakers known/unknown (+ robustness_folds.csv)
     plots/confusion_<model>_<split>.png, plots/reliability_<model>_<split>.png
     plots/training_<model>.png
 
@@ -31,6 +32,7 @@ from sononet.evaluate.baselines import SEED_ACCURACY, SEED_SOURCE, crowd_baselin
 from sononet.evaluate.metrics import HEADLINE, aggregate_folds, compute_metrics
 from sononet.evaluate.plots import plot_confusion, plot_reliability, plot_training_curves
 from sononet.evaluate.predictions import check_predictions, prob_matrix, speakers_shared_between_splits
+from sononet.evaluate.robustness import write_robustness
 from sononet.evaluate.tables import (
     breakdown_table,
     markdown_table,
@@ -185,12 +187,14 @@ def write_evaluation(
     *,
     n_boot: int = 1000,
     seed: int = 0,
+    robustness: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Evaluate every (model, split, fold) in ``predictions`` and write the run's report.
 
     ``reference_baselines`` adds the seed comparison and the crowd's voice-only vote, only
     when ``protocol.corpus == "cremad"`` (elsewhere they would compare unlike things). A stored
-    protocol dict is read with :meth:`Protocol.from_dict`.
+    protocol dict is read with :meth:`Protocol.from_dict`. ``robustness``: the robustness suite's
+    rows (``evaluate.robustness.run_suite`` plus ``fold``), written as its table and report section.
     Returns the dict written to ``metrics.json``.
     """
     labels = [str(x) for x in labels]
@@ -223,6 +227,10 @@ def write_evaluation(
         title = "Test accuracy vs the seed's reported accuracy"
         files["seed_comparison"] = write_table(seed_df, out / "tables" / "seed_comparison", protocol, title, ".1f")
 
+    robust_doc, robust_lines = None, []
+    if robustness is not None and len(robustness):
+        files["robustness"], robust_doc, robust_lines = write_robustness(robustness, out, protocol)
+
     numeric, shown = _headline_rows(models, protocol)
     files["headline"] = write_table(numeric, out / "tables" / "headline", protocol, "Headline metrics")
     checks = {
@@ -237,12 +245,13 @@ def write_evaluation(
             "models": models,
             "breakdowns": {by: df.to_dict(orient="records") for by, df in breakdowns.items()},
             "baselines": baselines,
+            "robustness": robust_doc,
             "checks": checks,
             "files": {k: {kk: str(Path(v).relative_to(out)) for kk, v in d.items()} for k, d in files.items()},
         }
     )
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False), encoding="utf-8")
-    report = _report_markdown(metrics, protocol, shown, breakdowns, seed_df, n_boot)
+    report = _report_markdown(metrics, protocol, shown, breakdowns, seed_df, n_boot, robust_lines)
     (out / "report.md").write_text(report, encoding="utf-8")
     return metrics
 
@@ -254,6 +263,7 @@ def _report_markdown(
     breakdowns: Mapping[str, pd.DataFrame],
     seed_df: pd.DataFrame | None,
     n_boot: int,
+    robustness: Sequence[str] = (),
 ) -> str:
     checks, files = metrics["checks"], metrics["files"]
     lines = ["# SonoNet evaluation", ""]
@@ -281,6 +291,7 @@ def _report_markdown(
         "[metrics.json](metrics.json).",
         "",
     ]
+    lines += list(robustness)
     baselines = metrics["baselines"]
     if baselines is not None and seed_df is not None:
         lines += ["## Comparison with the seed", "", f"Source: {baselines['seed']['source']}.", ""]

@@ -73,6 +73,11 @@ class Labeller:
         self.id = model_id(model_dir, doc)
         self.warning = DEMO_WARNING.format(id=self.id) if is_demo(self.provenance) else None
 
+    @property
+    def takes_speaker(self) -> bool:
+        """A speaker-normalised log-mel model: it removes a speaker's mean (a group's, or the training default)."""
+        return self.kind == "mel" and "speaker" in self.norm
+
     def embedding_dim(self) -> int:
         """D of the clip vectors: the input width of the model's emotion head."""
         from torch import nn
@@ -131,15 +136,23 @@ class Labeller:
         """Clips (each at most ``length`` samples) -> ((B, n_classes) probabilities, (B, D) clip vectors or None).
 
         The clip vector is what the model's head sees: the pooled representation after the encoder.
-        ``speaker`` (n_mels,): the speaker's mean log-mel for a speaker-normalised model; None:
-        the training speakers' average.
+        ``speaker``: the speaker's mean log-mel for a speaker-normalised model, (n_mels,) for every
+        clip or (B, n_mels) one per clip; None: the training speakers' average.
         """
+        x, lengths = self.stored_features(clips, length)
+        return self.forward(x, lengths, speaker, embed)
+
+    def forward(
+        self, x: Any, lengths: Any, speaker: np.ndarray | None = None, embed: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`stored_features` output -> what :meth:`predict` returns; features computed once can
+        be scored with several speaker offsets (the robustness suite does)."""
         import torch
 
         from sononet.features.normalize import model_inputs
 
-        x, lengths = self.stored_features(clips, length)
-        offsets = None if speaker is None else torch.as_tensor(speaker, dtype=torch.float32).expand(len(clips), -1)
+        n = x.shape[0]
+        offsets = None if speaker is None else torch.as_tensor(speaker, dtype=torch.float32).expand(n, -1)
         with torch.no_grad():
             x = model_inputs(x, lengths, self.kind, self.norm, self.device, offsets)
             pooled: list[torch.Tensor] = []
