@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,8 +96,9 @@ class EmotionClassifier:
         return f"EmotionClassifier({self.model_id}, labels={self.labels}, device={self._lab.device})"
 
     def predict(
-        self, inputs: Any, sample_rate: int | None = None, top_k: int | None = None, speaker: np.ndarray | None = None
-    ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+        self, inputs: Any, sample_rate: int | None = None, top_k: int | None = None, speaker: np.ndarray | None = None,
+        speakers: str | Sequence[str | None] | None = None, min_speaker_files: int | None = None,
+    ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:  # fmt: skip
         """Labels with scores, best first: one list for one input, a list of lists for a list of inputs.
 
         Args:
@@ -106,8 +107,13 @@ class EmotionClassifier:
             top_k: keep the k best labels; None keeps all.
             speaker: :meth:`speaker_mean` of the one speaker of ``inputs``; scores them as
                 cross-validation did. None: the training speakers' average voice (less accurate).
+            speakers: who speaks in each input, to score each speaker's inputs with their own mean
+                (as ``sononet label --speaker-from``): one name (or None) per input, or a rule for
+                paths, ``"parent"`` or ``"regex:PATTERN"``. A speaker with fewer than
+                ``min_speaker_files`` inputs (None: ``label.speakers.MIN_GROUP_FILES``) keeps the
+                training default.
         """
-        probs = self.predict_proba(inputs, sample_rate, speaker)
+        probs = self.predict_proba(inputs, sample_rate, speaker, speakers, min_speaker_files)
         ranked = [
             [{"label": self._lab.labels[i], "score": float(p[i])} for i in np.argsort(-p, kind="stable")[:top_k]]
             for p in probs
@@ -115,14 +121,22 @@ class EmotionClassifier:
         return ranked[0] if _is_single(inputs) else ranked
 
     def predict_proba(
-        self, inputs: Any, sample_rate: int | None = None, speaker: np.ndarray | None = None
-    ) -> np.ndarray:
+        self, inputs: Any, sample_rate: int | None = None, speaker: np.ndarray | None = None,
+        speakers: str | Sequence[str | None] | None = None, min_speaker_files: int | None = None,
+    ) -> np.ndarray:  # fmt: skip
         """(N, n_classes) float32 probabilities in :attr:`labels` order; equal to label's ``prob_<label>``
-        (with ``speaker=None``, as ``label`` does not know speakers)."""
+        (and, with ``speakers``, to ``label --speaker-from``'s). Arguments as :meth:`predict`."""
         from sononet.label.engine import file_probs
         from sononet.models.outputs import check_distribution
 
-        rows = [check_distribution(file_probs(s), s.path) for s in self._score(inputs, sample_rate, speaker=speaker)]
+        groups = None
+        if speakers is not None:
+            if speaker is not None:
+                raise ValueError("pass speaker= (one mean for every input) or speakers= (groups), not both")
+            inputs = [inputs] if _is_single(inputs) else list(_check_items(inputs))
+            groups = self._speaker_groups(inputs, sample_rate, speakers, min_speaker_files)
+        scored = self._score(inputs, sample_rate, speaker=speaker, groups=groups)
+        rows = [check_distribution(file_probs(s), s.path) for s in scored]
         return np.stack(rows) if rows else np.zeros((0, len(self._lab.labels)), np.float32)
 
     def speaker_mean(self, inputs: Any, sample_rate: int | None = None) -> np.ndarray:
@@ -133,33 +147,62 @@ class EmotionClassifier:
         clips. Several recordings in several moods make a good mean; one angry clip alone makes
         the model hear that anger as the speaker's normal voice.
         """
-        from sononet.features.normalize import valid_frame_sums
-        from sononet.label.engine import resolve_window, windows_of
+        from sononet.label.engine import resolve_window
+        from sononet.label.speakers import MeanAccumulator
 
-        if self._lab.kind != "mel" or "speaker" not in self._lab.norm:
+        if not self._lab.takes_speaker:
             raise ValueError(f"{self.model_id} is not speaker-normalised: it takes no speaker mean")
-        window_s, _, (length, hop) = resolve_window(self._lab, None, None)
-        total, frames, clips = 0.0, 0, []
-
-        def add(batch: list[np.ndarray]) -> None:
-            nonlocal total, frames
-            x, lengths = self._lab.stored_features(batch, length)  # (B, n_mels, T), (B,)
-            sums, counts = valid_frame_sums(x.cpu().numpy(), lengths.numpy())
-            total, frames = total + sums.sum(0), frames + int(counts.sum())
-
-        audio, whole_s = self._audio, self._lab.clip_span_s(window_s)
+        window_s, _, (length, _) = resolve_window(self._lab, None, None)
+        acc = MeanAccumulator(self._lab, length, self.batch_size)
         for src in self._opened(inputs, sample_rate, window_s):
             _raise_failed(src)
-            for _, clip in windows_of(src, length, hop, audio, whole_s):
-                clips.append(clip)
-                if len(clips) == self.batch_size:
-                    add(clips)
-                    clips = []
-        if clips:
-            add(clips)
-        if not frames:
+            acc.add("", self._clips(src))
+        means = acc.means()
+        if not means:
             raise ValueError("no audio to take a speaker mean from")
-        return (total / frames).astype(np.float32)
+        return means[""].mean
+
+    def _clips(self, src: Source) -> Iterator[np.ndarray]:
+        """A source's window clips, as :func:`sononet.label.engine.score_sources` cuts them."""
+        from sononet.label.engine import resolve_window, windows_of
+
+        window_s, _, (length, hop) = resolve_window(self._lab, None, None)
+        for _, clip in windows_of(src, length, hop, self._audio, self._lab.clip_span_s(window_s)):
+            yield clip
+
+    def _speaker_groups(
+        self, items: list[Any], sample_rate: int | None, speakers: str | Sequence[str | None], min_files: int | None
+    ) -> list[tuple[str | None, Any]]:
+        """Each input's (speaker, GroupMean or None for the training default): the first pass of ``speakers=``."""
+        from sononet.label.engine import resolve_window
+        from sononet.label.speakers import MIN_GROUP_FILES, MeanAccumulator, SpeakerRule, check_model
+
+        check_model(self._lab)
+        min_files = MIN_GROUP_FILES if min_files is None else min_files
+        if min_files < 1:
+            raise ValueError(f"min_speaker_files must be at least 1. Found: {min_files}")
+        if isinstance(speakers, str):
+            rule = SpeakerRule.parse(speakers)
+            paths = [str(Path(i).resolve()) for i in items if isinstance(i, str | os.PathLike)]
+            if rule.kind == "column" or len(paths) != len(items):
+                raise ValueError(
+                    f"speakers={speakers!r} reads file paths; for arrays (or a manifest's column) pass one "
+                    "speaker per input, e.g. speakers=['ann', 'ann', 'bob']"
+                )
+            keys = rule.keys(paths)
+        else:
+            keys = list(speakers) if not isinstance(speakers, bytes | dict) else []
+            if len(keys) != len(items) or not all(k is None or isinstance(k, str) for k in keys):
+                found = repr(speakers)[:200]
+                raise ValueError(f"speakers must give one name (str or None) per input ({len(items)}). Found: {found}")
+        window_s, _, (length, _) = resolve_window(self._lab, None, None)
+        acc = MeanAccumulator(self._lab, length, self.batch_size)
+        for src, key in zip(self._opened(items, sample_rate, window_s), keys, strict=True):
+            _raise_failed(src)
+            if key is not None:
+                acc.add(key, self._clips(src))
+        means = acc.means()
+        return [(k, means[k] if k in means and means[k].files >= min_files else None) for k in keys]
 
     def embed(self, inputs: Any, sample_rate: int | None = None) -> np.ndarray:
         """(N, D) float32 pooled clip vectors (the head's input; a long file: the mean over its windows)."""
@@ -223,17 +266,28 @@ class EmotionClassifier:
 
     def _score(
         self, inputs: Any, sample_rate: int | None, embed: bool = False, window_s: float | None = None,
-        hop_s: float | None = None, speaker: np.ndarray | None = None,
+        hop_s: float | None = None, speaker: np.ndarray | None = None, groups: list | None = None,
     ) -> Iterator[Source]:  # fmt: skip
-        """Scored sources in input order; raises AudioError (with the input named) at the first bad one."""
+        """Scored sources in input order; raises AudioError (with the input named) at the first bad one.
+        ``groups``: each input's (speaker, GroupMean or None), from :meth:`_speaker_groups`."""
         from sononet.label.engine import resolve_window, score_sources
 
         window_s, hop_s, (length, hop) = resolve_window(self._lab, window_s, hop_s)
         speaker = self._lab.check_speaker(speaker)
         opened = self._opened(inputs, sample_rate, window_s)
+        if groups is not None:
+            opened = _grouped(opened, groups)
         for src in score_sources(opened, self._lab, length, hop, self.batch_size, self._audio, embed, speaker):
             _raise_failed(src)
             yield src
+
+
+def _grouped(sources: Iterator[Source], groups: list) -> Iterator[Source]:
+    for src, (key, group) in zip(sources, groups, strict=True):
+        src.speaker_group = key
+        if group is not None:
+            src.speaker_mean, src.speaker_files = group.mean, group.files
+        yield src
 
 
 def _raise_failed(src: Source) -> None:

@@ -11,6 +11,7 @@ from sononet.cli.options import device_option, given, mel_backend_option
 from sononet.errors import UserError
 from sononet.label.inputs import parse_shard
 from sononet.label.parts import format_summary, summary_path
+from sononet.label.speakers import MIN_GROUP_FILES
 
 TABLE_MAX_FILES = 20  # up to this many inputs, the command prints one line per file
 
@@ -36,11 +37,23 @@ TABLE_MAX_FILES = 20  # up to this many inputs, the command prints one line per 
 )
 @mel_backend_option
 @click.option("--embeddings", is_flag=True, help="Add each row's pooled clip vector (tensor column `embedding`).")
+@click.option(
+    "--speaker-from", default=None, metavar="parent|regex:PATTERN|column:NAME",
+    help="Group files by speaker (their folder, a regex's first group in the path, or a manifest column): each "
+    "group's files lose the group's own mean log-mel, as cross-validation scored test speakers [default: none: "
+    "the training speakers' average].",
+)  # fmt: skip
+@click.option(
+    "--speaker-min-files", type=int, default=None,
+    help=f"Smaller speaker groups keep the training speakers' average [default: {MIN_GROUP_FILES}, measured in "
+    "docs/robustness.md].",
+)  # fmt: skip
 @click.option("--strict", is_flag=True, help="Exit 1 when any file could not be labelled (error or nonfinite).")
 def label_command(
     path: str | None, model: str | None, out: str | None, window: float | None, hop: float | None,
     shard: str | None, merge_only: bool, device: str | None, batch_size: int | None, workers: int | None,
-    jobs: int | None, part_size: int | None, mel_backend: str | None, embeddings: bool, strict: bool,
+    jobs: int | None, part_size: int | None, mel_backend: str | None, embeddings: bool, speaker_from: str | None,
+    speaker_min_files: int | None, strict: bool,
 ) -> None:  # fmt: skip
     """Label audio files (folder, .txt list, manifest or one file) with a trained model into Parquet.
 
@@ -50,6 +63,8 @@ def label_command(
     sononet label files.txt --model M --out labels.parquet --shard 2/8
     sononet label --merge --out labels.parquet
     sononet label clips/ --model M --out feats.parquet --embeddings --strict
+    sononet label interviews/ --model M --out labels.parquet --speaker-from parent
+    sononet label calls.csv --model M --out labels.parquet --speaker-from column:caller
     """
     from sononet.label.run import LabelConfig, label
 
@@ -59,16 +74,21 @@ def label_command(
     cfg = given(
         LabelConfig(
             input=path, model=model, window_s=window, hop_s=hop, shard_index=index, shard_count=count,
-            merge=merge_only, embeddings=embeddings,
+            merge=merge_only, embeddings=embeddings, speaker_from=speaker_from,
         ),
         out=out, batch_size=batch_size, part_size=part_size, device=device, workers=workers, jobs=jobs,
-        mel_backend=mel_backend,
+        mel_backend=mel_backend, speaker_min_files=speaker_min_files,
     )  # fmt: skip
     summary = label(cfg)
     out = cfg.out
     if "out" in summary and summary["files"] <= TABLE_MAX_FILES:
         click.echo(format_table(out))
     click.echo(format_summary(summary))
+    if summary.get("speaker_from"):
+        click.echo(
+            f"speaker groups ({summary['speaker_from']}): {summary['speaker_groups']} with their own mean; "
+            f"groups under {cfg.speaker_min_files} files and files without a group kept the training default"
+        )
     if "out" in summary:
         click.echo(f"summary: {summary_path(out)}")
     if summary.get("warning"):

@@ -34,7 +34,9 @@ atomically and listed in ``state-<shard>.json`` with a fingerprint of (file list
 window, shards); a rerun skips listed parts and refuses a changed fingerprint. The sorted
 file list is dealt round-robin: shard i of n takes files i, i+n, ... (``--shard i/n``, or
 ``JOB_COMPLETION_INDEX``/``JOB_COMPLETIONS`` in a Kubernetes Indexed Job, or torchrun's
-``RANK``/``WORLD_SIZE``). Query without merging::
+``RANK``/``WORLD_SIZE``). With ``--speaker-from`` each speaker group goes whole to one shard,
+which first takes its groups' mean log-mels (saved as ``speakers-<shard>.json``), then labels
+(:mod:`sononet.label.speakers`). Query without merging::
 
     duckdb -c "select pred, count(*) from 'labels.parts/part-*.parquet' where scope = 'file' group by 1"
 """

@@ -108,9 +108,11 @@ def score_sources(
     """Fill each source's ``windows``, ``probs`` (and ``embeddings``); yield sources in input order once scored.
 
     A source whose stream fails part-way keeps ``error`` set and its scored windows are ignored.
-    ``speaker``: the speaker's mean log-mel for every window (see ``Labeller.predict``).
+    ``speaker``: the speaker's mean log-mel for every window (see ``Labeller.predict``); None: each
+    source's own ``speaker_mean`` (its speaker group's), else the training speakers' default.
     """
     from sononet.errors import AudioError
+    from sononet.label.speakers import offsets_for
 
     whole_s = lab.clip_span_s(length / audio.sample_rate)  # longest input scored as one clip
     pending: list[tuple[Source, np.ndarray]] = []
@@ -118,7 +120,8 @@ def score_sources(
 
     def flush() -> None:
         if pending:
-            probs, emb = lab.predict([c for _, c in pending], length, embed=embed, speaker=speaker)
+            offsets = speaker if speaker is not None else offsets_for([s.speaker_mean for s, _ in pending], lab)
+            probs, emb = lab.predict([c for _, c in pending], length, embed=embed, speaker=offsets)
             for i, (src, _) in enumerate(pending):
                 src.probs.append(probs[i])
                 if emb is not None:

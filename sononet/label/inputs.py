@@ -97,6 +97,23 @@ def _listed(src: Path, entry: str) -> str:
     return entry if not_local(entry) else _absolute(src.parent / entry)
 
 
+def manifest_column(source: str | Path, column: str) -> dict[str, str]:
+    """Resolved path -> the text in ``column`` of a CSV/TSV/Parquet manifest, as :func:`list_inputs`
+    resolves its paths; blank cells are left out, and a path listed twice keeps its first value."""
+    from sononet.corpus.folder import manifest_rows
+
+    src = Path(source)
+    if src.suffix.lower() not in (".csv", ".tsv", ".parquet"):
+        raise ValueError(f"a manifest column needs a CSV/TSV/Parquet manifest as input. Found: {src.name}")
+    values: dict[str, str] = {}
+    for row in manifest_rows(src, required=("path", column)):
+        cell, value = str(row["path"] or "").strip(), row[column]
+        text = "" if value is None or value != value else str(value).strip()  # value != value: NaN
+        if cell and text:
+            values.setdefault(_resolved(_absolute(src.parent / cell)), text)
+    return values
+
+
 def _absolute(path: Path) -> str:
     # pathlib drops "." parts (so "./a.wav" repeats "a.wav"); _resolved then settles ".." and links
     return str(path.absolute())

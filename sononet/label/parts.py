@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from sononet.label.run import LabelConfig
+    from sononet.label.speakers import GroupMean, SpeakerRule
 
 FORMAT = "sononet-labels/2"  # 2: `scope` and `pred` columns, provenance, optional `embedding`
 NONFINITE = "nonfinite"  # the status of a row whose model output is no probability distribution
@@ -46,7 +47,7 @@ def _rows(src: Source, lab: Labeller, sr: int) -> list[dict]:
         "path": src.path, "duration_s": src.duration_s, "orig_sr": src.orig_sr,
         "orig_channels": src.orig_channels, "source_sha256": src.sha256, "model_id": lab.id,
         "train_corpus": prov["corpus"], "train_split": prov["split"], "pretrained": prov["pretrained"],
-        "sononet_version": __version__,
+        "sononet_version": __version__, "speaker_group": src.speaker_group, "speaker_files": src.speaker_files,
     }  # fmt: skip
     if src.error is not None:
         return [{**base, "scope": "file", "window_index": -1, "n_windows": 0, "status": "error",
@@ -77,8 +78,11 @@ def _embeddings(src: Source) -> list[np.ndarray | None]:
     return [*(src.embeddings if len(src.windows) > 1 else []), file_embedding(src)]
 
 
-def schema(labels: list[str]) -> pa.Schema:
-    """Column names shared with predictions.parquet where they mean the same: ``pred``, ``prob_<label>``."""
+def schema(labels: list[str], speakers: bool = False) -> pa.Schema:
+    """Column names shared with predictions.parquet where they mean the same: ``pred``, ``prob_<label>``.
+
+    ``speakers`` (``--speaker-from``) adds ``speaker_group`` (None: no group) and ``speaker_files``,
+    the files whose mean the row's file lost (0: the training speakers' default)."""
     import pyarrow as pa
 
     cols = [("path", pa.string()), ("scope", pa.string()), ("window_index", pa.int32()),
@@ -90,6 +94,8 @@ def schema(labels: list[str]) -> pa.Schema:
              ("error_reason", pa.string()), ("error_detail", pa.string()), ("model_id", pa.string()),
              ("train_corpus", pa.string()), ("train_split", pa.string()), ("pretrained", pa.bool_()),
              ("sononet_version", pa.string())]  # fmt: skip
+    if speakers:
+        cols += [("speaker_group", pa.string()), ("speaker_files", pa.int32())]
     return pa.schema(cols)
 
 
@@ -110,10 +116,13 @@ def embedding_column(vectors: list[np.ndarray | None], dim: int) -> pa.Extension
 def label_files(
     files: list[str], lab: Labeller, cfg: LabelConfig, window: tuple[int, int], pool: ThreadPoolExecutor,
     bar: Any = None, repeats: set[int] | frozenset[int] = frozenset(),
+    speakers: tuple[list[str | None], dict[str, GroupMean]] | None = None,
 ) -> tuple[pa.Table, dict]:  # fmt: skip
     """One part: files -> (Arrow table, stats). Memory: one batch of windows plus prefetched clips.
 
     ``repeats``: positions in ``files`` listed earlier in the input; each is a ``duplicate`` row, unread.
+    ``speakers``: each file's speaker group and the groups' means (``label.speakers``); a group of
+    at least ``cfg.speaker_min_files`` files gives its files its mean, others keep the training default.
     """
     import pyarrow as pa
 
@@ -124,11 +133,18 @@ def label_files(
     audio = AudioConfig(sample_rate=lab.features.sample_rate)
     whole_s = lab.clip_span_s(length / audio.sample_rate)
 
+    keys, means = speakers or ([None] * len(files), {})
+
     def source(item: tuple[int, str]) -> Source:
         i, path = item
         if i in repeats:
             return Source(path, error=AudioError("duplicate", "listed more than once; the first listing is labelled"))
-        return open_source(path, audio, whole_s)
+        src = open_source(path, audio, whole_s)
+        src.speaker_group = keys[i]
+        group = means.get(keys[i]) if keys[i] is not None else None
+        if group is not None and group.files >= cfg.speaker_min_files:
+            src.speaker_mean, src.speaker_files = group.mean, group.files
+        return src
 
     def opened() -> Iterator[Source]:
         for src in prefetch(source, enumerate(files), pool, 2 * cfg.batch_size):
@@ -145,7 +161,7 @@ def label_files(
         "nonfinite_files": nonfinite, "errors_by_reason": dict(errors), "rows": len(rows),
         "windows": sum(len(s.windows) for s in sources if s.error is None),
     }  # fmt: skip
-    table = pa.Table.from_pylist(rows, schema=schema(lab.labels))
+    table = pa.Table.from_pylist(rows, schema=schema(lab.labels, speakers=cfg.speaker_from is not None))
     if cfg.embeddings:
         vectors = [v for src in sources for v in _embeddings(src)]
         dim = next((v.shape[0] for v in vectors if v is not None), 0) or lab.embedding_dim()
@@ -154,13 +170,15 @@ def label_files(
 
 
 def _fingerprint(
-    files: list[str], lab: Labeller, window: tuple[int, int], n: int, part_size: int, embeddings: bool = False
-) -> dict:
+    files: list[str], lab: Labeller, window: tuple[int, int], n: int, part_size: int, embeddings: bool = False,
+    speaker_from: SpeakerRule | None = None, speaker_min_files: int = 0,
+) -> dict:  # fmt: skip
     return {
         "format": FORMAT, "files_sha256": hashlib.sha256("\n".join(files).encode()).hexdigest()[:16],
         "n_files": len(files), "model_id": lab.id, "feature_config": lab.features.hash(),
         "window_samples": window[0], "hop_samples": window[1], "shards": n, "part_size": part_size,
-        "embeddings": embeddings,
+        "embeddings": embeddings, "speaker_from": str(speaker_from) if speaker_from else None,
+        "speaker_min_files": speaker_min_files if speaker_from else None,
     }  # fmt: skip
 
 
@@ -253,7 +271,8 @@ def _merge(out: Path) -> dict:
         "ignored_non_audio": shard_sums[0]["ignored_non_audio"],
         "seconds": seconds, "files_per_s": round(now / seconds, 1) if seconds > 0 else None,
         **{k: shard_sums[0][k] for k in ("model_id", "device", "mel_backend", "window_s", "hop_s")},
-        **{k: shard_sums[0].get(k) for k in ("train_corpus", "warning")},
+        **{k: shard_sums[0].get(k) for k in ("train_corpus", "warning", "speaker_from")},
+        "speaker_groups": sum(s.get("speaker_groups", 0) for s in shard_sums),
     }  # fmt: skip
     atomic_write_json(summary_path(out), summary)
     return summary

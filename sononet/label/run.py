@@ -20,6 +20,7 @@ from sononet.label.engine import check_window, resolve_window
 from sononet.label.inputs import duplicates, list_inputs, resolve_shard
 from sononet.label.labeller import Labeller
 from sononet.label.parts import _add_stats, _fingerprint, _load_state, label_files, merge, parts_dir
+from sononet.label.speakers import MIN_GROUP_FILES, SpeakerRule, assign_shards, check_model, shard_group_means
 from sononet.locking import folder_lock
 
 log = logging.getLogger(__name__)
@@ -45,13 +46,19 @@ class LabelConfig:
     merge: bool = False  # only combine every shard's finished parts into `out`
     embeddings: bool = False  # add the pooled clip vector per row (fixed-shape tensor column `embedding`)
     jobs: int | None = None  # processes labelling shards side by side, then merged; None: see label_jobs
+    # parent | regex:PATTERN | column:NAME: files of one speaker lose that speaker's own mean log-mel
+    # (label/speakers.py); None: every file gets the training speakers' default
+    speaker_from: str | None = None
+    speaker_min_files: int = MIN_GROUP_FILES  # smaller groups keep the training default (label/speakers.py)
 
     def __post_init__(self) -> None:
         from sononet.device import check_device
 
         if not str(self.out).endswith(".parquet"):
             raise ValueError(f"out must be a .parquet file (labels are written as Parquet). Found: {self.out!r}")
-        for name in ("batch_size", "part_size", "workers", "jobs"):
+        if self.speaker_from is not None:
+            SpeakerRule.parse(self.speaker_from)  # a bad rule or a pattern that does not compile: refused now
+        for name in ("batch_size", "part_size", "workers", "jobs", "speaker_min_files"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive. Found: {getattr(self, name)}")
         check_window(self.window_s, self.hop_s)  # in samples once the model's rate is known (resolve_window)
@@ -138,16 +145,27 @@ def _label_shard(cfg: LabelConfig, progress: bool) -> dict:
     if lab.warning:
         log.warning(lab.warning)
     window_s, hop_s, window = resolve_window(lab, cfg.window_s, cfg.hop_s)
-    mine = files[shard::n]
+    rule = SpeakerRule.parse(cfg.speaker_from) if cfg.speaker_from else None
+    if rule:
+        check_model(lab)
+    keys = rule.keys(files, cfg.input) if rule else [None] * len(files)
+    # A speaker's files all go to one shard, which computes its groups' means on its own.
+    owner = assign_shards(keys, n) if rule else [i % n for i in range(len(files))]
+    mine_idx = [i for i in range(len(files)) if owner[i] == shard]
+    mine = [files[i] for i in mine_idx]
     chunks = [mine[i : i + cfg.part_size] for i in range(0, len(mine), cfg.part_size)]
     repeated = duplicates(files)  # over all shards: the first listing is kept wherever it falls
-    mine_repeated = [i in repeated for i in range(len(files))][shard::n]
+    mine_repeated = [i in repeated for i in mine_idx]
     chunk_repeats = [{j for j in range(len(c)) if mine_repeated[k * cfg.part_size + j]} for k, c in enumerate(chunks)]
     out_dir = parts_dir(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / f"state-{shard:05d}.json"
-    state = _load_state(state_path, _fingerprint(files, lab, window, n, cfg.part_size, cfg.embeddings), shard)
+    fingerprint = _fingerprint(files, lab, window, n, cfg.part_size, cfg.embeddings, rule, cfg.speaker_min_files)
+    state = _load_state(state_path, fingerprint, shard)
     state["n_parts"] = len(chunks)
+    mine_keys = [None if r else keys[i] for i, r in zip(mine_idx, mine_repeated)]
+    means = shard_group_means(mine, mine_keys, lab, window, cfg, out_dir / f"speakers-{shard:05d}.json", fingerprint)
+    chunk_keys = [mine_keys[i : i + cfg.part_size] for i in range(0, len(mine), cfg.part_size)]
 
     def done(k: int) -> bool:  # listed, present and unchanged
         entry = state["parts"].get(str(k), {"file": ".missing"})
@@ -162,7 +180,9 @@ def _label_shard(cfg: LabelConfig, progress: bool) -> dict:
     processed = 0
     with ThreadPoolExecutor(max_workers=decode_workers(cfg.workers)) as pool:
         for k in todo:
-            table, stats = label_files(chunks[k], lab, cfg, window, pool, bar, repeats=chunk_repeats[k])
+            table, stats = label_files(
+                chunks[k], lab, cfg, window, pool, bar, repeats=chunk_repeats[k], speakers=(chunk_keys[k], means)
+            )  # fmt: skip
             path = out_dir / f"part-{shard:05d}-{k:05d}.parquet"
             atomic_write_table(path, table)
             state["parts"][str(k)] = {"file": path.name, "sha256": sha256_file(path), **stats}
@@ -177,6 +197,8 @@ def _label_shard(cfg: LabelConfig, progress: bool) -> dict:
         "files_per_s": round(processed / seconds, 1) if seconds > 0 else None, "model_id": lab.id,
         "device": str(lab.device), "mel_backend": lab.mel_backend, "window_s": window_s, "hop_s": hop_s,
         "train_corpus": lab.provenance["corpus"], "warning": lab.warning,
+        "speaker_from": cfg.speaker_from,
+        "speaker_groups": sum(m.files >= cfg.speaker_min_files for m in means.values()),
     }  # fmt: skip
     state.update(complete=True, summary=summary)
     atomic_write_json(state_path, state)

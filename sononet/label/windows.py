@@ -34,6 +34,9 @@ class Source:
     windows: list[tuple[int, int]] = field(default_factory=list)  # (start, valid samples) per window
     probs: list[np.ndarray] = field(default_factory=list)
     embeddings: list[np.ndarray] = field(default_factory=list)  # (D,) per window, only when asked for
+    speaker_group: str | None = None  # its speaker group (--speaker-from), None without one
+    speaker_mean: np.ndarray | None = None  # (n_mels,) the group's mean it loses; None: the training default
+    speaker_files: int = 0  # files that formed speaker_mean (0: the training default)
 
 
 def open_source(path: str, audio: AudioConfig, window_s: float) -> Source:
