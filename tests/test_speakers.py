@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import write_cremad_like
+from conftest import shared_corpus, write_cremad_like
 from test_label import FEATURES, LABELS, save_tiny
 
 from sononet import EmotionClassifier
@@ -245,12 +245,9 @@ def test_spec_carries_the_rule(tmp_path: Path) -> None:
         load_spec("label-folder", ["speaker_from=regex:("])
 
 
+@pytest.mark.real_speech("ravdess")
 def test_parent_groups_on_real_actor_folders(model_dir, tmp_path: Path) -> None:
-    ravdess = Path(__file__).resolve().parents[2] / "shared" / "data" / "ravdess" / "audio"
-    if not ravdess.is_dir():
-        ravdess = Path("/work/shared/data/ravdess/audio")
-    if not ravdess.is_dir():
-        pytest.skip("needs RAVDESS at ../shared/data/ravdess (real actor folders)")
+    ravdess = shared_corpus("ravdess") / "audio"
     root = tmp_path / "audio"
     for actor in ("Actor_01", "Actor_02"):
         (root / actor).mkdir(parents=True)
