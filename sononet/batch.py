@@ -24,14 +24,16 @@ gets the resolved ``spec.toml`` and ``events.jsonl``: one JSON object per log re
 ``event`` = start / done / failed for the job itself. ``--log-format json`` writes the same
 lines to stderr for log collectors. Every stage resumes, so after a crash or a preempted node
 the same command continues: train-all from its checkpoints, prepare and label from their
-finished shards and parts. Exit status: 0 done, 1 the job failed, 2 a bad spec or option,
-130 interrupted, 143 terminated (SIGTERM, which also writes the ``failed`` event); the last
-stderr line says why in one line.
+finished shards and parts. Exit status: 0 done, 1 the job failed, 2 a bad spec or option or a
+run folder it cannot write, 130 interrupted, 143 terminated (SIGTERM, which also writes the
+``failed`` event; training finishes its current step and checkpoints it first); the last stderr
+line says why in one line.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import inspect
 import json
 import logging
@@ -39,7 +41,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sononet.errors import Interrupted
+from sononet.errors import UserError
 
 log = logging.getLogger("sononet.batch")
 OUTPUT_FIELDS = ("out",)  # always placed under the workdir
@@ -106,6 +108,29 @@ def run_dir(job: str, cfg: Any) -> Path:
     return Path(cfg.out)
 
 
+def open_run_dir(rdir: Path, root: Path, events_name: str) -> logging.FileHandler:
+    """Create the run directory and open its events file: the job's first write.
+
+    Raises :class:`UserError` naming the folder and the fix. In a container this is where a
+    workdir the user cannot write shows: Docker creates a missing bind-mount folder owned by
+    root, and a host folder belongs to the host user's uid, not the image's 1000.
+    """
+    try:
+        rdir.mkdir(parents=True, exist_ok=True)
+        return logging.FileHandler(rdir / events_name)
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise UserError(f"cannot create the run folder {rdir}: {why}; choose another out or workdir") from e
+        uid = os.getuid() if hasattr(os, "getuid") else "this user"
+        raise UserError(
+            f"cannot write the run folder {rdir} ({why}): the workdir {root} must be writable by uid {uid}. "
+            "Run the container as the folder's owner (docker run --user $(id -u):$(id -g) -v $PWD/work:/work ...) "
+            "or give the folder to that uid (mkdir -p work && sudo chown -R "
+            f"{uid} work)"
+        ) from e
+
+
 def rank() -> int:
     return next((int(os.environ[k]) for k in RANK_VARS if os.environ.get(k, "").isdigit()), 0)
 
@@ -125,8 +150,3 @@ def execute(job: str, cfg: Any, progress: bool) -> Any:
     if "progress" in inspect.signature(runner).parameters:
         return runner(cfg, progress=progress)
     return runner(cfg)
-
-
-class TerminatedError(Interrupted):
-    """SIGTERM arrived; a BaseException (via Interrupted) so no ``except Exception`` in a stage swallows
-    it, and ``run.json`` records the run as interrupted."""

@@ -7,10 +7,13 @@ import math
 import multiprocessing
 import os
 import re
+import sys
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sononet import stopping
 from sononet.errors import UserError
 
 if TYPE_CHECKING:
@@ -186,12 +189,33 @@ def worker_pool(jobs: int) -> tuple[ProcessPoolExecutor, int]:
     (returned too) before it unpickles its first task, so before torch loads there.
 
     Spawned, not forked: a fork of a process whose OpenMP pool is running can hang. A script
-    that starts one must guard its top level with ``if __name__ == "__main__":``.
+    that starts one must guard its top level with ``if __name__ == "__main__":``. The workers
+    share this process's stop request (:mod:`sononet.stopping`): their tasks poll it. They log
+    to stderr as this process does (level and format), so a container's log shows their lines.
     """
     threads = max(1, thread_budget() // jobs)
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=configure_threads, initargs=(threads,))
+    stop = stopping.shared(context)  # the container's PID 1 alone gets SIGTERM; its workers must stop too
+    root = logging.getLogger()
+    stderr = [h for h in root.handlers if type(h) is logging.StreamHandler and h.stream is sys.stderr]
+    log_format = stderr[0].formatter if stderr else None
+    pool = ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(threads, stop, root.level, log_format),
+    )
     return pool, threads
+
+
+def _init_worker(threads: int, stop: Event, log_level: int, log_format: logging.Formatter | None) -> None:
+    if log_format is not None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(log_format)
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().setLevel(log_level)
+    configure_threads(threads)
+    stopping.init_worker(stop)
 
 
 def decode_workers(requested: int | None = None) -> int:

@@ -86,14 +86,14 @@ class PrepareConfig:
             )
 
 
-def open_corpus(cfg: PrepareConfig) -> Corpus:
+def open_corpus(cfg: PrepareConfig, progress: bool = True) -> Corpus:
     """The configured corpus with its class selection; the demo corpus is generated beside the shards."""
     if cfg.data is None:
         from sononet.corpus.demo import DemoConfig
         from sononet.corpus.demo_synth import generate_demo
 
         root = Path(cfg.out).parent / "demo-corpus"
-        generate_demo(root, DemoConfig(seed=cfg.demo_seed, n_actors=cfg.demo_actors), progress=True)
+        generate_demo(root, DemoConfig(seed=cfg.demo_seed, n_actors=cfg.demo_actors), progress=progress)
         corpus = load_corpus(root, kind="cremad")
     else:
         corpus = load_corpus(cfg.data)
@@ -206,7 +206,7 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
 def _prepare(cfg: PrepareConfig, progress: bool) -> dict:
     t0 = time.perf_counter()
     reuse_freed_memory()  # every mel batch allocates the same STFT buffers again
-    corpus = open_corpus(cfg)
+    corpus = open_corpus(cfg, progress)
     if not corpus.clips:
         raise ValueError(f"no usable audio in {corpus.root}: {len(corpus.errors)} files refused")
     log.info(corpus.summary())

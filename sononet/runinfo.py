@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from sononet import stopping
 from sononet.errors import Interrupted
 from sononet.io import atomic_write_json
 
@@ -97,25 +98,21 @@ class RunRecord:
 
     @contextlib.contextmanager
     def running(self) -> Iterator[RunRecord]:
-        """Mark the record ``interrupted`` on Ctrl-C or SIGTERM and ``failed`` on an error, then re-raise."""
-        previous = None
-        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
-            signal.SIG_DFL,
-            None,
-        ):  # fmt: skip  (sononet-batch installs its own handler; keep it)
-            previous = signal.signal(signal.SIGTERM, _raise_interrupted)
-        try:
-            yield self
-        except (KeyboardInterrupt, Interrupted) as e:
-            self.finish("interrupted", error=type(e).__name__)
-            raise
-        except BaseException as e:
-            self.finish("failed", error=f"{type(e).__name__}: {e}".splitlines()[0])
-            raise
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+        """Mark the record ``interrupted`` on Ctrl-C or SIGTERM and ``failed`` on an error, then re-raise.
 
-
-def _raise_interrupted(signum: int, frame: object) -> None:
-    raise Interrupted("SIGTERM")
+        Installs :mod:`sononet.stopping`'s SIGTERM handler unless the command already has one
+        (sononet-batch installs it for its whole run)."""
+        with contextlib.ExitStack() as stack:
+            if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
+                signal.SIG_DFL,
+                None,
+            ):  # fmt: skip
+                stack.enter_context(stopping.handling())
+            try:
+                yield self
+            except (KeyboardInterrupt, Interrupted) as e:
+                self.finish("interrupted", error=type(e).__name__)
+                raise
+            except BaseException as e:
+                self.finish("failed", error=f"{type(e).__name__}: {e}".splitlines()[0])
+                raise

@@ -152,6 +152,36 @@ def test_label_folder_job_with_a_model_in_the_workdir(tmp_path: Path) -> None:
     assert invoke(*base, "--set", "merge=true").exit_code == 0  # merge-only rerun
 
 
+def test_a_workdir_it_cannot_write_is_one_line_that_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker creates a missing bind-mount folder owned by root, and a host folder belongs to the
+    host's uid, not the image's 1000: the run folder, the job's first write, fails in one line."""
+    import errno
+    import os
+
+    mkdir = Path.mkdir
+
+    def refused(self: Path, *args, **kwargs) -> None:  # the workdir only: as root, chmod refuses nothing
+        if self.is_relative_to(tmp_path / "work"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        mkdir(self, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(Path, "mkdir", refused)
+        result = invoke("train-all", "--out", str(tmp_path / "work"))
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"sononet-batch: cannot write the run folder {tmp_path}/work/runs/demo (Permission denied)")
+    assert f"writable by uid {os.getuid()}" in line and "--user $(id -u)" in line and "chown" in line
+    (tmp_path / "file").write_text("not a folder")
+    result = invoke("prepare", "--out", str(tmp_path), "--set", "out=file/shards")
+    assert result.exit_code == 2 and result.output.strip() == (
+        f"sononet-batch: cannot create the run folder {tmp_path}/file/shards: Not a directory; "
+        "choose another out or workdir"
+    )
+
+
 def test_console_script_is_installed_and_fails_cleanly(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("sononet-batch")
     if not exe.exists():

@@ -33,7 +33,7 @@ def test_complete_run_records_environment_and_stages(tmp_path: Path) -> None:
     [
         (lambda: (_ for _ in ()).throw(KeyboardInterrupt()), "interrupted"),
         (lambda: os.kill(os.getpid(), signal.SIGTERM), "interrupted"),
-        (lambda: (_ for _ in ()).throw(__import__("sononet.batch").batch.TerminatedError()), "interrupted"),
+        (lambda: (_ for _ in ()).throw(__import__("sononet.stopping").stopping.TerminatedError()), "interrupted"),
         (lambda: (_ for _ in ()).throw(ValueError("bad input")), "failed"),
     ],
 )

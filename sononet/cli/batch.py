@@ -1,7 +1,8 @@
 """``sononet-batch JOB``: the container's entrypoint; the job logic is :mod:`sononet.batch`.
 
-Exit status: 0 done, 1 the job failed, 2 a bad spec or option, 130 interrupted, 143 terminated
-(SIGTERM); the last stderr line says why in one line, the JSON events hold the traceback.
+Exit status: 0 done, 1 the job failed, 2 a bad spec or option (or a workdir it cannot write), 130
+interrupted, 143 terminated (SIGTERM: training finishes its step and checkpoints first, see
+:mod:`sononet.stopping`); the last stderr line says why in one line, the JSON events hold the traceback.
 """
 
 from __future__ import annotations
@@ -14,16 +15,19 @@ import traceback
 
 import click
 
+from sononet import stopping
 from sononet.batch import (
     JsonFormatter,
-    TerminatedError,
     execute,
+    open_run_dir,
     rank,
     resolve_job,
     result_summary,
     run_dir,
     workdir,
 )  # fmt: skip
+from sononet.errors import UserError
+from sononet.stopping import TerminatedError
 
 log = logging.getLogger("sononet.batch")
 
@@ -79,56 +83,55 @@ def cli(
         click.echo(spec_text(cfg, name), nl=False)
         return
     rdir = run_dir(name, cfg)
-    rdir.mkdir(parents=True, exist_ok=True)
     rank_ = rank()
-    events = logging.FileHandler(rdir / ("events.jsonl" if rank_ == 0 else f"events-{rank_:05d}.jsonl"))
+    try:  # the first write: a workdir the container's user cannot write fails here, in one line
+        events = open_run_dir(rdir, root, "events.jsonl" if rank_ == 0 else f"events-{rank_:05d}.jsonl")
+    except UserError as e:
+        click.echo(f"sononet-batch: {e}", err=True)
+        sys.exit(2)
     events.setFormatter(JsonFormatter())
     logging.getLogger().addHandler(events)
     t0 = time.perf_counter()
-    previous_term = signal.signal(signal.SIGTERM, _terminated)
-    try:
-        if rank_ == 0:  # shards share the run dir; one writer keeps the spec file whole
-            write_spec(rdir / "spec.toml", cfg, name)
-        start = {
-            "job": name,
-            "spec": job,
-            "overrides": list(overrides),
-            "workdir": str(root),
-            "run_dir": str(rdir),
-        }
-        log.info("start %s in %s", name, rdir, extra={"event": "start", "data": start})
-        progress = log_format == "text" and sys.stderr.isatty()
-        result = execute(name, cfg, progress)
-        seconds = round(time.perf_counter() - t0, 1)
-        done = {"seconds": seconds, "result": result_summary(result)}
-        log.info("done %s in %.1f s", name, seconds, extra={"event": "done", "data": done})
-    except KeyboardInterrupt:
-        log.error("interrupted; rerun the same command to resume", extra={"event": "failed"})
-        click.echo("sononet-batch: interrupted; rerun the same command to resume", err=True)
-        sys.exit(130)
-    except TerminatedError:  # a preempted node or `kubectl delete`: say so before going
-        data = {"error": "terminated (SIGTERM)", "type": "SIGTERM", "seconds": round(time.perf_counter() - t0, 1)}
-        log.error("terminated by SIGTERM; rerun the same command to resume", extra={"event": "failed", "data": data})
-        click.echo("sononet-batch: terminated (SIGTERM); rerun the same command to resume", err=True)
-        sys.exit(128 + signal.SIGTERM)
-    except Exception as exc:  # the one place a job's failure becomes an exit status
-        from sononet.errors import DiskFullError, is_disk_full
+    with stopping.handling():  # kept through the except clauses: a second SIGTERM is only recorded
+        try:
+            if rank_ == 0:  # shards share the run dir; one writer keeps the spec file whole
+                write_spec(rdir / "spec.toml", cfg, name)
+            start = {
+                "job": name,
+                "spec": job,
+                "overrides": list(overrides),
+                "workdir": str(root),
+                "run_dir": str(rdir),
+            }
+            log.info("start %s in %s", name, rdir, extra={"event": "start", "data": start})
+            progress = log_format == "text" and sys.stderr.isatty()
+            result = execute(name, cfg, progress)
+            seconds = round(time.perf_counter() - t0, 1)
+            done = {"seconds": seconds, "result": result_summary(result)}
+            log.info("done %s in %.1f s", name, seconds, extra={"event": "done", "data": done})
+        except KeyboardInterrupt:
+            log.error("interrupted; rerun the same command to resume", extra={"event": "failed"})
+            click.echo("sononet-batch: interrupted; rerun the same command to resume", err=True)
+            sys.exit(130)
+        except TerminatedError:  # a preempted node or `kubectl delete`: say so before going
+            data = {"error": "terminated (SIGTERM)", "type": "SIGTERM", "seconds": round(time.perf_counter() - t0, 1)}
+            message = "terminated (SIGTERM); rerun the same command to resume"
+            log.error(message, extra={"event": "failed", "data": data})
+            click.echo(f"sononet-batch: {message}", err=True)
+            sys.exit(128 + signal.SIGTERM)
+        except Exception as exc:  # the one place a job's failure becomes an exit status
+            from sononet.errors import DiskFullError, is_disk_full
 
-        e = DiskFullError(getattr(exc, "filename", None) or rdir) if is_disk_full(exc) else exc  # says: rerun
-        data = {"error": str(e), "type": type(e).__name__, "seconds": round(time.perf_counter() - t0, 1)}
-        data["traceback"] = traceback.format_exc()  # in the JSON lines; stderr text stays one line
-        log.error("%s failed: %s", name, e, extra={"event": "failed", "data": data})
-        click.echo(f"sononet-batch: {name} failed: {type(e).__name__}: {e}".splitlines()[0], err=True)
-        sys.exit(1)
-    finally:
-        signal.signal(signal.SIGTERM, previous_term)
-        logging.getLogger().removeHandler(events)
-        events.close()
+            e = DiskFullError(getattr(exc, "filename", None) or rdir) if is_disk_full(exc) else exc  # says: rerun
+            data = {"error": str(e), "type": type(e).__name__, "seconds": round(time.perf_counter() - t0, 1)}
+            data["traceback"] = traceback.format_exc()  # in the JSON lines; stderr text stays one line
+            log.error("%s failed: %s", name, e, extra={"event": "failed", "data": data})
+            click.echo(f"sononet-batch: {name} failed: {type(e).__name__}: {e}".splitlines()[0], err=True)
+            sys.exit(1)
+        finally:
+            logging.getLogger().removeHandler(events)
+            events.close()
     click.echo(f"{name} done in {seconds:.1f} s: {rdir}")
-
-
-def _terminated(signum: int, frame: object) -> None:
-    raise TerminatedError
 
 
 def main() -> None:

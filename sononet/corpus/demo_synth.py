@@ -402,7 +402,8 @@ def generate_demo(out_dir: str | Path, config: DemoConfig | None = None, progres
     atomic_write(out / DEMOGRAPHICS_FILE, lambda p: _write_demographics(p, actors))
     from tqdm import tqdm
 
-    with tqdm(total=len(stems), desc="demo corpus", unit="clip", disable=not progress) as bar:
+    # disable=None: a bar on a terminal only; in a container's log every redraw would be a line
+    with tqdm(total=len(stems), desc="demo corpus", unit="clip", disable=None if progress else True) as bar:
         for stem in stems:
             f = parse_name(stem)
             audio = _synthesize(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sononet import stopping
 from sononet.errors import NotFoundError, UserError
 from sononet.label.engine import file_embedding, file_probs, score_sources
 from sononet.label.labeller import Labeller
@@ -148,6 +149,7 @@ def label_files(
 
     def opened() -> Iterator[Source]:
         for src in prefetch(source, enumerate(files), pool, 2 * cfg.batch_size):
+            stopping.check()  # SIGTERM in a worker process: this part is dropped, the finished ones resume
             yield src
             if bar is not None:
                 bar.update(1)

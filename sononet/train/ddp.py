@@ -48,6 +48,16 @@ def all_reduce_mean(value: float, info: DistInfo) -> float:
     return float(t.item()) / info.world_size
 
 
+def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """``flag`` or-ed over the ranks: every rank must leave a loop at the same step, or the others
+    wait in the next collective for ever."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def average_buffers(model: torch.nn.Module, info: DistInfo) -> None:
     """Average floating-point buffers (BatchNorm running stats) across ranks.
 

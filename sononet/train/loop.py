@@ -5,6 +5,9 @@ validation score (UA by default); SpecAugment and noise (``augment``); statistic
 training split only (``normalize``); bf16 autocast on CUDA; a checkpoint after every epoch
 holding model, optimiser, scheduler, early-stopping and RNG state, so ``resume=True``
 continues exactly where a killed run stopped; DDP when launched by torchrun (``ddp``).
+SIGTERM (:mod:`sononet.stopping`) stops after the current optimizer step (or batch of the
+end-of-epoch passes) with a checkpoint of that step: the resume continues mid-epoch, skipping
+the batches already trained, and ends with the same weights as an uninterrupted run.
 
 Why these choices (measured on RAVDESS with actor-grouped folds, ``results/ravdess``): on a
 corpus of a few hundred clips an epoch is a dozen steps, so BatchNorm's running statistics
@@ -24,9 +27,11 @@ without a refit but not beside one, so it is off.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,6 +43,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
+from sononet import stopping
 from sononet.device import seed_everything
 from sononet.features.normalize import mel_band_stats, model_inputs, speaker_means
 from sononet.features.reader import INTENSITY_INDEX, ShardStream, load_metadata
@@ -46,9 +52,10 @@ from sononet.io import atomic_write, atomic_write_json
 from sononet.models.outputs import NonFiniteOutputError, is_distribution
 from sononet.models.registry import MODELS, build_model
 from sononet.models.saving import save_model
+from sononet.stopping import TerminatedError
 from sononet.train.augment import MelAugment, WaveAugment, mixup
 from sononet.train.config import TrainConfig, selection_score
-from sononet.train.ddp import DistInfo, all_reduce_mean, average_buffers, gather_digests
+from sononet.train.ddp import DistInfo, all_reduce_mean, any_rank, average_buffers, gather_digests
 from sononet.train.tensorboard import TrainingBoard
 
 log = logging.getLogger(__name__)
@@ -101,12 +108,19 @@ def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 
 @torch.no_grad()
 def recalibrate_batchnorm(
-    model: nn.Module, stream: ShardStream, kind: str, norm: dict, device: torch.device, amp: bool
+    model: nn.Module,
+    stream: ShardStream,
+    kind: str,
+    norm: dict,
+    device: torch.device,
+    amp: bool,
+    stop: Callable[[], bool] | None = None,
 ) -> None:
     """Replace BatchNorm running statistics by their exact average over ``stream`` ("precise BN").
 
     With momentum 0.1 the running estimate needs ~30 steps to forget its initial value, more
     than a small corpus gives in an epoch; the eval-mode model then sees wrongly scaled features.
+    ``stop``, polled before each batch, raises :class:`TerminatedError` (the statistics are then partial).
     """
     layers = _batchnorms(model)
     if not layers:
@@ -117,6 +131,8 @@ def recalibrate_batchnorm(
         m.momentum = None  # cumulative average over the pass
     model.train()
     for batch in stream:
+        if stop is not None and stop():
+            raise TerminatedError
         with _amp_context(device, amp):
             model(model_inputs(batch.x, batch.lengths, kind, norm, device, batch.offsets), batch.lengths.to(device))
     for m, momentum in zip(layers, momenta):
@@ -132,16 +148,19 @@ def evaluate_loss(
     device: torch.device,
     amp: bool,
     confusion: np.ndarray | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> dict[str, float]:
     """Validation loss, accuracy (WA) and unweighted average recall (UA) of ``model`` on ``stream``.
 
-    Adds the (true, pred) counts into ``confusion`` when given.
+    Adds the (true, pred) counts into ``confusion`` when given; ``stop`` is polled before each batch.
     """
     model.eval()
     tot_loss = 0.0
     truth: list[np.ndarray] = []
     preds: list[np.ndarray] = []
     for batch in stream:
+        if stop is not None and stop():
+            raise TerminatedError
         x = model_inputs(batch.x, batch.lengths, kind, norm, device, batch.offsets)
         labels_t = batch.labels.to(device)
         with _amp_context(device, amp):
@@ -260,6 +279,8 @@ class _Trainer:
             horizon = cfg.ema_epochs * len(self.train_stream)
             self.ema = AveragedModel(self.model, avg_fn=_ema_average(horizon), use_buffers=True)
         self.state = {"epoch": 0, "history": [], "best_score": -math.inf, "best_epoch": -1, "bad_epochs": 0, "step": 0}
+        self.state.update(_EPOCH_START)  # where the epoch in progress stands, for a mid-epoch resume
+        self.rng_after_steps: dict | None = None  # the RNG after the epoch's last step, until the epoch ends
 
     @property
     def scored(self) -> nn.Module:
@@ -282,11 +303,29 @@ class _Trainer:
                     "or with the same train.ema_epochs"
                 )
             self.ema.load_state_dict(ckpt["ema"])
-        self.state = ckpt["state"]
+        self.state = {**_EPOCH_START, **ckpt["state"]}  # checkpoints from before mid-epoch stops lack the keys
         torch.set_rng_state(ckpt["rng"]["torch"])
         if torch.cuda.is_available() and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
-        log.info("%s: resumed after epoch %d", self.name, self.state["epoch"])
+        if self.state["batch"]:
+            log.info("%s: resumed in epoch %d after step %d of %d", self.name, self.state["epoch"] + 1,
+                     self.state["batch"], len(self.train_stream))  # fmt: skip
+        else:
+            log.info("%s: resumed after epoch %d", self.name, self.state["epoch"])
+
+    def stop_requested(self) -> bool:
+        """A SIGTERM in this process (or, in a worker, its parent), agreed on by every DDP rank."""
+        return any_rank(stopping.requested(), self.dist, self.device)
+
+    def save_stop_checkpoint(self) -> None:
+        """The checkpoint of the last finished step; in the end-of-epoch passes, with the RNG as the
+        last step left it, so the resume's passes draw what the uninterrupted run's did."""
+        if not self.dist.is_main:
+            return
+        at_end = self.state["batch"] == len(self.train_stream)
+        self.save_checkpoint(self.rng_after_steps if at_end else None)
+        log.info("%s: stopped in epoch %d after step %d of %d; checkpoint %s", self.name, self.state["epoch"] + 1,
+                 self.state["batch"], len(self.train_stream), self.ckpt_path)  # fmt: skip
 
     def done(self) -> bool:
         s, cfg = self.state, self.cfg
@@ -308,10 +347,13 @@ class _Trainer:
         self.train_stream.set_epoch(epoch)
         self.wrapped.train()
         self.augment.train()
-        tot_loss = tot_correct = tot_n = 0.0
+        self.rng_after_steps = None
+        skip = self.state["batch"]  # steps of this epoch a stopped run already took: its stream replays them
+        tot_loss, tot_correct, tot_n = self.state["partial"]
         bar = tqdm(
-            self.train_stream, total=len(self.train_stream), desc=f"{self.name} epoch {epoch + 1}/{self.epochs}",
-            disable=not (progress and self.dist.is_main), leave=False, dynamic_ncols=True,
+            itertools.islice(self.train_stream, skip, None), total=len(self.train_stream), initial=skip,
+            desc=f"{self.name} epoch {epoch + 1}/{self.epochs}", disable=not (progress and self.dist.is_main),
+            leave=False, dynamic_ncols=True,
         )  # fmt: skip
         for batch in bar:
             x = model_inputs(batch.x, batch.lengths, self.kind, self.norm, self.device, batch.offsets)
@@ -338,14 +380,21 @@ class _Trainer:
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
-            self.state["step"] += 1
             n = labels_t.shape[0]
             tot_loss += float(loss.detach()) * n
             tot_correct += float((logits.argmax(-1) == labels_t).sum())
             tot_n += n
+            self.state["step"] += 1
+            self.state["batch"] += 1
+            self.state["partial"] = [tot_loss, tot_correct, tot_n]
             bar.set_postfix(loss=f"{tot_loss / tot_n:.3f}", acc=f"{tot_correct / tot_n:.3f}")
+            if self.stop_requested():
+                raise TerminatedError
+        self.rng_after_steps = _rng_state()
         if self.calib_stream is not None:
-            recalibrate_batchnorm(self.scored, self.calib_stream, self.kind, self.norm, self.device, cfg.amp)
+            recalibrate_batchnorm(
+                self.scored, self.calib_stream, self.kind, self.norm, self.device, cfg.amp, self.stop_requested
+            )
         average_buffers(self.scored, self.dist)
         return all_reduce_mean(tot_loss / max(tot_n, 1), self.dist), all_reduce_mean(
             tot_correct / max(tot_n, 1), self.dist
@@ -357,7 +406,9 @@ class _Trainer:
             self._end_refit_epoch(train_loss, train_acc, save_meta)
             return
         confusion = np.zeros((self.n_classes, self.n_classes), np.int64)  # (true, pred) on val
-        val = evaluate_loss(self.scored, self.val_stream, self.kind, self.norm, self.device, cfg.amp, confusion)
+        val = evaluate_loss(
+            self.scored, self.val_stream, self.kind, self.norm, self.device, cfg.amp, confusion, self.stop_requested
+        )
         row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, **val}
         row["lr"] = self.optimizer.param_groups[0]["lr"]
         score = selection_score(row, cfg.select_on)
@@ -373,7 +424,7 @@ class _Trainer:
                 save_model(self.out_dir / "model", self.scored, self.name, meta)
         else:
             state["bad_epochs"] += 1
-        state["epoch"] = epoch + 1
+        state.update(epoch=epoch + 1, **_EPOCH_START)
         if self.dist.is_main:
             log.info(
                 "%s epoch %d: train loss %.3f acc %.3f | val loss %.3f acc %.3f UA %.3f%s",
@@ -387,7 +438,7 @@ class _Trainer:
         state, epoch = self.state, self.state["epoch"] + 1
         lr = self.optimizer.param_groups[0]["lr"]
         state["history"].append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "lr": lr})
-        state["epoch"] = epoch
+        state.update(epoch=epoch, **_EPOCH_START)
         if self.dist.is_main:
             log.info("%s refit epoch %d/%d: train loss %.3f acc %.3f", self.name, epoch, self.epochs, train_loss,
                      train_acc)  # fmt: skip
@@ -396,23 +447,31 @@ class _Trainer:
                 save_model(self.out_dir / "model", self.scored, self.name, {**save_meta, "best_epoch": epoch})
             self.save_checkpoint()
 
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self, rng: dict | None = None) -> None:
+        """Everything a resume needs; ``rng``: the RNG state to store instead of the current one."""
         self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        rng = {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        }
         payload = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "state": self.state,
-            "rng": rng,
+            "rng": rng or _rng_state(),
         }
         if self.ema is not None:
             payload["ema"] = self.ema.state_dict()
         atomic_write(self.ckpt_path, lambda tmp: torch.save(payload, tmp))
         atomic_write_json(self.out_dir / "history.json", self.state["history"])
+
+
+# A new epoch's place: no step taken, no loss summed ([loss x n, correct, n] of the steps so far).
+_EPOCH_START = {"batch": 0, "partial": [0.0, 0.0, 0.0]}
+
+
+def _rng_state() -> dict:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
 
 
 def train_model(
@@ -457,10 +516,18 @@ def train_model(
         "train_config": asdict(cfg),
     }
     board = TrainingBoard(Path(out_dir) / "tb" if cfg.tensorboard and dist.is_main else None, labels)
-    while not trainer.done():
-        train_loss, train_acc = trainer.train_epoch(progress)
-        trainer.end_epoch(train_loss, train_acc, save_meta)
-        board.epoch(trainer.state["history"][-1])
+    try:
+        with stopping.cooperative():  # SIGTERM: finish the step, then the checkpoint below
+            while not trainer.done():
+                if trainer.stop_requested():  # asked during the set-up (a worker's) or between epochs
+                    raise TerminatedError
+                train_loss, train_acc = trainer.train_epoch(progress)
+                trainer.end_epoch(train_loss, train_acc, save_meta)
+                board.epoch(trainer.state["history"][-1])
+    except TerminatedError:
+        trainer.save_stop_checkpoint()
+        board.close()
+        raise
     if trainer.best_confusion is not None:  # None when a resumed run had no epoch left to run
         board.confusion(trainer.best_confusion, trainer.state["best_epoch"])
     board.close()
