@@ -16,11 +16,13 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .jit import njit
+
 PAD_MODES = ("center", "right")
 TRIM_MODES = ("center", "start")
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
+@njit(parallel=True, nogil=True)
 def _pad_trim_kernel(
     flat: np.ndarray, offsets: np.ndarray, out: np.ndarray, pad_center: bool, trim_center: bool
 ) -> None:

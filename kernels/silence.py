@@ -20,12 +20,13 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .jit import njit
 from .pad_trim import ragged
 
 AMIN = 1e-5  # librosa.amplitude_to_db's floor: RMS below this counts as this
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(nogil=True)
 def _clip_bounds(x: np.ndarray, frame_length: int, hop_length: int, top_db: float) -> tuple[int, int]:
     n = x.shape[0]
     half = frame_length // 2
@@ -56,7 +57,7 @@ def _clip_bounds(x: np.ndarray, frame_length: int, hop_length: int, top_db: floa
     return first * hop_length, min(n, (last + 1) * hop_length)
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
+@njit(parallel=True, nogil=True)
 def _bounds_kernel(
     flat: np.ndarray, offsets: np.ndarray, out: np.ndarray, frame_length: int, hop_length: int, top_db: float
 ) -> None:

@@ -47,6 +47,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if required:
                 raise pytest.UsageError(f"SONONET_REAL_SPEECH=1 but {path} is absent ({item.nodeid})")
             item.add_marker(pytest.mark.skip(reason=f"real_speech: {path} is absent (set SONONET_SHARED_DATA)"))
+    _skip_without_checkout(items)
 
 
 def tone(seconds: float, sr: int = 16_000, f0: float = 150.0, seed: int = 0, channels: int = 1) -> np.ndarray:
@@ -87,3 +88,28 @@ def cremad_dir(tmp_path: Path) -> Path:
     root = tmp_path / "cremad"
     write_cremad_like(root, [str(2001 + i) for i in range(4)], ["DFA", "IEO"])
     return root
+
+
+# The container's test image (Dockerfile, target `test`) holds tests/ and pyproject.toml, not the
+# repository: a test that reads its other files (Dockerfile, README, results/, the package source)
+# carries the `checkout` marker and skips there. tests/test_container.py checks that every such
+# test has it.
+REPO = Path(__file__).resolve().parent.parent
+CHECKOUT = (REPO / ".git").exists()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "checkout: reads repository files besides tests/ and pyproject.toml; skipped where the tests run "
+        "without the checkout (the container's test image)",
+    )
+
+
+def _skip_without_checkout(items: list[pytest.Item]) -> None:
+    if CHECKOUT:
+        return
+    skip = pytest.mark.skip(reason=f"reads the repository checkout; {REPO} is none (no .git), as in the test image")
+    for item in items:
+        if item.get_closest_marker("checkout") is not None:
+            item.add_marker(skip)

@@ -185,6 +185,7 @@ def test_import_sononet_stays_light() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
+@pytest.mark.checkout  # reads the repository, not the installed package
 def test_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The README's Python block, run as written in a folder holding the files it names."""
     text = (ROOT / "README.md").read_text()

@@ -1,21 +1,18 @@
-"""sononet-batch, the job specs, the Dockerfile and the Kubernetes examples, checked against the real code."""
+"""sononet-batch and the job specs, checked against the real code (the image and the Kubernetes examples:
+test_container.py)."""
 
 from __future__ import annotations
 
 import json
-import re
-import shlex
 import subprocess
 import sys
 import tomllib
-from fnmatch import fnmatch
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-import yaml
 from click.testing import CliRunner
 
 from sononet.batch import resolve_job
@@ -190,122 +187,10 @@ def test_console_script_is_installed_and_fails_cleanly(tmp_path: Path) -> None:
     assert proc.returncode == 2 and proc.stderr.strip().startswith("sononet-batch: bad spec: no job spec 'nope'")
 
 
-# --- Dockerfile ------------------------------------------------------------------------------
+# --- packaging ----------------------------------------------------------------------------
 
 
-def dockerfile() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n\s*", " ", (REPO / "Dockerfile").read_text())
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
-    return [(ln.split(None, 1)[0].upper(), ln.split(None, 1)[1]) for ln in lines]
-
-
-def docker_env() -> dict[str, str]:
-    env = {}
-    for op, arg in dockerfile():
-        if op == "ENV":
-            env.update(dict(pair.split("=", 1) for pair in shlex.split(arg)))
-    return env
-
-
-def test_dockerfile_entrypoint_and_default_job_exist() -> None:
-    ops = dict(dockerfile())  # last of each instruction
-    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    entry, cmd = json.loads(ops["ENTRYPOINT"]), json.loads(ops["CMD"])
-    assert entry == ["sononet-batch"] and entry[0] in scripts and scripts[entry[0]] == "sononet.cli.batch:main"
-    assert (REPO / "jobs" / f"{cmd[0]}.toml").is_file() and load_spec(cmd[0])[0] == cmd[0]
-    env = docker_env()
-    assert env["SONONET_WORKDIR"] == "/work" and env["HF_HOME"] == "/cache/huggingface"
-    copies = [op_arg.split() for op, op_arg in dockerfile() if op == "COPY"]
-    workdirs = [arg for op, arg in dockerfile() if op == "WORKDIR"]
-    assert ["jobs", "./jobs"] in copies and workdirs[0] == "/app" and env["SONONET_JOBS_DIR"] == "/app/jobs"
-    assert set(json.loads(ops["VOLUME"])) == {"/data", "/work", "/cache/huggingface"}
-    assert ops["USER"] not in ("root", "0")
-    assert re.match(r"python:3\.11\b", ops["FROM"]) and "libsndfile1" in " ".join(
-        a for o, a in dockerfile() if o == "RUN"
-    )
-
-
-def test_dockerignore_keeps_what_the_image_copies() -> None:
-    patterns = [
-        p.strip() for p in (REPO / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")
-    ]
-    copied = [src for op, arg in dockerfile() if op == "COPY" for src in arg.split()[:-1]]
-    assert copied and all((REPO / src).exists() or src == "README.md" for src in copied)
-    for src in copied:
-        assert not any(fnmatch(src, p) for p in patterns), f".dockerignore drops {src}, which the Dockerfile copies"
-    for heavy in ("runs", "data", ".git", "venv"):
-        assert any(fnmatch(heavy, p) for p in patterns)
-
-
-def test_dockerfile_installs_like_the_readme() -> None:
-    readme = REPO / "README.md"
-    if not readme.exists():
-        pytest.skip("README.md is not written yet; its install command is the reference")
-    install = [arg for op, arg in dockerfile() if op == "RUN" and "pip install" in arg]
-    assert len(install) == 1
-    wanted = re.findall(r"pip install [^\n`&]+", readme.read_text())  # up to `&& pytest`, if any
-    assert any(w.strip() in install[0] for w in wanted), f"Dockerfile runs {install[0]!r}; README says {wanted}"
-
-
-# --- Kubernetes ------------------------------------------------------------------------------
-
-
-def pod(path: str) -> tuple[dict, dict]:
-    doc = yaml.safe_load((REPO / "jobs" / "k8s" / path).read_text())
-    job = doc["spec"]["jobTemplate"]["spec"] if doc["kind"] == "CronJob" else doc["spec"]
-    return doc, job
-
-
-def check_container(spec: dict, tmp_path: Path) -> tuple[str, object, dict]:
-    """Parse the container's args with the real CLI and resolve its spec; return (job, cfg, env)."""
-    (container,) = spec["template"]["spec"]["containers"]
-    assert "command" not in container  # the image's ENTRYPOINT, sononet-batch, runs the args
-    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-    assert container["image"].endswith(f"sononet-batch:{version}")
-    env = {e["name"]: e.get("value", f"value-of-{e['name']}") for e in container.get("env", [])}
-    args = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in container["args"]]  # KeyError = undefined
-    ctx = cli.make_context("sononet-batch", args)
-    job, cfg = resolve_job(ctx.params["job"], list(ctx.params["overrides"]), tmp_path)
-    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    claims = {v["name"] for v in spec["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v}
-    volumes = set(json.loads(dict(dockerfile())["VOLUME"]))
-    assert {"/data", "/work"} <= set(mounts) and all(mounts[m] in claims for m in volumes & set(mounts))
-    assert spec["template"]["spec"]["securityContext"]["runAsUser"] == 1000
-    return job, cfg, env
-
-
-def test_cronjob_trains_on_one_gpu_and_resumes(tmp_path: Path) -> None:
-    doc, job = pod("train-all-cronjob.yaml")
-    assert doc["kind"] == "CronJob" and doc["spec"]["concurrencyPolicy"] == "Forbid"
-    assert len(doc["spec"]["schedule"].split()) == 5 and job["backoffLimit"] >= 1
-    assert job["template"]["spec"]["restartPolicy"] == "OnFailure"
-    (container,) = job["template"]["spec"]["containers"]
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
-    name, cfg, _ = check_container(job, tmp_path)
-    assert name == "train-all" and cfg.device == "cuda" and cfg.prepare.data == "/data/cremad"
-    assert cfg.out.startswith(str(tmp_path / "runs")) and cfg.prepare.out == cfg.out + "/shards"
-    mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert docker_env()["HF_HOME"] in mounts
-
-
-def test_indexed_job_shards_the_labelling(tmp_path: Path) -> None:
-    from sononet.label import resolve_shard
-
-    doc, job = pod("label-indexed-job.yaml")
-    assert doc["kind"] == "Job" and job["completionMode"] == "Indexed" and job["backoffLimit"] >= 1
-    assert 1 <= job["parallelism"] <= job["completions"]
-    assert job["template"]["spec"]["restartPolicy"] in ("OnFailure", "Never")
-    name, cfg, env = check_container(job, tmp_path)
-    assert name == "label-folder" and cfg.input.startswith("/data/") and not cfg.merge
-    assert int(env["JOB_COMPLETIONS"]) == job["completions"]
-    last = str(job["completions"] - 1)
-    assert resolve_shard(cfg.shard_index, cfg.shard_count, {**env, "JOB_COMPLETION_INDEX": last}) == (
-        job["completions"] - 1,
-        job["completions"],
-    )
-
-
+@pytest.mark.checkout
 def test_job_specs_ship_as_package_data() -> None:
     """A non-editable install finds the specs too (jobs/ is the package sononet.jobspecs; the wheel's
     contents are checked in test_packaging)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from test_label import save_tiny
 
 from sononet.models.card import render_card, write_card
@@ -20,6 +21,7 @@ def test_saved_model_has_a_card(tmp_path: Path) -> None:
         assert needle in card, needle
 
 
+@pytest.mark.checkout  # reads the repository, not the installed package
 def test_card_with_metrics_protocol_and_licence(tmp_path: Path) -> None:
     model_dir = save_tiny(tmp_path / "cnn" / "model")
     doc = json.loads((model_dir / "config.json").read_text())

@@ -61,6 +61,7 @@ def test_choice_lists_come_from_the_registries() -> None:
     assert result.exit_code == 2 and "'resnet' is not one of 'cnn', 'bigru', 'wav2vec2'" in result.output
 
 
+@pytest.mark.checkout  # reads the repository, not the installed package
 def test_click_lives_in_the_cli_package_only() -> None:
     """The library raises; only sononet/cli turns errors into exit codes and text."""
     users = []

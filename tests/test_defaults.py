@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 # value -> (module, config class): the one place the default is written.
 HOMES = {
@@ -52,6 +54,7 @@ def literals() -> list[tuple[str, int, str, str | None]]:
     return [hit for path in paths for hit in scan(path)]
 
 
+@pytest.mark.checkout  # reads the repository, not the installed package
 def test_front_end_numbers_live_in_their_config_dataclass_only() -> None:
     homes, strays, used = {v: 0 for v in HOMES}, [], set()
     for module, value, line, cls in literals():

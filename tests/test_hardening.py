@@ -99,6 +99,7 @@ def test_poisoned_checkpoint_is_refused_without_running_it(tmp_path: Path) -> No
     assert _load_checkpoint(tmp_path / "ok.pt")["state"]["history"] == [{"val_loss": 0.5}]
 
 
+@pytest.mark.checkout  # reads the repository, not the installed package
 def test_no_pickle_loading_anywhere_in_the_package() -> None:
     for path in sorted((ROOT / "sononet").rglob("*.py")):
         tree = ast.parse(path.read_text())

@@ -11,6 +11,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Lower layers know nothing of higher ones. The first matching prefix wins. `jobs` is low: it names
@@ -68,6 +70,7 @@ def edges() -> dict[str, set[str]]:
     return graph
 
 
+@pytest.mark.checkout  # reads the repository, not the installed package
 def test_no_upward_import() -> None:
     upward = sorted(
         f"{src} (layer {layer(src)}) imports {dst} (layer {layer(dst)})"
@@ -78,6 +81,7 @@ def test_no_upward_import() -> None:
     assert not upward, "\n".join(upward)
 
 
+@pytest.mark.checkout  # reads the repository, not the installed package
 def test_no_import_cycle() -> None:
     graph = edges()
     index: dict[str, int] = {}

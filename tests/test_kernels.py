@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,3 +82,45 @@ def test_kernels_leave_torchs_thread_count_alone() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_THREADING_LAYER", "OMP_NUM_THREADS")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.split() == ["1", "workqueue"], out.stdout + out.stderr
+
+
+# A child process imports the kernels and runs each once; numba caches at import (decoration).
+KERNELS_RUN = """
+import logging, sys, tempfile
+import numpy as np
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+if len(sys.argv) > 1:
+    tempfile.tempdir = sys.argv[1]  # the temporary directory too is out of reach
+from sononet.kernels import pad_trim, trim_silence
+assert pad_trim([np.ones(3, np.float32)], 5).tolist() == [[0.0, 1.0, 1.0, 1.0, 0.0]]
+trim_silence([np.ones(1600, np.float32)], 30.0, 400, 160)
+"""
+
+
+def _import_kernels(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    (tmp_path / "file").write_text("a file: no folder can be made under it, not even by root")
+    env = {
+        **os.environ,
+        "NUMBA_CACHE_DIR": str(tmp_path / "file" / "numba"),  # unwritable for any uid
+        # The package's __pycache__ and the home folder are out of reach too, as in a --read-only container:
+        "NUMBA_CACHE_LOCATOR_CLASSES": "UserProvidedCacheLocator",
+        "TMPDIR": str(tmp_path / "tmp"),
+    }
+    (tmp_path / "tmp").mkdir()
+    return subprocess.run([sys.executable, "-c", KERNELS_RUN, *args], env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+
+
+def test_kernels_cache_under_the_temporary_directory_where_numba_can_write_nothing_else(tmp_path: Path) -> None:
+    proc = _import_kernels(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    fallback = tmp_path / "tmp" / f"sononet-numba-{os.getuid()}"
+    assert "numba cannot write its cache" in proc.stderr and str(fallback) in proc.stderr
+    assert sorted({p.suffix for p in fallback.rglob("*.nb*")}) == [".nbc", ".nbi"]  # index and compiled code
+
+
+def test_kernels_compile_uncached_where_nothing_at_all_is_writable(tmp_path: Path) -> None:
+    proc = _import_kernels(tmp_path, str(tmp_path / "file"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("kernels compile at every start") == 1, proc.stderr
+    assert not list(tmp_path.rglob("*.nbi"))

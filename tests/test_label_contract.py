@@ -61,6 +61,7 @@ def test_out_must_be_parquet(setup, tmp_path: Path) -> None:
         LabelConfig(input="x", model="y", out="labels.jsonl")
 
 
+@pytest.mark.checkout  # reads the repository, not the installed package
 def test_columns_shared_with_predictions_and_documented_query_runs(setup, tmp_path: Path) -> None:
     duckdb = pytest.importorskip("duckdb")
     model, audio = setup
