@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sononet import openmp as _openmp
+
+_openmp.set_defaults()  # before anything can load torch: its OpenMP runtime reads them once, at load
+
 __version__ = "0.1.0"
 
 _LAZY = {

@@ -67,7 +67,9 @@ class EmotionClassifier:
     ) -> EmotionClassifier:  # fmt: skip
         """Rebuild the model and its training feature path; warns when it was trained on the demo corpus."""
         from sononet.label.labeller import Labeller
+        from sononet.openmp import warn_if_too_late
 
+        warn_if_too_late()
         lab = Labeller(model_dir, device, mel_backend)
         if lab.warning:
             warnings.warn(lab.warning, SyntheticModelWarning, stacklevel=2)

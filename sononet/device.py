@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from sononet import stopping
 from sononet.errors import UserError
+from sononet.openmp import set_defaults
 
 if TYPE_CHECKING:
     import torch
@@ -120,8 +121,8 @@ def configure_threads(threads: int | None = None, defer: bool = False) -> int:
 
     ``threads`` (``--threads``) wins, then ``$SONONET_THREADS``, then :func:`usable_cpus`.
     OpenMP waits passively and numba uses its own ``workqueue`` layer rather than torch's
-    libgomp, unless the environment already says otherwise; both must be set before torch
-    and numba load, which is why commands call this first. ``defer``: only choose the count
+    libgomp, unless the environment already says otherwise (:mod:`sononet.openmp`, which
+    ``import sononet`` applies before torch loads). ``defer``: only choose the count
     (``thread_budget`` returns it) and set the environment; a process that may never load torch
     (``label``'s parent of worker processes) applies it later with
     ``configure_threads(thread_budget())``.
@@ -132,8 +133,7 @@ def configure_threads(threads: int | None = None, defer: bool = False) -> int:
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be at least 1. Found: {threads}")
     n = threads or usable_cpus()
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+    set_defaults()  # done at `import sononet` already; here for a caller that cleared them since
     if not defer:
         import numba
         import torch

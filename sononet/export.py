@@ -52,9 +52,10 @@ def normalised(model: nn.Module, kind: str, norm: dict[str, list[float]]) -> nn.
     import torch
     from torch import nn
 
-    from sononet.features.normalize import normalize_mel, normalize_wave
+    from sononet.features.normalize import normalize_mel, normalize_wave, remove_level
 
     per_clip = bool(norm.get("per_clip", 0.0))
+    level = bool(norm.get("level", 0.0))
 
     class WithNormalisation(nn.Module):
         def __init__(self) -> None:
@@ -70,6 +71,7 @@ def normalised(model: nn.Module, kind: str, norm: dict[str, list[float]]) -> nn.
         def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             mel = kind == "mel"  # (B, n_mels, T) per-band statistics, else (B, S) per-clip standardisation
             if mel:
+                features = remove_level(features, lengths) if level else features
                 x = normalize_mel(features, self.mean, self.std, lengths if per_clip else None)
             else:
                 x = normalize_wave(features, lengths)

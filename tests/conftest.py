@@ -8,7 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+
+# isort: off
+import sononet  # noqa: F401  before torch: it sets OpenMP's passive waiting, which torch reads as it loads
 import torch
+
+# isort: on
 
 torch.set_num_threads(1)
 # CLI calls inside tests size torch's pool too (sononet.device.configure_threads): keep them at the

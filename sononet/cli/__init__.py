@@ -40,6 +40,12 @@ log = logging.getLogger("sononet")
 class _Main(click.Group):
     """The root group and the one place where an exception becomes an exit status."""
 
+    def main(self, *args, **kwargs):  # type: ignore[override]
+        from sononet.openmp import reexec_if_too_late
+
+        reexec_if_too_late()  # torch loaded before SonoNet (sitecustomize, a wrapper): start again, waiting passively
+        return super().main(*args, **kwargs)
+
     def invoke(self, ctx: click.Context) -> object:
         from sononet.errors import DiskFullError, is_disk_full
 

@@ -136,6 +136,9 @@ def cli(
 
 def main() -> None:
     """Console script ``sononet-batch``."""
+    from sononet.openmp import reexec_if_too_late
+
+    reexec_if_too_late()  # torch loaded before SonoNet: start again with passive waits
     cli()
 
 

@@ -17,12 +17,20 @@ speaker's clips span several emotions; a speaker heard in one emotion only loses
 Where the speaker is unknown (``sononet label``, the Python API, ONNX export) the offset is the
 training speakers' average (``speaker_default``), which costs accuracy: see results/ravdess.
 
+With level normalisation (``TrainConfig.level_norm``) each clip first loses one number, its
+level (:func:`clip_level`: the dB of its mean mel power over its valid frames), before anything
+else. A gain on the waveform adds the same dB to every cell of a clip's log-mel (``top_db`` and
+silence trimming are relative to the clip's own peak), so after this step the same speech at
+-20 dB, or peak-normalised, gives the model the same input: spectral shape, spectral tilt and the
+clip's own dynamics stay, its absolute recording level goes.
+
 Training, evaluation and labelling all call :func:`model_inputs`, so a saved model's inputs
 are rebuilt exactly from the ``norm`` dict it carries.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +44,27 @@ import torch
 from sononet.features.shards import shard_paths, shard_tensor
 
 
-def _mel_tables(directory: str | Path, clip_ids: Collection[str], columns: list[str]):
-    """(table, (N, n_mels, T) float64 log-mel, (N, T) valid-frame mask) per shard holding any of ``clip_ids``."""
+def clip_level(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, n_mels, T) log-mel dB and valid frames (B,) -> each clip's level in dB, (B,).
+
+    The dB of the clip's mean mel power over its valid frames: loud frames dominate it, so
+    pauses inside the clip barely move it, and a gain of g dB on the waveform moves it by g.
+    """
+    valid = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None]  # (B, T)
+    cells = (x * (math.log(10) / 10)).masked_fill(~valid[:, None, :], -math.inf)  # ln(power)
+    n = (valid.sum(-1).clamp(min=1) * x.shape[-2]).to(x.dtype)  # valid cells per clip
+    level = (torch.logsumexp(cells.flatten(1), dim=1) - torch.log(n)) * (10 / math.log(10))
+    return torch.where(valid.any(-1), level, torch.zeros_like(level))  # a clip with no valid frame keeps its dB
+
+
+def remove_level(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, n_mels, T) log-mel dB -> the same minus each clip's :func:`clip_level`."""
+    return x - clip_level(x, lengths)[:, None, None]
+
+
+def _mel_tables(directory: str | Path, clip_ids: Collection[str], columns: list[str], level: bool = False):
+    """(table, (N, n_mels, T) float64 log-mel, (N, T) valid-frame mask) per shard holding any of ``clip_ids``;
+    with ``level`` each clip's level removed (:func:`remove_level`)."""
     ids = pa.array(sorted(clip_ids), pa.string())
     for path in shard_paths(directory):
         table = pq.read_table(path, columns=["clip_id", "n_frames", "mel", *columns])
@@ -45,12 +72,17 @@ def _mel_tables(directory: str | Path, clip_ids: Collection[str], columns: list[
         if table.num_rows:
             mel = shard_tensor(table, "mel").astype(np.float64)
             frames = table["n_frames"].to_numpy()
+            if level:
+                mel = remove_level(torch.from_numpy(mel), torch.from_numpy(frames.astype(np.int64))).numpy()
             yield table, mel, np.arange(mel.shape[-1])[None, :] < frames[:, None]
 
 
-def valid_frame_sums(mel: np.ndarray, n_frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def valid_frame_sums(mel: np.ndarray, n_frames: np.ndarray, level: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(N, n_mels, T) log-mel and (N,) valid frames -> (N, n_mels) float64 sums over each clip's
-    valid frames, and the (N,) frame counts: the pieces of any mean over clips."""
+    valid frames (each clip's level removed first with ``level``), and the (N,) frame counts: the
+    pieces of any mean over clips."""
+    if level:
+        mel = remove_level(torch.from_numpy(np.asarray(mel, np.float64)), torch.as_tensor(n_frames)).numpy()
     mask = np.arange(mel.shape[-1])[None, :] < np.asarray(n_frames)[:, None]  # (N, T)
     return (mel.astype(np.float64) * mask[:, None, :]).sum(-1), mask.sum(-1)
 
@@ -72,8 +104,9 @@ class SpeakerMeans:
         return np.mean([self.means[s] for s in speakers], axis=0).astype(np.float32)
 
 
-def speaker_means(directory: str | Path, clip_ids: Collection[str]) -> SpeakerMeans:
-    """Each speaker's mean over the valid frames of its clips among ``clip_ids``.
+def speaker_means(directory: str | Path, clip_ids: Collection[str], level: bool = False) -> SpeakerMeans:
+    """Each speaker's mean over the valid frames of its clips among ``clip_ids`` (each clip's
+    level removed first with ``level``).
 
     Clips without a speaker are pooled as one unknown speaker (""), which for a corpus
     without speakers is a plain global mean.
@@ -81,7 +114,7 @@ def speaker_means(directory: str | Path, clip_ids: Collection[str]) -> SpeakerMe
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
     speaker_of: dict[str, str] = {}
-    for table, mel, mask in _mel_tables(directory, clip_ids, ["speaker"]):
+    for table, mel, mask in _mel_tables(directory, clip_ids, ["speaker"], level):
         clip_sums, clip_frames = valid_frame_sums(mel, mask.sum(-1))  # (N, n_mels), (N,)
         for cid, spk, total, n in zip(
             table["clip_id"].to_pylist(), table["speaker"].to_pylist(), clip_sums, clip_frames, strict=True
@@ -101,16 +134,17 @@ def mel_band_stats(
     clip_ids: Collection[str],
     per_clip: bool = False,
     offsets: Mapping[str, np.ndarray] | None = None,
+    level: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-band mean and std over the valid frames of ``clip_ids``, one shard at a time.
 
-    With ``per_clip`` the statistics are those of the clip-mean-removed features, with
-    ``offsets`` (clip_id -> (n_mels,), ``SpeakerMeans.offsets``) those of the features minus
-    each clip's offset; the mean is then ~0.
+    With ``level`` each clip's level is removed first; with ``per_clip`` the statistics are
+    those of the clip-mean-removed features, with ``offsets`` (clip_id -> (n_mels,),
+    ``SpeakerMeans.offsets``) those of the features minus each clip's offset; the mean is then ~0.
     """
     total = sq = None
     count = 0
-    for table, mel, mask in _mel_tables(directory, clip_ids, []):
+    for table, mel, mask in _mel_tables(directory, clip_ids, [], level):
         frames = mask.sum(-1)
         if offsets is not None:
             mel = mel - np.stack([offsets[c] for c in table["clip_id"].to_pylist()])[:, :, None]
@@ -166,14 +200,16 @@ def model_inputs(
     Args:
         x: (B, n_mels, T) log-mel dB (``kind="mel"``) or (B, S) waveform (``kind="wave"``).
         lengths: (B,) valid frames or samples.
-        norm: the saved statistics: ``mean``, ``std`` (n_mels,) and, when set, ``per_clip``, or
-            ``speaker`` with ``speaker_default`` (n_mels,).
+        norm: the saved statistics: ``mean``, ``std`` (n_mels,) and, when set, ``level``,
+            ``per_clip``, or ``speaker`` with ``speaker_default`` (n_mels,).
         offsets: (B, n_mels) each clip's speaker mean, for a speaker-normalised model; None:
             ``speaker_default`` for every clip (speakers unknown).
     """
     x = x.to(device, non_blocking=True)
     lengths = lengths.to(device)
     if kind == "mel":
+        if "level" in norm:
+            x = remove_level(x, lengths)
         if "speaker" in norm:
             offsets = norm["speaker_default"].expand(x.shape[0], -1) if offsets is None else offsets
             x = x - offsets.to(device)[:, :, None]

@@ -189,7 +189,7 @@ class MeanAccumulator:
 
         if self._pending:
             x, lengths = self.lab.stored_features([c for _, c in self._pending], self.length)  # (B, n_mels, T)
-            sums, counts = valid_frame_sums(x.cpu().numpy(), lengths.numpy())
+            sums, counts = valid_frame_sums(x.cpu().numpy(), lengths.numpy(), level="level" in self.lab.norm)
             for (token, _), s, c in zip(self._pending, sums, counts, strict=True):
                 if token in self._partial:  # dropped files' windows are skipped
                     self._partial[token][0] = self._partial[token][0] + s

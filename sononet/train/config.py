@@ -30,7 +30,11 @@ class TrainConfig:
     # validation score; 1 = the best epoch. One epoch's UA on 4 voices is noisy (results/ravdess, seventh round).
     refit_window: int = 5
     ema_epochs: float = 0.0  # > 0: validate and keep a moving average of the weights over about this many epochs
+    level_norm: bool = False  # log-mel: remove each clip's level (one dB offset) first, so gain changes nothing
     speaker_norm: bool = True  # log-mel: remove each speaker's per-band mean first (features/normalize.py)
+    # With speaker_norm: the share of training clips that lose the training speakers' average instead
+    # of their own speaker's mean, as clips of unknown speakers do in `label`, so the model learns both.
+    speaker_default_p: float = 0.0
     clip_norm: bool = False  # log-mel: remove each clip's own per-band mean before the global standardisation
     class_weights: bool = False  # inverse-frequency CE weights (CREMA-D's NEU is 15 % rarer)
     intensity_aux: bool = False  # auxiliary LO/MD/HI head where intensity labels exist (RAVDESS: normal/strong)
@@ -69,6 +73,8 @@ class TrainConfig:
             )
         if self.select_on not in SELECT_ON:
             raise ValueError(f"train.select_on must be one of {SELECT_ON}. Found: {self.select_on!r}")
+        if not 0 <= self.speaker_default_p <= 1:  # also refuses NaN
+            raise ValueError(f"train.speaker_default_p must be in [0, 1]. Found: {self.speaker_default_p}")
         if not self.ema_epochs >= 0:  # also refuses NaN
             raise ValueError(f"train.ema_epochs must be >= 0 (0 turns it off). Found: {self.ema_epochs}")
         if not 0 < self.plateau_factor < 1:  # also refuses NaN

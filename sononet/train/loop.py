@@ -228,10 +228,12 @@ class _Trainer:
         offsets = None  # clip_id -> its speaker's mean, for every train and val clip
         if self.kind == "mel":
             if cfg.speaker_norm:
-                speakers = speaker_means(shards, [*train_ids, *val_ids])
+                speakers = speaker_means(shards, [*train_ids, *val_ids], level=cfg.level_norm)
                 offsets = speakers.offsets()
-            mean, std = mel_band_stats(shards, train_ids, per_clip=cfg.clip_norm, offsets=offsets)
+            mean, std = mel_band_stats(shards, train_ids, cfg.clip_norm, offsets, cfg.level_norm)
             self.norm = {"mean": torch.from_numpy(mean), "std": torch.from_numpy(std)}
+            if cfg.level_norm:
+                self.norm["level"] = torch.tensor(1.0)
             if cfg.clip_norm:
                 self.norm["per_clip"] = torch.tensor(1.0)
             if cfg.speaker_norm:  # unknown speakers (label, the API) get the training speakers' average
@@ -356,7 +358,11 @@ class _Trainer:
             leave=False, dynamic_ncols=True,
         )  # fmt: skip
         for batch in bar:
-            x = model_inputs(batch.x, batch.lengths, self.kind, self.norm, self.device, batch.offsets)
+            offsets = batch.offsets
+            if offsets is not None and cfg.speaker_default_p > 0:  # these clips get the unknown-speaker offset
+                swap = torch.rand(offsets.shape[0]) < cfg.speaker_default_p  # (B,)
+                offsets = torch.where(swap[:, None], self.norm["speaker_default"], offsets)
+            x = model_inputs(batch.x, batch.lengths, self.kind, self.norm, self.device, offsets)
             lengths = batch.lengths.to(self.device)
             if self.kind == "mel":
                 x = self.augment(x)
@@ -554,7 +560,9 @@ def predict(
     kind = meta["input_kind"]
     norm = {k: torch.tensor(v) for k, v in meta.get("norm", {}).items()}
     model.eval().to(device)
-    offsets = speaker_means(shards, clip_ids).offsets() if "speaker" in norm and known_speakers else None
+    offsets = None
+    if "speaker" in norm and known_speakers:
+        offsets = speaker_means(shards, clip_ids, level="level" in norm).offsets()
     stream = ShardStream(shards, clip_ids, labels, kind, batch_size, shuffle=False, offsets=offsets)
     rows = []
     for batch in stream:
