@@ -397,7 +397,9 @@ class _Trainer:
             if self.stop_requested():
                 raise TerminatedError
         self.rng_after_steps = _rng_state()
-        if self.calib_stream is not None:
+        # A refit validates nothing, so only its last epoch's statistics are ever used: training mode
+        # normalises with batch statistics, and each recalibration replaces the previous one whole.
+        if self.calib_stream is not None and (self.schedule is None or epoch + 1 == self.epochs):
             recalibrate_batchnorm(
                 self.scored, self.calib_stream, self.kind, self.norm, self.device, cfg.amp, self.stop_requested
             )
