@@ -120,7 +120,9 @@ def recalibrate_batchnorm(
 
     With momentum 0.1 the running estimate needs ~30 steps to forget its initial value, more
     than a small corpus gives in an epoch; the eval-mode model then sees wrongly scaled features.
-    ``stop``, polled before each batch, raises :class:`TerminatedError` (the statistics are then partial).
+    The pass runs in training mode (dropout as in training) on its own copy of the random state,
+    so training draws the same numbers whether or not an epoch recalibrates. ``stop``, polled
+    before each batch, raises :class:`TerminatedError` (the statistics are then partial).
     """
     layers = _batchnorms(model)
     if not layers:
@@ -130,11 +132,14 @@ def recalibrate_batchnorm(
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the pass
     model.train()
-    for batch in stream:
-        if stop is not None and stop():
-            raise TerminatedError
-        with _amp_context(device, amp):
-            model(model_inputs(batch.x, batch.lengths, kind, norm, device, batch.offsets), batch.lengths.to(device))
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        for batch in stream:
+            if stop is not None and stop():
+                raise TerminatedError
+            with _amp_context(device, amp):
+                x = model_inputs(batch.x, batch.lengths, kind, norm, device, batch.offsets)
+                model(x, batch.lengths.to(device))
     for m, momentum in zip(layers, momenta):
         m.momentum = momentum
 
