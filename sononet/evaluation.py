@@ -26,13 +26,14 @@ from sononet.corpus.protocol import CrossCorpus, Protocol
 from sononet.device import resolve_device
 from sononet.evaluate.predictions import META_COLUMNS
 from sononet.evaluate.report import write_evaluation
-from sononet.evaluate.robustness import RobustnessConfig, run_suite
+from sononet.evaluate.robustness import RobustnessConfig
 from sononet.features.mel import FeatureConfig
 from sononet.features.reader import load_metadata
 from sononet.features.shards import read_manifest
 from sononet.io import atomic_write_json
 from sononet.models.saving import load_model
 from sononet.prepare import PrepareConfig, prepare
+from sononet.robustness import run_suite
 from sononet.train.loop import predict
 
 log = logging.getLogger(__name__)

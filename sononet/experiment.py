@@ -28,7 +28,7 @@ from sononet.corpus.splits import SplitConfig, split_protocol
 from sononet.device import check_device, resolve_device, thread_budget, worker_pool
 from sononet.evaluate import write_evaluation
 from sononet.evaluate.predictions import META_COLUMNS, ensemble_members
-from sononet.evaluate.robustness import RobustnessConfig, run_suite
+from sononet.evaluate.robustness import RobustnessConfig
 from sononet.features.reader import load_metadata
 from sononet.features.shards import read_manifest
 from sononet.io import atomic_write_json
@@ -37,6 +37,7 @@ from sononet.models.card import write_card
 from sononet.models.registry import MODELS, model_names
 from sononet.models.saving import load_model
 from sononet.prepare import PrepareConfig, format_summary, prepare
+from sononet.robustness import run_suite
 from sononet.runinfo import RunRecord
 from sononet.train.config import TrainConfig
 from sononet.train.loop import predict

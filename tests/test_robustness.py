@@ -13,12 +13,13 @@ from click.testing import CliRunner
 from conftest import write_cremad_like
 
 from sononet.corpus.splits import SplitConfig
-from sononet.evaluate.robustness import RobustnessConfig, suite_clips, suite_probabilities
+from sononet.evaluate.robustness import RobustnessConfig, suite_clips
 from sononet.experiment import ExperimentConfig, run_experiment
 from sononet.features.reader import load_metadata
 from sononet.models.saving import load_model
 from sononet.perturb import CATALOGUE
 from sononet.prepare import PrepareConfig
+from sononet.robustness import suite_probabilities
 from sononet.train.loop import TrainConfig, predict
 
 DEFAULT_ROWS = ["clean", *(n for n, p in CATALOGUE.items() if p.default)]

@@ -112,7 +112,6 @@ def score_sources(
     source's own ``speaker_mean`` (its speaker group's), else the training speakers' default.
     """
     from sononet.errors import AudioError
-    from sononet.label.speakers import offsets_for
 
     whole_s = lab.clip_span_s(length / audio.sample_rate)  # longest input scored as one clip
     pending: list[tuple[Source, np.ndarray]] = []
@@ -157,3 +156,12 @@ def file_probs(src: Source) -> np.ndarray:
 def file_embedding(src: Source) -> np.ndarray:
     """(D,) float32: the mean of the file's window embeddings."""
     return np.stack(src.embeddings).mean(axis=0)
+
+
+def offsets_for(means: list[np.ndarray | None], lab: Labeller) -> np.ndarray | None:
+    """(B, n_mels) offsets for a batch: each window's group mean, the training default where it has none;
+    None when no window has one (the model then uses its default itself)."""
+    if all(m is None for m in means):
+        return None
+    default = lab.norm["speaker_default"].numpy()
+    return np.stack([default if m is None else m for m in means]).astype(np.float32)

@@ -257,12 +257,3 @@ def shard_group_means(
     groups = {k: {"files": m.files, "frames": m.frames, "mean": m.mean.tolist()} for k, m in means.items()}
     atomic_write_json(path, {"fingerprint": fingerprint, "groups": groups})
     return means
-
-
-def offsets_for(means: list[np.ndarray | None], lab: Labeller) -> np.ndarray | None:
-    """(B, n_mels) offsets for a batch: each window's group mean, the training default where it has none;
-    None when no window has one (the model then uses its default itself)."""
-    if all(m is None for m in means):
-        return None
-    default = lab.norm["speaker_default"].numpy()
-    return np.stack([default if m is None else m for m in means]).astype(np.float32)
