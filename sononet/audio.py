@@ -41,6 +41,9 @@ MIN_SAMPLE_RATE = 4_000
 # No recorder samples faster (768 kHz is the top of studio converters): a higher rate in a header or
 # an argument is a lie, and resampling it would turn a few bytes into almost nothing, or the reverse.
 MAX_SAMPLE_RATE = 768_000
+# The longest stretch a model sees at once (a clip, a labelling window): a minute is one emotional
+# state at most, and memory is batch x this many samples.
+MAX_CLIP_S = 60.0
 SF_ERR_SYSTEM = 2  # libsndfile's error code for a failed OS call (open, read), not a bad file
 
 

@@ -31,8 +31,9 @@ from sononet.evaluate.predictions import META_COLUMNS, ensemble_members
 from sononet.evaluate.robustness import RobustnessConfig
 from sononet.features.reader import load_metadata
 from sononet.features.shards import read_manifest
-from sononet.io import atomic_write_json
+from sononet.io import atomic_write, atomic_write_json
 from sononet.jobs import write_spec
+from sononet.locking import folder_lock
 from sononet.models.card import write_card
 from sononet.models.registry import MODELS, model_names
 from sononet.models.saving import load_model
@@ -75,6 +76,9 @@ class ExperimentConfig:
         check_device(self.device)
         if not self.models or len(set(self.models)) != len(self.models):
             raise ValueError(f"models must name at least one model, each once. Found: {list(self.models)}")
+        unknown = [m for m in self.models if m not in model_names()]
+        if unknown:  # here, so --print-spec refuses a spec that would fail at run time
+            raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(model_names())}")
         if not self.prepare.out:  # the shards belong to the run unless placed elsewhere
             self.prepare.out = str(Path(self.out) / "shards")
         if self.profile not in PROFILE_CHOICES:
@@ -177,17 +181,14 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> dict:
     With ``jobs`` > 1 training runs in spawned worker processes: a script calling this must
     guard its top level with ``if __name__ == "__main__":``, as ``multiprocessing`` requires.
     """
-    unknown = [m for m in cfg.models if m not in model_names()]
-    if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(model_names())}")
     cfg = resolve_experiment(cfg)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_spec(out / "spec.toml", cfg)
-    record = RunRecord(out / "run.json")
-    with record.running():
-        protocol, metrics = _run(cfg, out, record, progress)
-    record.finish("complete", protocol=protocol)
+    with folder_lock(out, "train-all"):  # a second run into the same folder stops at once
+        write_spec(out / "spec.toml", cfg)
+        record = RunRecord(out / "run.json")
+        with record.running():
+            protocol, metrics = _run(cfg, out, record, progress)
+        record.finish("complete", protocol=protocol)
     return {"seconds": record.doc["seconds"], "metrics": metrics, "protocol": protocol, "out": str(out)}
 
 
@@ -254,7 +255,7 @@ def _run(cfg: ExperimentConfig, out: Path, record: RunRecord, progress: bool) ->
                 all_preds.append(preds)
     predictions = pd.concat(all_preds, ignore_index=True).merge(meta[list(META_COLUMNS)], on="clip_id", how="left")
     predictions = pd.concat([predictions, _ensembles(predictions, labels, list(cfg.models))], ignore_index=True)
-    predictions.to_parquet(out / "predictions.parquet", index=False)
+    atomic_write(out / "predictions.parquet", lambda tmp: predictions.to_parquet(tmp, index=False))
     robustness = None
     if cfg.robustness.perturb:
         with record.stage("robustness"):

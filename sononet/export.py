@@ -16,6 +16,12 @@ and returns ``probs`` (B, n_classes) and ``logits``. ``export.json`` beside it h
 feature config (sample rate, n_fft, hop, mels, dB floor, pad/trim) and the model id, so the inputs can
 be reproduced exactly. We use torch's TorchScript-based exporter: it handles the BiGRU's packed
 sequences and the models' data-dependent length checks, which the dynamo exporter refuses.
+
+Both files are written whole or not at all (a temporary sibling renamed over the target), under the
+output folder's lock: ``kill -9`` during a re-export leaves the previous ``model.onnx``, a full disk
+is one line naming the path with the temporary file removed, and two exports into one folder do
+not interleave. The model folder is read through ``load_model``'s checks, so a tampered
+``config.json`` is refused before anything is exported.
 """
 
 from __future__ import annotations
@@ -27,12 +33,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sononet.errors import DiskFullError, UserError, is_disk_full
+from sononet.io import atomic_write, atomic_write_bytes
+from sononet.locking import folder_lock
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
 log = logging.getLogger(__name__)
 OPSET = 17  # LayerNorm as one op; onnxruntime >= 1.11 runs it
+OPSETS = range(7, 21)  # what torch's TorchScript-based exporter writes (torch.onnx._constants, 2.9)
 
 
 @dataclass
@@ -45,6 +56,10 @@ class ExportConfig:
     def __post_init__(self) -> None:
         if self.format != "onnx":
             raise ValueError(f"format must be 'onnx'. Found: {self.format!r}")
+        if isinstance(self.opset, bool) or not isinstance(self.opset, int) or self.opset not in OPSETS:
+            raise ValueError(
+                f"opset must be an integer from {OPSETS.start} to {OPSETS.stop - 1}. Found: {self.opset!r}"
+            )
 
 
 def normalised(model: nn.Module, kind: str, norm: dict[str, list[float]]) -> nn.Module:
@@ -98,10 +113,7 @@ def example_inputs(kind: str, features: Any, batch: int = 2) -> tuple[torch.Tens
 
 def export_model(cfg: ExportConfig) -> dict[str, Any]:
     """Write ``model.onnx`` and ``export.json`` to ``cfg.out``; returns export.json's content."""
-    import torch
-
     from sononet.features.mel import FeatureConfig
-    from sononet.label.labeller import model_id
     from sononet.models.saving import load_model
 
     model, doc = load_model(cfg.model, map_location="cpu")
@@ -112,20 +124,48 @@ def export_model(cfg: ExportConfig) -> dict[str, Any]:
     kind, features = meta["input_kind"], FeatureConfig(**meta["feature_config"])
     wrapped = normalised(model.eval(), kind, meta.get("norm") or {})
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, "export"):
+        _write_onnx(wrapped, kind, features, out / "model.onnx", cfg.opset, doc["model"])
+        return _write_info(cfg, doc, meta, kind, features, out)
+
+
+def _write_onnx(wrapped: nn.Module, kind: str, features: Any, path: Path, opset: int, name: str) -> None:
+    """``torch.onnx.export`` into a temporary sibling renamed over ``path``: complete or absent."""
+    import torch
+
     time_axis = "frames" if kind == "mel" else "samples"
-    try:
+
+    def export(tmp: Path) -> None:
         with warnings.catch_warnings():
             # The tracer notes every shape check it freezes; they guard user input, not the graph.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(
-                wrapped, example_inputs(kind, features), out / "model.onnx", dynamo=False, opset_version=cfg.opset,
+                wrapped, example_inputs(kind, features), tmp, dynamo=False, opset_version=opset,
                 input_names=["features", "lengths"], output_names=["probs", "logits"],
                 dynamic_axes={"features": {0: "batch", 2 if kind == "mel" else 1: time_axis}, "lengths": {0: "batch"},
                               "probs": {0: "batch"}, "logits": {0: "batch"}},
             )  # fmt: skip
+
+    try:
+        atomic_write(path, export)
+    except OSError as e:
+        if is_disk_full(e):
+            raise DiskFullError(path) from e
+        raise
     except Exception as e:  # the exporter raises many types; say which model and why
-        raise RuntimeError(f"torch could not export {doc['model']!r} to ONNX: {type(e).__name__}: {e}") from e
+        if is_disk_full(e.__cause__ or e.__context__ or e):  # torch wraps the OSError of a full disk
+            raise DiskFullError(path) from e
+        why = f"torch could not export {name!r} to ONNX at opset {opset}: {type(e).__name__}: {e}".splitlines()[0]
+        if opset != OPSET:  # the user's choice: say which one works
+            raise UserError(f"{why}; the default --opset {OPSET} exports every SonoNet model") from e
+        raise RuntimeError(why) from e
+
+
+def _write_info(cfg: ExportConfig, doc: dict, meta: dict, kind: str, features: Any, out: Path) -> dict[str, Any]:
+    """export.json beside model.onnx: what the inputs are and where the model came from."""
+    from sononet.label.labeller import model_id
+
+    time_axis = "frames" if kind == "mel" else "samples"
     info = {
         "format": "onnx", "opset": cfg.opset, "model": doc["model"], "model_id": model_id(cfg.model, doc),
         "describe": doc.get("describe"), "labels": meta["labels"], "input_kind": kind,
@@ -137,5 +177,5 @@ def export_model(cfg: ExportConfig) -> dict[str, Any]:
         "outputs": {"probs": "(batch, n_classes) softmax, in `labels` order", "logits": "(batch, n_classes)"},
         "feature_config": features.to_dict(), "protocol": meta.get("protocol"),
     }  # fmt: skip
-    (out / "export.json").write_text(json.dumps(info, indent=2) + "\n")
+    atomic_write_bytes(out / "export.json", (json.dumps(info, indent=2) + "\n").encode())
     return info

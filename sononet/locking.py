@@ -11,12 +11,18 @@ process dies (``kill -9`` included), so a crashed run never leaves a stale lock 
 ``shared=True`` lets many holders in together (the shards of one sharded ``label`` run) while
 keeping an exclusive holder (``label --merge``) out. Advisory only: it guards SonoNet against
 itself, and needs a filesystem with working ``flock`` (local disks, NFSv4).
+
+Every writer of an output folder takes it first, so it is also where a bad ``--out`` is refused
+in one line: a path that is a file (or lies under one), and a lock file that is a symbolic link,
+a FIFO or a folder (never followed, never opened for writing through).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,9 +40,22 @@ class FolderLockedError(UserError):
 def folder_lock(folder: str | Path, what: str, name: str = LOCK_FILE, shared: bool = False) -> Iterator[Path]:
     """Hold an advisory lock on ``folder/name`` (created with the folder) for the ``with`` block."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(
+            f"the output folder {folder} is a file (or lies under one); pass a folder for this {what}"
+        ) from None
     path = folder / name
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        if e.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            raise
+        raise UserError(f"{path} is not a regular file (a symbolic link?); remove it and rerun this {what}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO someone reads from: never written through
+        os.close(fd)
+        raise UserError(f"{path} is not a regular file; remove it and rerun this {what}")
     try:
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)

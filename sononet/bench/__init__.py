@@ -153,6 +153,7 @@ def run_bench(cfg: BenchConfig) -> dict:
     from sononet.bench.timing import pinned_threads
     from sononet.device import resolve_device
     from sononet.io import atomic_write_bytes
+    from sononet.locking import folder_lock
 
     requested = cfg
     cfg = cfg.resolved()
@@ -189,9 +190,9 @@ def run_bench(cfg: BenchConfig) -> dict:
     doc["load_avg_start"] = load_avg_start
     doc["load_avg_end"] = round(os.getloadavg()[0], 2)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = out / f"bench-{device.type}"
-    atomic_write_bytes(stem.with_suffix(".json"), (json.dumps(doc, indent=2) + "\n").encode())
-    atomic_write_bytes(stem.with_suffix(".md"), markdown(doc).encode())
+    with folder_lock(out, "bench"):  # the report pair is written by one bench at a time
+        atomic_write_bytes(stem.with_suffix(".json"), (json.dumps(doc, indent=2) + "\n").encode())
+        atomic_write_bytes(stem.with_suffix(".md"), markdown(doc).encode())
     doc["files"] = [str(stem.with_suffix(".json")), str(stem.with_suffix(".md"))]
     return doc

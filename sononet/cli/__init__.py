@@ -12,16 +12,20 @@ Examples::
 
 Errors are handled once, here on the root group: a :class:`~sononet.errors.UserError` or a
 ``ValueError`` (a config value out of range) is one ``error:`` line and exit code 2 (``-v`` adds
-the traceback); a full disk is one line and exit 1; anything else is a bug and keeps its
-traceback. Commands therefore raise, never catch. Heavy imports (torch, transformers) happen
+the traceback), and so is the file system refusing a path the user named (permission denied, a
+read-only mount); a full disk is one line and exit 1; anything else is a bug and keeps its
+traceback. ``tests/hostile/test_cli_errors.py`` enumerates every exception class the package
+defines and holds each to this. Commands therefore raise, never catch. Heavy imports (torch, transformers) happen
 inside the commands so ``--help`` is instant. ``sononet-batch`` is :mod:`sononet.cli.batch`.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 import traceback
+from typing import NoReturn
 
 import click
 
@@ -52,15 +56,24 @@ class _Main(click.Group):
         try:
             return super().invoke(ctx)
         except (UserError, ValueError) as e:
-            if ctx.params.get("verbose"):
-                click.echo(traceback.format_exc().rstrip(), err=True)
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
+            _fail(ctx, str(e), 2)
         except OSError as e:
-            if not is_disk_full(e):
+            if is_disk_full(e):
+                _fail(ctx, str(e if isinstance(e, DiskFullError) else DiskFullError(e.filename or "?")), 1)
+            if e.errno not in REFUSED:
                 raise
-            click.echo(f"error: {e if isinstance(e, DiskFullError) else DiskFullError(e.filename or '?')}", err=True)
-            sys.exit(1)
+            _fail(ctx, f"{e.strerror}: {e.filename or e}; choose a path this user may write, or fix its permissions", 2)
+
+
+REFUSED = (errno.EACCES, errno.EPERM, errno.EROFS)  # the file system refused a path the user named
+
+
+def _fail(ctx: click.Context, message: str, code: int) -> NoReturn:
+    """One ``error:`` line (the first line of ``message``) and exit ``code``; ``-v`` adds the traceback."""
+    if ctx.params.get("verbose"):
+        click.echo(traceback.format_exc().rstrip(), err=True)
+    click.echo(f"error: {message.splitlines()[0] if message.strip() else message}", err=True)
+    sys.exit(code)
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})

@@ -41,6 +41,7 @@ from sononet.evaluate.tables import (
     wide_breakdown,
     write_table,
 )
+from sononet.io import atomic_write_bytes
 
 BREAKDOWNS = ("intensity", "sex", "speaker")
 HEADLINE_NAMES = {"accuracy": "WA", "ua": "UA", "macro_f1": "macro-F1", "weighted_f1": "weighted-F1"}
@@ -250,9 +251,9 @@ def write_evaluation(
             "files": {k: {kk: str(Path(v).relative_to(out)) for kk, v in d.items()} for k, d in files.items()},
         }
     )
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False), encoding="utf-8")
+    atomic_write_bytes(out / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False).encode())
     report = _report_markdown(metrics, protocol, shown, breakdowns, seed_df, n_boot, robust_lines)
-    (out / "report.md").write_text(report, encoding="utf-8")
+    atomic_write_bytes(out / "report.md", report.encode())
     return metrics
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from sononet.corpus.protocol import Protocol
+from sononet.io import atomic_write, atomic_write_bytes
 
 UNKNOWN_GROUP = "(unknown)"
 
@@ -58,8 +59,8 @@ def write_table(df: pd.DataFrame, stem: Path, protocol: Protocol, title: str, fl
     """Write ``stem``.csv (protocol columns) and ``stem``.md (title, protocol line, table)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = stem.with_suffix(".csv"), stem.with_suffix(".md")
-    with_protocol_columns(df, protocol).to_csv(csv_path, index=False)
-    md_path.write_text(f"# {title}\n\n{protocol.line()}\n\n{markdown_table(df, floatfmt)}", encoding="utf-8")
+    atomic_write(csv_path, lambda tmp: with_protocol_columns(df, protocol).to_csv(tmp, index=False))
+    atomic_write_bytes(md_path, f"# {title}\n\n{protocol.line()}\n\n{markdown_table(df, floatfmt)}".encode())
     return {"csv": str(csv_path), "md": str(md_path)}
 
 

@@ -17,19 +17,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-from sononet.audio import AudioConfig
+from sononet.audio import MAX_CLIP_S, AudioConfig, check_sample_rate
+from sononet.kernels.pad_trim import PAD_MODES, TRIM_MODES
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("nnaudio", "torchaudio")
 # Clips per CPU call: a 16-clip STFT stays in cache; 64 at once ran at half the rate (1 thread, 2 cores).
 CPU_BLOCK = 16
+# Bounds a feature config must keep, so a tampered config.json is refused before it allocates:
+MAX_N_FFT = 1 << 16  # a 4 s analysis window at 16 kHz, far past any speech analysis
+MAX_FRAMES = 1 << 16  # frames per clip (a minute at a 1 ms hop): one clip's (n_mels, frames) stays small
 
 
 @dataclass(frozen=True)
@@ -50,11 +55,38 @@ class FeatureConfig:
     mel_dtype: str = "float16"  # storage in shards: halves size; dB values need ~0.03 dB precision
 
     def __post_init__(self) -> None:
+        """Every field's type and range: a config read back from a model folder is checked as a typed one."""
         for name in ("sample_rate", "clip_samples", "n_fft", "hop_length", "n_mels"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive. Found: {getattr(self, name)}")
-        if self.trim_silence_db is not None and not self.trim_silence_db >= 0:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer. Found: {value!r}")
+        check_sample_rate(self.sample_rate)
+        nyquist = self.sample_rate / 2
+        if self.clip_samples > MAX_CLIP_S * self.sample_rate:
+            raise ValueError(f"clip_samples must be at most {MAX_CLIP_S:g} s of audio. Found: {self.clip_samples}")
+        if not 16 <= self.n_fft <= min(MAX_N_FFT, 2 * self.clip_samples - 1):  # centred frames reflect n_fft // 2
+            raise ValueError(f"n_fft must be from 16 to {MAX_N_FFT} and under twice clip_samples. Found: {self.n_fft}")
+        if self.n_frames > MAX_FRAMES:
+            raise ValueError(
+                f"hop_length gives {self.n_frames} frames per clip, over {MAX_FRAMES}. Found: {self.hop_length}"
+            )
+        if self.n_mels > self.n_fft // 2 + 1:
+            raise ValueError(f"n_mels must be at most n_fft // 2 + 1 = {self.n_fft // 2 + 1}. Found: {self.n_mels}")
+        fmax = nyquist if self.fmax is None else self.fmax
+        if not (_real(self.fmin) and _real(fmax) and 0 <= self.fmin < fmax <= nyquist):
+            raise ValueError(f"need 0 <= fmin < fmax <= sample_rate / 2 = {nyquist:g}. Found: {self.fmin}, {self.fmax}")
+        for name in ("power", "amin", "top_db"):
+            value = getattr(self, name)
+            if not (value is None and name == "top_db") and not (_real(value) and value > 0):
+                raise ValueError(
+                    f"{name} must be a positive finite number{' or None' * (name == 'top_db')}. Found: {value!r}"
+                )
+        if self.trim_silence_db is not None and not (_real(self.trim_silence_db) and self.trim_silence_db >= 0):
             raise ValueError(f"trim_silence_db must be >= 0 (0 or None: no trimming). Found: {self.trim_silence_db}")
+        if self.pad not in PAD_MODES or self.trim not in TRIM_MODES:
+            raise ValueError(
+                f"pad must be one of {PAD_MODES}, trim one of {TRIM_MODES}. Found: {self.pad!r}, {self.trim!r}"
+            )
         if self.mel_dtype not in ("float16", "float32"):
             raise ValueError(f"mel_dtype must be float16 or float32. Found: {self.mel_dtype!r}")
 
@@ -72,6 +104,11 @@ class FeatureConfig:
             del values["trim_silence_db"]
         blob = json.dumps(values, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _real(value: object) -> bool:
+    """A finite int or float (not a bool, not a string): what JSON may hold in a numeric field."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def power_to_db(spec: torch.Tensor, amin: float = 1e-10, top_db: float | None = 80.0) -> torch.Tensor:

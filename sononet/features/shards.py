@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sononet.errors import ErrorRow, NotFoundError, to_table
+from sononet.errors import ErrorRow, NotFoundError, UserError, to_table
 from sononet.io import atomic_write_json, atomic_write_table, sha256_file
 
 if TYPE_CHECKING:
@@ -97,8 +97,8 @@ def shard_tensor(table: pa.Table, name: str) -> np.ndarray:
     return data[: len(column) * column.type.byte_width // data.itemsize].reshape(len(column), *spec["shape"])
 
 
-class ConfigMismatchError(RuntimeError):
-    """The output folder holds shards made with another config or corpus."""
+class ConfigMismatchError(UserError):
+    """The output folder holds shards made with another config or corpus: pass a new --out, or delete it."""
 
 
 def tensor_array(values: np.ndarray) -> pa.FixedShapeTensorArray:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sononet.audio import MAX_CLIP_S
 from sononet.label.windows import Source, stream_windows
 
 if TYPE_CHECKING:
@@ -23,9 +24,7 @@ if TYPE_CHECKING:
     from sononet.label.labeller import Labeller
 
 MIN_WINDOW_S = 1.0  # under 1 s a window holds too little prosody (and too few frames for the CNN)
-# A window is one emotional state, and every input shorter than the window is padded to it in
-# memory (batch x window samples): a minute bounds both; the models learned on 3 s.
-MAX_WINDOW_S = 60.0
+MAX_WINDOW_S = MAX_CLIP_S  # one emotional state at most; every shorter input is padded to the window in memory
 # A finer hop than 10 ms only repeats windows (the log-mel frame step is 32 ms) at a cost of one
 # forward pass per hop; it also keeps every hop >= 40 samples at the lowest accepted rate (4 kHz).
 MIN_HOP_S = 0.01

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -56,6 +57,8 @@ class LabelConfig:
 
         if not str(self.out).endswith(".parquet"):
             raise ValueError(f"out must be a .parquet file (labels are written as Parquet). Found: {self.out!r}")
+        if os.path.isdir(self.out):
+            raise ValueError(f"out must be a .parquet file, not a folder. Found the folder {self.out!r}")
         if self.speaker_from is not None:
             SpeakerRule.parse(self.speaker_from)  # a bad rule or a pattern that does not compile: refused now
         for name in ("batch_size", "part_size", "workers", "jobs", "speaker_min_files"):

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
+from sononet.errors import UserError
 from sononet.models.pooling import length_mask
 
 if TYPE_CHECKING:
@@ -31,8 +32,12 @@ if TYPE_CHECKING:
 _TRUE = {"1", "on", "yes", "true"}
 
 
-class BackboneNotFoundError(OSError):
+class BackboneNotFoundError(UserError, OSError):
     """The encoder's weights are neither a local directory nor reachable on the hub."""
+
+
+class UnsupportedBackboneError(UserError):
+    """A checkpoint of an architecture SonoNet cannot use as its speech encoder."""
 
 
 def is_offline() -> bool:
@@ -98,7 +103,7 @@ class SpeechEncoder(nn.Module):
         self.whisper_features = whisper_features  # only for Whisper: its log-mel front end
         self.is_whisper = whisper_features is not None
         if not self.is_whisper and not hasattr(model, "_get_feat_extract_output_lengths"):
-            raise NotImplementedError(
+            raise UnsupportedBackboneError(
                 f"backbone type {model.config.model_type!r} is not supported: expected a wav2vec2-family "
                 "encoder (wav2vec2, hubert, wavlm, data2vec-audio, unispeech) or a Whisper checkpoint."
             )

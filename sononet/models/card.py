@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sononet.corpus.protocol import Protocol
+from sononet.io import atomic_write_bytes
 
 # Corpus name as the protocol records it -> (language and material, licence of the audio).
 CORPORA = {
@@ -208,5 +209,5 @@ def write_card(
     model_dir = Path(model_dir)
     doc = json.loads((model_dir / "config.json").read_text())
     path = model_dir / "README.md"
-    path.write_text(render_card(doc, metrics, fold, splits))
+    atomic_write_bytes(path, render_card(doc, metrics, fold, splits).encode())
     return path

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -99,6 +99,30 @@ def _read_config(path: Path) -> dict[str, Any]:
     return doc
 
 
+def _check_shapes(model_cls: type, cfg: Any, weights: Path, config_path: Path) -> None:
+    """The tensors ``config.json`` describes must be the ones the weights file holds, compared before a
+    byte is allocated: the model is built on the meta device, the file's shapes come from its header.
+
+    So a tampered config (a million channels, a huge head) is refused in one line instead of
+    allocating what no weights file backs.
+    """
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in model_cls(cfg).state_dict().items()}
+    try:
+        with safe_open(weights, "pt") as f:
+            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 - not a dict
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{weights} is corrupt or not a safetensors file: {e}") from e
+    differ = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
+    missing, unexpected = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+    if differ or missing or unexpected:
+        first = f"{differ[0]} {expected[differ[0]]} in config, {found[differ[0]]} in weights" if differ else ""
+        raise ValueError(
+            f"{weights} does not fit the model in {config_path}: {len(differ)} tensor(s) differ in shape"
+            f"{' (' + first + ')' if first else ''}, missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+
+
 def load_model(directory: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model saved by :func:`save_model`, in eval mode, and return it with its config.json."""
     directory = Path(directory).absolute()
@@ -111,6 +135,11 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
     spec = get_spec(doc["model"])
     cfg = build_config(spec.config_cls, doc["model_config"], config_path)
     check_meta(doc.get("meta") or {}, cfg, spec.input_kind, config_path)  # before any weights are read
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise NotFoundError(f"{weights} is missing")
+    if spec.input_kind != "wave":  # the encoder of a wave model is sized by its own backbone/config.json
+        _check_shapes(spec.model_cls, cfg, weights, config_path)
 
     if spec.input_kind == "wave":
         backbone = directory / BACKBONE_DIR
@@ -124,9 +153,6 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
     else:
         model = spec.model_cls(cfg)
 
-    weights = directory / WEIGHTS_FILE
-    if not weights.is_file():
-        raise NotFoundError(f"{weights} is missing")
     try:
         state = load_file(weights)
     except (SafetensorError, OSError, ValueError) as e:

@@ -6,7 +6,8 @@ epoch's validation confusion matrix as an image. Files go to ``<model run>/tb`` 
 ``runs/<name>/<model>/tb``), so ``tensorboard --logdir runs`` shows every model of every run.
 
 ``tensorboard`` is an optional extra (``pip install 'sononet[tensorboard]'``); without it training
-logs one line saying so and carries on.
+logs one line saying so and carries on, and so it does when the folder cannot be written (``tb``
+is a file, a read-only mount): the curves are optional, the model is not.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ class TrainingBoard:
         except ImportError:
             log.info("tensorboard is not installed; no training curves (pip install 'sononet[tensorboard]')")
             return
-        self.writer = SummaryWriter(log_dir=str(logdir))
+        try:
+            self.writer = SummaryWriter(log_dir=str(logdir))
+        except OSError as e:  # `tb` is a file, or the folder is read-only
+            log.warning("no TensorBoard curves: cannot write %s (%s); training goes on", logdir, e)
 
     def epoch(self, row: dict[str, Any]) -> None:
         """One history row: epoch, train_loss, train_acc, val_loss, val_acc, lr and (if present) val_ua."""

@@ -50,8 +50,13 @@ def save_cnn(directory: Path, seed: int = 0, poison: float | None = None, meta: 
 
 def cli(*args: str) -> tuple[int, str]:
     """``sononet ARGS`` in-process: (exit code, combined output)."""
+    import logging
+
     from sononet.cli import main
 
+    root = logging.getLogger()  # the last invocation's handler writes to its closed captured stream
+    for handler in [h for h in root.handlers if type(h) is logging.StreamHandler]:
+        root.removeHandler(handler)
     result = CliRunner().invoke(main, list(args))
     return result.exit_code, result.output
 
