@@ -1,10 +1,19 @@
-"""Cross-corpus evaluation: a model trained on one corpus, tested on every clip of another.
+"""Evaluation of a saved model on a corpus: usually another one (cross-corpus), checked against its own.
 
 The test corpus goes through the model's own feature path (its saved feature config), its
 labels through ``label_map`` (e.g. ``CAL=NEU``), and only the classes both corpora share
 are scored: the model's probabilities over those classes are renormalised, so a RAVDESS
-8-class model is not marked wrong on the demo corpus for answering "calm". Every table
-says "cross-corpus: trained on X, tested on Y". All test speakers are new to the model.
+8-class model is not marked wrong on the demo corpus for answering "calm".
+
+The protocol line comes from the data, not from the command's name: a model saves its training
+corpus and the speakers of its training and validation splits, so when the test corpus is the
+training corpus the line says "same corpus as training" and how many test speakers the model
+trained or was chosen on ("speaker-dependent: 18 of 24 ...", with the report's not-speaker-disjoint
+banner); a model saved without its speakers gets the same warning, since it cannot rule it out.
+Only a different corpus is "cross-corpus: trained on X, tested on Y" with every test speaker new.
+
+The report folder is locked (a second evaluation into it stops at once), written atomically, and
+refused when it holds a training run or a saved model, or lies inside the test corpus's folder.
 
     sononet evaluate --model runs/ravdess/cnn/model --data runs/demo/demo-corpus --out runs/xc
 
@@ -17,6 +26,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,13 +34,15 @@ import pandas as pd
 from sononet.corpus import corpus_label, is_synthetic, load_corpus, select_labels
 from sononet.corpus.protocol import CrossCorpus, Protocol
 from sononet.device import resolve_device
+from sononet.errors import UserError
 from sononet.evaluate.predictions import META_COLUMNS
 from sononet.evaluate.report import write_evaluation
 from sononet.evaluate.robustness import RobustnessConfig
 from sononet.features.mel import FeatureConfig
 from sononet.features.reader import load_metadata
 from sononet.features.shards import read_manifest
-from sononet.io import atomic_write_json
+from sononet.io import atomic_write, atomic_write_json, remove_stale_temps
+from sononet.locking import folder_lock
 from sononet.models.saving import load_model
 from sononet.prepare import PrepareConfig, prepare
 from sononet.robustness import run_suite
@@ -72,11 +84,63 @@ def restrict(preds: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     return out
 
 
-def evaluate_cross_corpus(cfg: CrossCorpusConfig, progress: bool = True) -> dict:
-    """Prepare ``cfg.data`` with the model's features, predict every clip, write the evaluation."""
+def speaker_protocol(meta: dict, trained_on: str, tested_on: str, test_speakers: set[str]) -> tuple[str, str, bool]:
+    """(corpus text, split text, speaker-disjoint) for a model tested on ``tested_on``, from the data.
 
+    Another corpus: every test speaker is new. The training corpus: the test speakers are compared
+    with the speakers the model saved for its training and validation splits; a model that saved
+    none (or test clips without speakers) cannot rule a shared speaker out, so the line says so.
+    """
+    if trained_on != tested_on:
+        corpus = f"cross-corpus: trained on {trained_on}, tested on {tested_on}"
+        return corpus, "speaker-disjoint (cross-corpus: every test speaker is new)", True
+    corpus = f"same corpus as training: {tested_on}"
+    known = meta.get("speakers")
+    if not isinstance(known, dict) or not test_speakers:
+        why = "the model does not record its training speakers" if test_speakers else "the test clips name no speakers"
+        return (
+            corpus,
+            f"speakers unknown (same corpus as the model's training; {why}, so some may be trained on)",
+            False,
+        )
+    seen = {str(s) for part in ("train", "val") for s in known.get(part) or []}
+    shared = sorted(test_speakers & seen)
+    if shared:
+        split = f"speaker-dependent: {len(shared)} of {len(test_speakers)} test speakers were in the model's training"
+        return corpus, f"{split} or validation split (e.g. {', '.join(shared[:3])})", False
+    return corpus, f"speaker-disjoint (same corpus; none of its {len(test_speakers)} test speakers trained on)", True
+
+
+def _check_out(out: Path, data: str) -> None:
+    """Refuse a report folder that would overwrite a training run or a saved model, or pollute the data."""
+    from sononet.runinfo import training_run_evidence
+
+    evidence = training_run_evidence(out)
+    if evidence is not None:
+        raise UserError(
+            f"--out {out} holds a training run or a saved model ({evidence}); pass a new folder for the evaluation"
+        )
+    if Path(data).is_dir() and out.resolve().is_relative_to(Path(data).resolve()):
+        raise UserError(f"--out {out} lies inside the test corpus {data}; pass a folder outside it")
+
+
+def evaluate_cross_corpus(cfg: CrossCorpusConfig, progress: bool = True) -> dict:
+    """Prepare ``cfg.data`` with the model's features, predict every clip, write the evaluation.
+
+    Holds ``<out>/.lock`` throughout: a second evaluation into the same folder stops at once.
+    """
     device = resolve_device(cfg.device)
-    model, doc = load_model(cfg.model, map_location=device)
+    model, doc = load_model(cfg.model, map_location=device)  # a broken model is the first thing to say
+    out = Path(cfg.out)
+    _check_out(out, cfg.data)
+    with folder_lock(out, "evaluate"):
+        _check_out(out, cfg.data)  # again under the lock: a training run may have started meanwhile
+        for folder in (out, out / "tables", out / "plots"):  # a killed evaluation's partial files
+            remove_stale_temps(folder)
+        return _evaluate(cfg, out, model, doc, device, progress)
+
+
+def _evaluate(cfg: CrossCorpusConfig, out: Path, model: Any, doc: dict, device: Any, progress: bool) -> dict:
     meta = doc.get("meta") or {}
     missing = [k for k in ("labels", "feature_config", "input_kind") if k not in meta]
     if missing:
@@ -84,7 +148,6 @@ def evaluate_cross_corpus(cfg: CrossCorpusConfig, progress: bool = True) -> dict
     model_labels = list(meta["labels"])
     corpus = select_labels(load_corpus(cfg.data), None, cfg.label_map)
     labels = shared_labels(model_labels, corpus.labels)
-    out = Path(cfg.out)
     prep = PrepareConfig(
         data=cfg.data,
         out=str(out / "shards"),
@@ -96,6 +159,7 @@ def evaluate_cross_corpus(cfg: CrossCorpusConfig, progress: bool = True) -> dict
     )
     summary = prepare(prep, progress=progress)
     shard_meta = load_metadata(prep.out, [*META_COLUMNS]).to_pandas()
+    test_speakers = {str(s) for s in shard_meta.speaker.dropna()}
     preds = predict(model, meta, prep.out, list(shard_meta.clip_id), device)
     preds = restrict(preds, labels).merge(shard_meta, on="clip_id", how="left")
     name = doc["model"]
@@ -104,11 +168,12 @@ def evaluate_cross_corpus(cfg: CrossCorpusConfig, progress: bool = True) -> dict
     trained_on = trained.corpus if trained else "unknown corpus"
     test_manifest = read_manifest(prep.out)
     tested_on = corpus_label(test_manifest, list(shard_meta.clip_id))
+    corpus_text, split_text, disjoint = speaker_protocol(meta, trained_on, tested_on, test_speakers)
     protocol = Protocol(
-        corpus=f"cross-corpus: trained on {trained_on}, tested on {tested_on}",
-        split="speaker-disjoint (cross-corpus: every test speaker is new)",
+        corpus=corpus_text,
+        split=split_text,
         synthetic=is_synthetic(test_manifest) or bool(trained and trained.synthetic),
-        speaker_disjoint=True,
+        speaker_disjoint=disjoint,
         pretrained=trained.pretrained if trained else {},
         device=str(device),
         cross_corpus=CrossCorpus(
@@ -116,14 +181,20 @@ def evaluate_cross_corpus(cfg: CrossCorpusConfig, progress: bool = True) -> dict
             shared_labels=tuple(labels), label_map=dict(cfg.label_map),
         ),
     )  # fmt: skip
-    preds.to_parquet(out / "predictions.parquet", index=False)
+    atomic_write(out / "predictions.parquet", lambda tmp: preds.to_parquet(tmp, index=False))
     robustness = None
     if cfg.robustness.perturb:  # every test speaker is new: "known" means its own mean over the test corpus
         clips = load_metadata(prep.out, ["clip_id", "source_path", "speaker", "label"]).to_pandas()
         robustness = run_suite({name: cfg.model}, clips, labels, cfg.robustness, cfg.device, progress).assign(fold=0)
     metrics = write_evaluation(out, preds, labels, protocol, histories=None, robustness=robustness)
     atomic_write_json(
-        out / "run.json", {"status": "complete", "protocol": protocol.to_dict(), "prepare": summary["clips_written"]}
+        out / "run.json",
+        {
+            "command": "evaluate",
+            "status": "complete",
+            "protocol": protocol.to_dict(),
+            "prepare": summary["clips_written"],
+        },
     )
     log.info("cross-corpus report: %s", out / "report.md")
     return {"metrics": metrics, "protocol": protocol.to_dict(), "out": str(out), "n_clips": len(preds)}

@@ -31,7 +31,7 @@ from sononet.evaluate.predictions import META_COLUMNS, ensemble_members
 from sononet.evaluate.robustness import RobustnessConfig
 from sononet.features.reader import load_metadata
 from sononet.features.shards import read_manifest
-from sononet.io import atomic_write, atomic_write_json
+from sononet.io import atomic_write, atomic_write_json, remove_stale_temps
 from sononet.jobs import write_spec
 from sononet.locking import folder_lock
 from sononet.models.card import write_card
@@ -184,6 +184,8 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> dict:
     cfg = resolve_experiment(cfg)
     out = Path(cfg.out)
     with folder_lock(out, "train-all"):  # a second run into the same folder stops at once
+        for folder in (out, out / "tables", out / "plots"):  # a killed run's partial report files
+            remove_stale_temps(folder)
         write_spec(out / "spec.toml", cfg)
         record = RunRecord(out / "run.json")
         with record.running():

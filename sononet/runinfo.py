@@ -9,6 +9,7 @@ so a half-finished run never looks finished.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import signal
@@ -116,3 +117,27 @@ class RunRecord:
             except BaseException as e:
                 self.finish("failed", error=f"{type(e).__name__}: {e}".splitlines()[0])
                 raise
+
+
+def training_run_evidence(folder: Path) -> str | None:
+    """The file showing that ``folder`` holds a training run or a saved model, else None.
+
+    What an evaluation must not write over: ``train-all``'s run.json and spec.toml, a model's
+    config.json, splits and histories, or model folders below it. An earlier evaluation's run.json
+    (``"command": "evaluate"``, or a cross-corpus protocol before that field) is no training run.
+    """
+    folder = Path(folder)
+    run = folder / "run.json"
+    if run.is_file():
+        try:
+            doc = json.loads(run.read_text())
+        except (OSError, ValueError):
+            return str(run)  # unreadable: not ours to overwrite
+        protocol = doc.get("protocol") if isinstance(doc, dict) else None
+        if doc.get("command") != "evaluate" and not (isinstance(protocol, dict) and protocol.get("cross_corpus")):
+            return str(run)
+    for name in ("spec.toml", "config.json", "splits.json", "history.json", "done.json"):
+        if (folder / name).exists():
+            return str(folder / name)
+    below = next(folder.glob("*/model/config.json"), None) or next(folder.glob("fold-*/*/model/config.json"), None)
+    return str(below) if below is not None else None

@@ -41,6 +41,17 @@ def load_metadata(directory: str | Path, columns: Sequence[str] = META_COLUMNS) 
     return pa.concat_tables(pq.read_table(p, columns=list(columns)) for p in paths)
 
 
+def split_speakers(directory: str | Path, splits: dict[str, str]) -> dict[str, list[str]]:
+    """The speakers of the ``train`` and ``val`` clips of ``splits``: whom a model learned from and was
+    chosen on, saved with it so an evaluation on the same corpus can say which test speakers it knows."""
+    meta = load_metadata(directory, ["clip_id", "speaker"]).to_pydict()
+    found: dict[str, set[str]] = {"train": set(), "val": set()}
+    for clip, speaker in zip(meta["clip_id"], meta["speaker"]):
+        if speaker is not None and splits.get(clip) in found:
+            found[splits[clip]].add(str(speaker))
+    return {part: sorted(s) for part, s in found.items()}
+
+
 @dataclass
 class Batch:
     x: torch.Tensor  # (B, n_mels, T) float32 log-mel dB, or (B, S) float32 waveform in [-1, 1]

@@ -46,7 +46,7 @@ from tqdm import tqdm
 from sononet import stopping
 from sononet.device import seed_everything
 from sononet.features.normalize import mel_band_stats, model_inputs, speaker_means
-from sononet.features.reader import INTENSITY_INDEX, ShardStream, load_metadata
+from sononet.features.reader import INTENSITY_INDEX, ShardStream, load_metadata, split_speakers
 from sononet.features.shards import read_manifest
 from sononet.io import atomic_write, atomic_write_json
 from sononet.models.outputs import NonFiniteOutputError, is_distribution
@@ -527,6 +527,7 @@ def train_model(
         "norm": {k: v.tolist() for k, v in trainer.norm.items()},
         "input_kind": trainer.kind,
         "train_config": asdict(cfg),
+        "speakers": split_speakers(shards, splits),  # so evaluate can tell a same-speaker test from a new one
     }
     board = TrainingBoard(Path(out_dir) / "tb" if cfg.tensorboard and dist.is_main else None, labels)
     try:

@@ -88,14 +88,16 @@ def test_a_changed_config_into_the_same_out_is_one_line(cremad_dir: Path, tmp_pa
     assert_refused(code, text, "holds shards made with a different shard_size", "pass a new --out")
 
 
-def test_an_out_that_is_a_file_is_refused_by_every_writer(tmp_path: Path, model_dir: Path, wavs: Path) -> None:
+def test_an_out_that_is_a_file_is_refused_by_every_writer(
+    tmp_path: Path, model_dir: Path, wavs: Path, cremad_dir: Path
+) -> None:
     taken = tmp_path / "taken"
     taken.write_text("not a folder")
     for args in (
         ["prepare", "--demo", "--out", str(taken)],
         ["prepare", "--demo", "--out", str(taken / "below")],
         ["export", "--model", str(model_dir), "--out", str(taken)],
-        ["evaluate", "--model", str(model_dir), "--data", str(wavs), "--out", str(taken)],
+        ["evaluate", "--model", str(model_dir), "--data", str(cremad_dir), "--out", str(taken)],
         ["train-all", "--out", str(taken), "--models", "cnn"],
         ["label", str(wavs), "--model", str(model_dir), "--out", str(tmp_path / "taken.parquet")],
     ):

@@ -9,6 +9,7 @@ must be an errors-table row (``not_local``), while the clean cuts beside them tr
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,15 @@ def test_prepare_train_all_and_evaluate_on_a_poisoned_manifest_run_nothing(
     _nothing_ran(tmp_path, marker)
     errors = json.loads((tmp_path / "eval" / "shards" / "summary.json").read_text())["errors_by_reason"]
     assert errors == {"not_local": 4}
+
+    # The model's own corpus: the protocol line says which test speakers it trained on, from the data.
+    protocol = json.loads((tmp_path / "eval" / "metrics.json").read_text())["protocol"]
+    assert protocol["corpus"] == f"same corpus as training: lhotse:{manifest}", protocol
+    assert re.fullmatch(r"speaker-dependent: [1-4] of 5 test speakers .*", protocol["split"]), protocol
+    assert (
+        not protocol["speaker_disjoint"]
+        and "Split is not speaker-disjoint" in (tmp_path / "eval" / "report.md").read_text()
+    )
+    before = (run / "predictions.parquet").read_bytes()
+    code, text = cli("evaluate", "--model", str(run / "cnn" / "model"), "--data", str(manifest), "--out", str(run))
+    assert code == 2 and "holds a training run" in text and (run / "predictions.parquet").read_bytes() == before
