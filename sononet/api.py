@@ -313,7 +313,10 @@ def _open(index: int, item: Any, sample_rate: int | None, audio: Any, window_s: 
     from sononet.label.windows import Source, open_source
 
     if isinstance(item, str | os.PathLike):
-        return open_source(str(Path(item).resolve()), audio, window_s)
+        from sononet.sources import not_local
+
+        text = str(item)  # a URL or a command stays as given, so its error says so (not_local)
+        return open_source(text if not_local(text) else str(Path(text).resolve()), audio, window_s)
     if not _is_single(item):
         raise TypeError(f"input {index}: expected a path, array or tensor. Found: {type(item).__name__}")
     if sample_rate is None:

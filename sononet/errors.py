@@ -104,6 +104,11 @@ class NotFoundError(UserError, FileNotFoundError):
     """A path the user named does not exist, or lacks what it must hold."""
 
 
+class NotRegularFileError(UserError, OSError):
+    """A file SonoNet reads back from a folder (a manifest, a state file, a checkpoint) is a FIFO, a
+    device or a folder: never read, so it cannot block a run; an OSError too, for callers that skip it."""
+
+
 class Interrupted(BaseException):
     """SIGTERM during a run; a BaseException like KeyboardInterrupt, so no stage's ``except Exception``
     swallows it, and ``run.json`` records the run as interrupted."""

@@ -31,7 +31,7 @@ from sononet.evaluate.predictions import META_COLUMNS, ensemble_members
 from sononet.evaluate.robustness import RobustnessConfig
 from sononet.features.reader import load_metadata
 from sononet.features.shards import read_manifest
-from sononet.io import atomic_write, atomic_write_json, remove_stale_temps
+from sononet.io import atomic_write, atomic_write_json, read_json, remove_stale_temps
 from sononet.jobs import write_spec
 from sononet.locking import folder_lock
 from sononet.models.card import write_card
@@ -244,9 +244,7 @@ def _run(cfg: ExperimentConfig, out: Path, record: RunRecord, progress: bool) ->
         fold_dir = out / (f"fold-{fold}" if folds > 1 else ".")
         for name in cfg.models:
             model_dir = fold_dir / name
-            histories[name if folds == 1 else f"{name}/fold-{fold}"] = json.loads(
-                (model_dir / "history.json").read_text()
-            )
+            histories[name if folds == 1 else f"{name}/fold-{fold}"] = read_json(model_dir / "history.json")
             for scored_by, scored_splits in _scored_by(model_dir, bool(train_cfg.refit)).items():
                 model, saved = load_model(scored_by)
                 ids = [c for c, s in splits.items() if s in scored_splits]

@@ -11,7 +11,6 @@ was written.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -19,19 +18,39 @@ import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sononet.errors import DiskFullError, is_disk_full
+from sononet.errors import DiskFullError, NotRegularFileError, is_disk_full
+
+
+@contextmanager
+def open_regular(path: str | Path) -> Iterator[BinaryIO]:
+    """``path`` open for reading when it is a regular file; a FIFO, a device or a folder is a
+    :class:`NotRegularFileError` naming it, decided before a byte is read (the open does not block)."""
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise NotRegularFileError(f"{path} is not a regular file (a FIFO? a device?); remove it and rerun")
+        yield f
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file SonoNet wrote (a manifest, a state file, a history), read back through :func:`open_regular`:
+    one planted FIFO must not hang a resumed run, and a damaged file is a ValueError naming it."""
+    with open_regular(path) as f:
+        data = f.read()
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); delete it to start that stage over") from None
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a regular file; anything else (a FIFO, /dev/zero) is an OSError, never read."""
     h = hashlib.sha256()
-    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
+    with open_regular(path) as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()

@@ -15,7 +15,6 @@ Licence: generated data, Apache-2.0 like the code; only the sentence list is CRE
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -81,8 +80,10 @@ def marker(config: DemoConfig) -> dict:
 
 
 def is_complete(out: Path, config: DemoConfig, stems: list[str]) -> bool:
+    from sononet.io import read_json  # here: this module stays light for the profile rule
+
     try:
-        found = json.loads((out / MARKER_FILE).read_text(encoding="utf-8"))
+        found = read_json(out / MARKER_FILE)
     except (OSError, ValueError):
         return False
     return (

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sononet.errors import ErrorRow, NotFoundError, UserError, to_table
-from sononet.io import atomic_write_json, atomic_write_table, sha256_file
+from sononet.io import atomic_write_json, atomic_write_table, read_json, sha256_file
 
 if TYPE_CHECKING:
     from sononet.features.mel import FeatureConfig
@@ -131,7 +131,7 @@ class ShardWriter:
         self.fingerprint = fingerprint
         self.path = self.out / MANIFEST
         if self.path.exists():
-            self.manifest = json.loads(self.path.read_text())
+            self.manifest = read_json(self.path)
             if self.manifest.get("format") != FORMAT:
                 raise ConfigMismatchError(
                     f"{self.out} holds shards of format {self.manifest.get('format')!r}, this SonoNet writes "
@@ -192,7 +192,7 @@ def read_manifest(directory: str | Path) -> dict:
     path = Path(directory) / MANIFEST
     if not path.exists():
         raise NotFoundError(f"no {MANIFEST} in {directory}; run `sononet prepare --out {directory}` first")
-    manifest = json.loads(path.read_text())
+    manifest = read_json(path)
     if manifest.get("format") not in READABLE_FORMATS:
         raise ValueError(
             f"{path} is not a SonoNet shard manifest {READABLE_FORMATS}. Found format: {manifest.get('format')!r}"

@@ -16,6 +16,7 @@ import numpy as np
 
 from sononet import stopping
 from sononet.errors import NotFoundError, UserError
+from sononet.io import read_json
 from sononet.label.engine import file_embedding, file_probs, score_sources
 from sononet.label.labeller import Labeller
 from sononet.label.windows import Source, open_source, prefetch
@@ -186,13 +187,13 @@ def _fingerprint(
 
 def _load_state(path: Path, fingerprint: dict, shard: int) -> dict:
     for other in sorted(path.parent.glob("state-*.json")):  # this shard's own state, then its siblings'
-        old = json.loads(other.read_text())["fingerprint"]
+        old = read_json(other)["fingerprint"]
         changed = ", ".join(sorted(k for k in fingerprint if old.get(k) != fingerprint[k]))
         if changed:
             raise ValueError(f"{other} was written with a different {changed}; delete it or use another --out")
     if not path.exists():
         return {"fingerprint": fingerprint, "shard": shard, "parts": {}, "complete": False}
-    return json.loads(path.read_text())
+    return read_json(path)
 
 
 def _add_stats(stats: Iterable[dict]) -> dict:
@@ -224,7 +225,7 @@ def _merge(out: Path) -> dict:
     from sononet.io import atomic_write_json, sha256_file, temp_beside
 
     pdir = parts_dir(out)
-    states = [json.loads(p.read_text()) for p in sorted(pdir.glob("state-*.json"))]
+    states = [read_json(p) for p in sorted(pdir.glob("state-*.json"))]
     if not states:
         raise NotFoundError(f"no label state in {pdir}; run `sononet label PATH --model M --out {out}`")
     if len({json.dumps(s["fingerprint"], sort_keys=True) for s in states}) > 1:

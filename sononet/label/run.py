@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -17,6 +16,7 @@ from sononet.device import (
     thread_budget,
     worker_pool,
 )
+from sononet.io import read_json
 from sononet.label.engine import check_window, resolve_window
 from sononet.label.inputs import duplicates, list_inputs, resolve_shard
 from sononet.label.labeller import Labeller
@@ -112,7 +112,7 @@ def label_jobs(cfg: LabelConfig) -> int:
         return cfg.jobs
     states = sorted(parts_dir(cfg.out).glob("state-*.json"))
     if states:
-        return int(json.loads(states[0].read_text())["fingerprint"]["shards"])
+        return int(read_json(states[0])["fingerprint"]["shards"])
     if device_type(cfg.device) != "cpu" or thread_budget() < 2:
         return 1
     files, _ = list_inputs(cfg.input)

@@ -48,7 +48,7 @@ from sononet.device import seed_everything
 from sononet.features.normalize import mel_band_stats, model_inputs, speaker_means
 from sononet.features.reader import INTENSITY_INDEX, ShardStream, load_metadata, split_speakers
 from sononet.features.shards import read_manifest
-from sononet.io import atomic_write, atomic_write_json
+from sononet.io import atomic_write, atomic_write_json, open_regular
 from sononet.models.outputs import NonFiniteOutputError, is_distribution
 from sononet.models.registry import MODELS, build_model
 from sononet.models.saving import save_model
@@ -93,6 +93,8 @@ def _amp_context(device: torch.device, enabled: bool) -> torch.autocast:
 
 def _load_checkpoint(path: Path) -> dict:
     # weights_only: tensors, dicts, lists and numbers only; a pickle that would run code is refused
+    with open_regular(path):  # a FIFO planted as last.pt is refused, never read
+        pass
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a damaged or refused file

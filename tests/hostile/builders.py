@@ -8,8 +8,10 @@ finish. Each case runs in seconds; no case reaches the network or needs a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -132,3 +134,23 @@ def poisoned_cuts(folder: Path, marker: Path, wav: Path) -> list:
     evil.write_bytes(wav.read_bytes())
     sph = lhotse_cut("sph", "file", str(evil), 1.2, "9001", "SAD").truncate(offset=0.1, duration=0.9).with_id("sph")
     return [command, url, shar, mixed, sph]
+
+
+class HungError(Exception):
+    """A hostile input kept SonoNet waiting past the bound a case allows."""
+
+
+@contextlib.contextmanager
+def bounded(seconds: int):
+    """Fail the case (not the whole suite) when the body runs longer than ``seconds``: a hang is a bug."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise HungError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 import sononet
-from hostile.builders import FEATURES, assert_refused, cli, edit_json, save_cnn
+from hostile.builders import FEATURES, assert_refused, bounded, cli, edit_json, save_cnn
 from sononet.errors import UserError
 
 # Exceptions that are not a user's mistake at the command line, and what becomes of them instead.
@@ -156,13 +156,35 @@ def test_a_tampered_config_json_is_refused_at_load_and_not_exported(
     assert_refused(code, text, match)
 
 
-def test_an_unknown_model_in_a_spec_is_refused_by_print_spec(tmp_path: Path) -> None:
+SPECS = [
+    ("train-all", ['models=["nope"]'], "unknown model(s) ['nope']"),
+    ("train-all", ["prepare.features.n_fft=1073741824"], "n_fft must be from 16 to"),
+    ("train-all", ["prepare.features.top_db=-80.0"], "top_db must be a positive finite number"),
+    ("train-all", ['prepare.label_map={CAL=""}'], "empty label"),
+    ("train-all", ['prepare.label_map={CAL="=NEU"}'], "holds '=' or ','"),
+    ("train-all", ["prepare.audio.sample_rate=1"], "sample_rate must be at least 4000 Hz"),
+    ("label-folder", ["hop_s=1e-9"], "hop_s >= 0.01"),
+    ("label-folder", ["window_s=nan"], "window_s must be a finite number"),
+    ("label-folder", ["window_s=1e12"], "need window_s <= 60"),
+]
+
+
+@pytest.mark.parametrize(("job", "sets", "match"), SPECS, ids=[s[1][0] for s in SPECS])
+def test_hostile_job_specs_are_refused_by_print_spec(job: str, sets: list[str], match: str, tmp_path: Path) -> None:
     from sononet.cli.batch import cli as batch
 
-    result = CliRunner().invoke(
-        batch, ["train-all", "--print-spec", "--out", str(tmp_path), "--set", 'models=["nope"]']
-    )
-    assert result.exit_code == 2 and "unknown model(s) ['nope']" in result.output, result.output
+    args = [job, "--print-spec", "--out", str(tmp_path), *(a for s in sets for a in ("--set", s))]
+    result = CliRunner().invoke(batch, args)
+    assert result.exit_code == 2 and "bad spec" in result.output and match in result.output, result.output
+
+
+def test_a_spec_file_that_is_a_fifo_is_refused_without_reading(tmp_path: Path) -> None:
+    from sononet.cli.batch import cli as batch
+
+    os.mkfifo(tmp_path / "job.toml")
+    with bounded(30):
+        result = CliRunner().invoke(batch, [str(tmp_path / "job.toml"), "--print-spec", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "no job spec" in result.output, result.output
 
 
 def test_a_tensorboard_path_that_is_a_file_warns_and_training_goes_on(tmp_path: Path, caplog) -> None:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from hostile.builders import assert_refused, cli
+from hostile.builders import assert_refused, bounded, cli
+from sononet.errors import UserError
 from sononet.locking import folder_lock
 
 
@@ -82,7 +83,8 @@ def test_kill_9_during_a_re_export_leaves_the_previous_model(model_dir: Path, tm
     proc = subprocess.run([sys.executable, "-c", _KILLED_EXPORT, str(model_dir), str(out)], timeout=300)
     assert proc.returncode == -9
     assert _sha(out / "model.onnx") == before  # whole, and the previous one
-    assert cli("export", "--model", str(model_dir), "--out", str(out))[0] == 0  # the next export replaces it
+    # The killed export held the folder's lock; the kernel dropped it with the process, so the next runs.
+    assert cli("export", "--model", str(model_dir), "--out", str(out))[0] == 0
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["export.json", "model.onnx"]
     assert not [p for p in out.iterdir() if ".tmp-" in p.name]  # the killed export's partial file: removed
 
@@ -110,11 +112,39 @@ def test_a_full_disk_during_export_is_one_line_and_leaves_no_temp_file(
     assert sorted(p.name for p in out.iterdir()) == [".lock", "export.json", "model.onnx"]
 
 
-def test_the_lock_does_not_outlive_its_holder(model_dir: Path, tmp_path: Path) -> None:
-    """A crashed export (kill -9 above) never leaves a stale lock: the kernel drops it with the process."""
-    out = tmp_path / "onnx"
-    proc = subprocess.run([sys.executable, "-c", _KILLED_EXPORT, str(model_dir), str(out)], timeout=300)
-    assert proc.returncode == -9 and (out / ".lock").exists()
-    code, text = cli("export", "--model", str(model_dir), "--out", str(out))
-    assert code == 0, text
-    assert os.path.getsize(out / "model.onnx") > 1000
+def _fifo(path: Path) -> Path:
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+    return path
+
+
+def test_a_fifo_planted_in_a_run_folder_is_one_line_not_a_hang(cremad_dir: Path, model_dir: Path, wavs: Path,
+                                                               tmp_path: Path) -> None:  # fmt: skip
+    from sononet.train.loop import _load_checkpoint
+
+    shards = tmp_path / "shards"
+    prep = [
+        "prepare",
+        "--data",
+        str(cremad_dir),
+        "--out",
+        str(shards),
+        "--device",
+        "cpu",
+        "--mel-backend",
+        "torchaudio",
+    ]
+    assert cli(*prep)[0] == 0
+    out = tmp_path / "l.parquet"
+    label = ["label", str(wavs), "--model", str(model_dir), "--out", str(out), "--device", "cpu"]
+    assert cli(*label, "--shard", "0/2")[0] == 0
+    with bounded(60):
+        _fifo(shards / "manifest.json")
+        assert_refused(*cli(*prep), "manifest.json is not a regular file")
+        assert_refused(*cli("train", "--shards", str(shards), "--model", "cnn", "--out", str(tmp_path / "t")),
+                       "manifest.json is not a regular file")  # fmt: skip
+        _fifo(out.with_suffix(".parts") / "state-00000.json")
+        assert_refused(*cli(*label, "--shard", "1/2"), "state-00000.json is not a regular file")
+        assert_refused(*cli("label", "--merge", "--out", str(out)), "state-00000.json is not a regular file")
+        with pytest.raises(UserError, match="last.pt is not a regular file"):
+            _load_checkpoint(_fifo(tmp_path / "last.pt"))
