@@ -12,10 +12,12 @@ picked from the shards' corpus), and the resolved spec is written to ``<out>/spe
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sononet.corpus import corpus_label, is_synthetic
 from sononet.corpus.protocol import Protocol
@@ -25,6 +27,7 @@ from sononet.features.reader import load_metadata
 from sononet.features.shards import read_manifest
 from sononet.io import atomic_write_json
 from sononet.jobs import write_spec
+from sononet.locking import folder_lock
 from sononet.models.registry import model_names
 from sononet.train.config import TrainConfig
 from sononet.train.profiles import (
@@ -82,7 +85,6 @@ def run_training(cfg: TrainingConfig, progress: bool = True) -> dict:
     import torch
 
     from sononet.train import ddp
-    from sononet.train.refit import train_with_refit
 
     cfg = resolve_training(cfg)
     dev = resolve_device(cfg.device)
@@ -90,8 +92,16 @@ def run_training(cfg: TrainingConfig, progress: bool = True) -> dict:
     if info.enabled and dev.type == "cuda":
         dev = torch.device("cuda", info.local_rank)
     out = Path(cfg.out)
+    # Rank 0 holds the folder's lock: a second training into it stops at once (the ranks share it).
+    with folder_lock(out, "train") if info.is_main else contextlib.nullcontext():
+        return _train(cfg, out, dev, info, progress)
+
+
+def _train(cfg: TrainingConfig, out: Path, dev: Any, info: Any, progress: bool) -> dict:
+    from sononet.train import ddp
+    from sononet.train.refit import train_with_refit
+
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
         write_spec(out / "spec.toml", cfg, "train")
     manifest = read_manifest(cfg.shards)
     meta = load_metadata(cfg.shards, ["clip_id", "speaker", "sex", "label"]).to_pandas()
