@@ -36,6 +36,7 @@ from sononet.corpus.protocol import Protocol
 from sononet.evaluate.metrics import confusion_matrix, headline_from_confusion
 from sononet.evaluate.predictions import ensemble_members
 from sononet.evaluate.tables import markdown_table, write_table
+from sononet.io import atomic_write, atomic_write_bytes
 from sononet.perturb import CATALOGUE, GROUPS, parse, select
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,7 @@ def write_robustness(long: pd.DataFrame, out: Path, protocol: Protocol) -> tuple
     folds = with_drops(long)
     files = write_table(numeric, out / "tables" / "robustness", protocol, "Robustness: UA under perturbations")
     per_fold = out / "tables" / "robustness_folds.csv"
-    folds.to_csv(per_fold, index=False)
+    atomic_write(per_fold, lambda tmp: folds.to_csv(tmp, index=False))
     files["folds_csv"] = str(per_fold)
     described = describe(list(dict.fromkeys(long.perturbation)))
     n_folds = long.fold.nunique()
@@ -181,7 +182,7 @@ def write_robustness(long: pd.DataFrame, out: Path, protocol: Protocol) -> tuple
         *(f"- `{name}`: {text}" for name, text in described.items()),
     ]
     md = Path(files["md"])
-    md.write_text(md.read_text(encoding="utf-8") + "\n" + "\n".join(notes) + "\n", encoding="utf-8")
+    atomic_write_bytes(md, (md.read_text(encoding="utf-8") + "\n" + "\n".join(notes) + "\n").encode())
     doc = {
         "note": NOTE,
         "perturbations": described,
