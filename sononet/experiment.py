@@ -14,13 +14,15 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import as_completed
+from concurrent.futures import FIRST_COMPLETED, wait
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from sononet.corpus import corpus_label, is_synthetic
 from sononet.corpus.protocol import Protocol
@@ -31,7 +33,7 @@ from sononet.evaluate.predictions import META_COLUMNS, ensemble_members
 from sononet.evaluate.robustness import RobustnessConfig
 from sononet.features.reader import load_metadata
 from sononet.features.shards import read_manifest
-from sononet.io import atomic_write, atomic_write_json, read_json, remove_stale_temps
+from sononet.io import atomic_write, atomic_write_json, output_dir, read_json, remove_stale_temps
 from sononet.jobs import write_spec
 from sononet.locking import folder_lock
 from sononet.models.card import write_card
@@ -51,10 +53,12 @@ from sononet.train.profiles import (
     w2v2_overrides,
     with_w2v2,
 )
+from sononet.train.progress import LOG_FILE, LogTail, logged
 from sononet.train.refit import REFIT_DIR, train_with_refit
 from sononet.train.shard_info import shard_labels, shard_splits
 
 log = logging.getLogger(__name__)
+ECHO_EVERY_S = 2.0  # how often the parent prints the training workers' new log lines
 DEFAULT_MODELS = ("cnn", "bigru", "wav2vec2")
 
 
@@ -148,13 +152,28 @@ def _train_parallel(
     """
     pool, threads = worker_pool(jobs)
     log.info("training %d models, %d at a time, %d thread(s) each", len(units), jobs, threads)
+    tails = [(unit, LogTail(Path(unit.model_dir) / LOG_FILE)) for unit in units]
+
+    def echo() -> None:  # the workers' epoch lines, as they come
+        for unit, tail in tails:
+            name = unit.stage.removeprefix("train/")
+            for line in tail.lines():
+                log.info("%s: %s", name, line.removeprefix(f"{unit.name} "))
+
     try:
         futures = {pool.submit(run_unit, unit): unit for unit in units}
-        bar = tqdm(as_completed(futures), total=len(futures), desc="train", unit="model", disable=not progress)
-        for future in bar:
-            unit = futures[future]
-            record.add_stage(unit.stage, future.result())
-            bar.set_postfix_str(unit.stage.removeprefix("train/"))
+        bar = tqdm(total=len(futures), desc="train", unit="model", disable=not progress)
+        pending = set(futures)
+        with logging_redirect_tqdm() if progress else nullcontext():
+            while pending:
+                done, pending = wait(pending, timeout=ECHO_EVERY_S, return_when=FIRST_COMPLETED)
+                echo()
+                for future in done:
+                    unit = futures[future]
+                    record.add_stage(unit.stage, future.result())
+                    bar.update(1)
+                    bar.set_postfix_str(unit.stage.removeprefix("train/"))
+        bar.close()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -182,7 +201,7 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> dict:
     guard its top level with ``if __name__ == "__main__":``, as ``multiprocessing`` requires.
     """
     cfg = resolve_experiment(cfg)
-    out = Path(cfg.out)
+    out = output_dir(cfg.out, "--out")
     with folder_lock(out, "train-all"):  # a second run into the same folder stops at once
         for folder in (out, out / "tables", out / "plots"):  # a killed run's partial report files
             remove_stale_temps(folder)
@@ -224,10 +243,10 @@ def _run(cfg: ExperimentConfig, out: Path, record: RunRecord, progress: bool) ->
         for name in cfg.models:
             if not (cfg.resume and _unit_done(fold_dir / name, bool(train_cfg.refit))):
                 units.append(TrainUnit(name, fold if folds > 1 else None, splits, str(fold_dir / name)))
-    run_unit = partial(
+    run_unit = partial(logged, partial(  # each unit's epoch lines also go to <model>/train.log
         train_unit, shards=cfg.prepare.out, labels=labels, cfg=train_cfg, device=str(device), resume=cfg.resume,
         meta=train_meta,
-    )  # fmt: skip
+    ))  # fmt: skip
     # Waveform models (wav2vec2) first: each takes several times a log-mel model's time, and a
     # pool that starts the longest units first finishes soonest.
     units.sort(key=lambda u: MODELS[u.name].input_kind != "wave")

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sononet.errors import DiskFullError, UserError, is_disk_full
-from sononet.io import atomic_write, atomic_write_bytes, remove_stale_temps
+from sononet.io import atomic_write, atomic_write_bytes, output_dir, remove_stale_temps
 from sononet.locking import folder_lock
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ def export_model(cfg: ExportConfig) -> dict[str, Any]:
         raise ValueError(f"{cfg.model}: saved meta lacks {missing}; cannot describe the exported inputs")
     kind, features = meta["input_kind"], FeatureConfig(**meta["feature_config"])
     wrapped = normalised(model.eval(), kind, meta.get("norm") or {})
-    out = Path(cfg.out)
+    out = output_dir(cfg.out, "--out")
     with folder_lock(out, "export"):
         remove_stale_temps(out)  # a killed export's partial model.onnx; the lock rules out a live writer
         _write_onnx(wrapped, kind, features, out / "model.onnx", cfg.opset, doc["model"])

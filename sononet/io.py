@@ -11,10 +11,12 @@ was written.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import stat
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +25,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sononet.errors import DiskFullError, NotRegularFileError, is_disk_full
+from sononet.errors import DiskFullError, NotRegularFileError, UserError, is_disk_full
 
 
 @contextmanager
@@ -45,6 +47,27 @@ def read_json(path: str | Path) -> Any:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON ({e}); delete it to start that stage over") from None
+
+
+def output_dir(path: str | Path, what: str = "output folder") -> Path:
+    """Create ``path`` with its parents and check a file can be made in it.
+
+    A folder the process may not write (permissions, a read-only mount) or a file in the way is
+    a :class:`UserError` naming the path, raised before any work, rather than a traceback from
+    deep inside the first writer.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except (FileExistsError, NotADirectoryError) as e:
+        raise UserError(f"{what} {path} is not a folder: {e.filename or path} is a file") from e
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise UserError(f"cannot write to {what} {path}: {e.strerror} ({e.filename or path})") from e
+        raise
+    return path
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

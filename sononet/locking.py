@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sononet.errors import UserError
+from sononet.io import output_dir
 
 LOCK_FILE = ".lock"
 
@@ -39,13 +40,7 @@ class FolderLockedError(UserError):
 @contextmanager
 def folder_lock(folder: str | Path, what: str, name: str = LOCK_FILE, shared: bool = False) -> Iterator[Path]:
     """Hold an advisory lock on ``folder/name`` (created with the folder) for the ``with`` block."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise UserError(
-            f"the output folder {folder} is a file (or lies under one); pass a folder for this {what}"
-        ) from None
+    folder = output_dir(folder, f"the {what} folder")
     path = folder / name
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)

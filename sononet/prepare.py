@@ -208,7 +208,7 @@ def _prepare(cfg: PrepareConfig, progress: bool) -> dict:
     reuse_freed_memory()  # every mel batch allocates the same STFT buffers again
     corpus = open_corpus(cfg, progress)
     if not corpus.clips:
-        raise ValueError(f"no usable audio in {corpus.root}: {len(corpus.errors)} files refused")
+        raise ValueError(corpus.why_nothing_usable())
     log.info(corpus.summary())
     device = resolve_device(cfg.device)
     backend, rates = pick_backend(cfg.mel_backend, device, cfg.features)
@@ -278,11 +278,7 @@ def _prepare(cfg: PrepareConfig, progress: bool) -> dict:
         "config_hash": cfg.features.hash(),
     }
     if rows == 0:
-        reasons = ", ".join(f"{k} {v}" for k, v in count_by_reason(all_errors).items())
-        raise ValueError(
-            f"no usable audio in {corpus.root}: all {corpus.n_files} files refused ({reasons}); "
-            f"see {writer.out}/errors-*.parquet"
-        )
+        raise ValueError(f"{corpus.why_nothing_usable(all_errors)}; see {writer.out}/errors-*.parquet")
     excluded = sum(corpus.excluded.values())
     if rows + len(all_errors) + excluded != corpus.n_files:
         raise RuntimeError(

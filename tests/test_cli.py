@@ -75,3 +75,48 @@ def test_click_lives_in_the_cli_package_only() -> None:
             if any(n == "click" or n.startswith("click.") for n in names):
                 users.append(str(path.relative_to(ROOT)))
     assert users == []
+
+
+@pytest.fixture
+def unwritable(tmp_path: Path):
+    """A folder this process may not create anything in: chmod 555 for a user; /sys for root."""
+    import os
+
+    if os.geteuid() != 0:
+        parent = tmp_path / "read-only"
+        parent.mkdir()
+        parent.chmod(0o555)
+        yield parent / "out"
+        parent.chmod(0o755)
+        return
+    probe = Path("/sys/sononet-write-probe")
+    try:
+        probe.mkdir()
+    except OSError:
+        yield probe / "out"
+        return
+    probe.rmdir()
+    pytest.skip("running as root where /sys is writable: no folder here refuses root's writes")
+
+
+def test_an_unwritable_or_blocked_out_is_one_line(unwritable: Path, tmp_path: Path) -> None:
+    import soundfile as sf
+    from conftest import tone
+    from test_label import save_tiny
+
+    model = save_tiny(tmp_path / "cnn" / "model")
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, tone(1.0), 16_000)
+    (tmp_path / "a-file").write_text("in the way")
+    commands = {
+        "prepare": ["prepare", "--demo", "--out", "{out}"],
+        "train-all": ["train-all", "--models", "cnn", "--out", "{out}"],
+        "label": ["label", str(clip), "--model", str(model), "--out", "{out}/labels.parquet"],
+        "export": ["export", "--model", str(model), "--out", "{out}"],
+    }
+    for name, args in commands.items():
+        for out, says in ((unwritable, "cannot write to"), (tmp_path / "a-file", "is not a folder")):
+            result = CliRunner().invoke(main, [a.format(out=out) for a in args])
+            last = result.output.strip().splitlines()[-1]
+            assert result.exit_code == 2 and last.startswith("error: ") and says in last, (name, result.output)
+            assert "Traceback" not in result.output and str(out) in last

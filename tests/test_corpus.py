@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import soundfile as sf
-from conftest import tone, write_cremad_like
+from conftest import shared_corpus, tone, write_cremad_like
 
 from sononet.corpus import detect_kind, load_corpus
 from sononet.corpus.cremad import (
@@ -78,6 +79,60 @@ def test_manifest_without_label_column(tmp_path: Path) -> None:
         load_corpus(tmp_path / "m.csv")
 
 
+def nested_corpus(root: Path) -> list[str]:
+    """audio/<speaker>/<file>, nEMO's layout: as an audiofolder it would be one class, 'audio'."""
+    rows = []
+    for s, speaker in enumerate(("IC0", "KS0")):
+        for i, label in enumerate(("ANG", "SAD", "HAP")):
+            path = root / "audio" / speaker / f"{speaker}_{i}.flac"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, tone(1.0, seed=10 * s + i), 16_000)
+            rows.append(f"audio/{speaker}/{path.name},{label},{speaker}")
+    return rows
+
+
+def test_a_folder_with_a_manifest_is_read_as_that_manifest(tmp_path: Path) -> None:
+    root = tmp_path / "corpus"
+    rows = nested_corpus(root)
+    (root / "manifest.csv").write_text("path,label,speaker\n" + "\n".join(rows) + "\n")
+    corpus = load_corpus(root)
+    assert corpus.kind == "manifest" and corpus.root == str((root / "manifest.csv").resolve())
+    assert corpus.labels == ["ANG", "HAP", "SAD"] and len(corpus.clips) == 6 and not corpus.errors
+    assert {c.speaker for c in corpus.clips} == {"IC0", "KS0"}
+    # Hugging Face audiofolder: metadata.csv names the path file_name
+    (root / "manifest.csv").unlink()
+    (root / "metadata.csv").write_text("file_name,label,speaker\n" + "\n".join(rows) + "\n")
+    corpus = load_corpus(root)
+    assert corpus.kind == "manifest" and corpus.labels == ["ANG", "HAP", "SAD"] and len(corpus.clips) == 6
+    # a metadata.csv without labels (captions, say): the label folders decide, as Hugging Face does
+    (root / "metadata.csv").write_text("file_name,caption\naudio/IC0/IC0_0.flac,hello\n")
+    assert detect_kind(root) == "audiofolder"
+
+
+def test_a_folder_manifest_that_is_not_a_table(tmp_path: Path) -> None:
+    root = tmp_path / "corpus"
+    nested_corpus(root)
+    (root / "manifest.csv").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"manifest .*manifest.csv cannot be read as CSV"):
+        load_corpus(root)
+    (root / "manifest.csv").unlink()
+    (root / "manifest.csv").mkdir()  # a folder by that name is not a manifest: the sub-folders decide
+    assert detect_kind(root) == "audiofolder"
+    (root / "manifest.csv").rmdir()
+    os.mkfifo(root / "metadata.csv")  # never opened: a FIFO would block the reader
+    assert detect_kind(root) == "audiofolder"
+    (root / "metadata.csv").unlink()
+    (root / "metadata.csv").write_bytes(b"\x00\xff" * 4096 + b"\n\x00,\n")
+    assert detect_kind(root) == "audiofolder"
+
+
+@pytest.mark.real_speech("nemo")
+def test_nemo_folder_reads_its_manifest() -> None:
+    corpus = load_corpus(shared_corpus("nemo"))
+    assert corpus.kind == "manifest" and corpus.labels == ["ANG", "FEA", "HAP", "NEU", "SAD", "SUR"]
+    assert len(corpus.clips) > 2000 and len({c.speaker for c in corpus.clips}) >= 4 and not corpus.errors
+
+
 def test_audiofolder_corpus(tmp_path: Path) -> None:
     for label in ("happy", "sad"):
         (tmp_path / label / "nested").mkdir(parents=True)
@@ -132,7 +187,7 @@ def test_kfold_covers_each_speaker_once_as_test() -> None:
 def test_split_errors() -> None:
     with pytest.raises(ValueError, match="at least 3 speakers"):
         speaker_split(speakers(2), SplitConfig())
-    with pytest.raises(ValueError, match="folds must be"):
+    with pytest.raises(ValueError, match="folds must be 1 .*leave --folds unset"):
         SplitConfig(folds=2)
     with pytest.raises(ValueError, match="no speaker"):
         assign_splits(["a", "b", "c"], [None, None, None], {}, SplitConfig())

@@ -82,10 +82,10 @@ def write_folder(root: Path) -> dict[str, str | None]:
     return expected
 
 
-def save_tiny(directory: Path, name: str = "cnn") -> Path:
+def save_tiny(directory: Path, name: str = "cnn", features: FeatureConfig = FEATURES) -> Path:
     torch.manual_seed(0)
     if name == "cnn":
-        model = build_model("cnn", n_classes=3, n_mels=FEATURES.n_mels, channels=(4, 8), dropouts=(0.1, 0.1))
+        model = build_model("cnn", n_classes=3, n_mels=features.n_mels, channels=(4, 8), dropouts=(0.1, 0.1))
         # Speaker-normalised, as training saves by default: label subtracts the training speakers' average voice.
         default = np.linspace(-40.0, -20.0, FEATURES.n_mels).tolist()
         norm = {"mean": [0.5] * FEATURES.n_mels, "std": [15.0] * FEATURES.n_mels, "speaker": 1.0,
@@ -93,7 +93,7 @@ def save_tiny(directory: Path, name: str = "cnn") -> Path:
         kind = "mel"
     else:
         model, norm, kind = build_model("wav2vec2", n_classes=3, tiny=True), {}, "wave"
-    meta = {"labels": LABELS, "feature_config": FEATURES.to_dict(), "norm": norm, "input_kind": kind}
+    meta = {"labels": LABELS, "feature_config": features.to_dict(), "norm": norm, "input_kind": kind}
     return save_model(directory, model.eval(), name, meta)
 
 
@@ -349,8 +349,16 @@ def test_wave_model_labels_too(folder, tmp_path: Path) -> None:
     (tmp_path / "two.txt").write_text(f"{folder[0] / 'stereo.wav'}\n{folder[0] / 'rate8k.wav'}\n")
     run(tmp_path / "two.txt", model, tmp_path / "w.parquet")
     df = pd.read_parquet(tmp_path / "w.parquet")
-    assert (df.status == "ok").all() and df.model_id.str.startswith("w2v2@").all()
+    assert (df.status == "ok").all() and df.model_id.str.startswith("wav2vec2@").all()  # the kind, not w2v2/
     np.testing.assert_allclose(df[[f"prob_{lab}" for lab in LABELS]].sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_model_id_is_the_saved_kind_not_the_folder(folder, tmp_path: Path) -> None:
+    """A refit model lives in <run>/cnn/refit/model: its rows say cnn@..., as the saved config does."""
+    refit = save_tiny(tmp_path / "cnn" / "refit" / "model")
+    run(folder[0] / "stereo.wav", refit, tmp_path / "r.parquet")
+    ids = pd.read_parquet(tmp_path / "r.parquet").model_id
+    assert ids.str.fullmatch(r"cnn@[0-9a-f]{12}/unknown/scratch").all(), ids.tolist()
 
 
 def test_shard_from_flags_and_environment() -> None:

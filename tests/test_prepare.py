@@ -147,6 +147,31 @@ def test_empty_corpus_is_a_clear_error(tmp_path: Path) -> None:
         prepare(PrepareConfig(data=str(data), out=str(tmp_path / "o"), **FAST), progress=False)
 
 
+def test_a_manifest_whose_files_all_fail_says_why_and_where(tmp_path: Path) -> None:
+    """The commonest reasons with counts and an example, and the folder relative paths were resolved against."""
+    from click.testing import CliRunner
+
+    from sononet.cli import main
+
+    meta = tmp_path / "meta"
+    (meta / "clips").mkdir(parents=True)
+    rows = [f"clips/gone{i}.wav,{'ANG' if i % 2 else 'SAD'},s{i % 3}" for i in range(5)]
+    for i in range(2):  # listed and present, but not audio: they fail when decoded
+        (meta / "clips" / f"empty{i}.wav").write_bytes(b"")
+        rows.append(f"clips/empty{i}.wav,{'ANG' if i else 'SAD'},s{i}")
+    (meta / "manifest.csv").write_text("path,label,speaker\n" + "\n".join(rows) + "\n")
+    args = ["prepare", "--data", str(meta / "manifest.csv"), "--out", str(tmp_path / "o"), "--device", "cpu"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    line = result.output.strip().splitlines()[-1]  # after the progress bar
+    assert line.startswith("error: no usable audio in ") and "7 of 7 files refused" in line, line
+    assert "missing 5 (e.g. " in line and f"{meta}/clips/gone" in line and "zero_byte 2" in line, line
+    assert line.endswith(f"relative paths were resolved against {meta}/; see {tmp_path / 'o'}/errors-*.parquet")
+    (meta / "manifest.csv").write_text("path,label\n" + "\n".join(f"clips/gone{i}.wav,ANG" for i in range(3)) + "\n")
+    result = CliRunner().invoke(main, [*args[:2], str(meta), *args[3:]])  # the folder: its manifest.csv
+    assert result.exit_code == 2 and "3 of 3 files refused: missing 3" in result.output, result.output
+
+
 def test_format_1_shards_are_still_read_and_never_extended(prepared: tuple[Path, Path, dict], tmp_path: Path) -> None:
     """Shards written before tensors were packed (Arrow fixed-shape tensors) train as before."""
     import shutil

@@ -235,9 +235,13 @@ def test_speaker_norm_and_clip_norm_are_refused_together() -> None:
     TrainConfig(clip_norm=True, speaker_norm=False)
 
 
-def test_parallel_jobs_train_the_same_models_as_one_job(shards: Path, tmp_path: Path) -> None:
+def test_parallel_jobs_train_the_same_models_as_one_job(shards: Path, tmp_path: Path, caplog) -> None:
     """--jobs 2 trains folds in two spawned single-threaded processes: the same weights, hence the
-    same predictions, as training them one after the other here, and run.json times every unit."""
+    same predictions, as training them one after the other here, and run.json times every unit.
+    Each unit logs its epochs to <model>/train.log, and the parent echoes the workers' lines."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="sononet")
 
     def run(jobs: int, out: str) -> pd.DataFrame:
         cfg = ExperimentConfig(
@@ -254,6 +258,12 @@ def test_parallel_jobs_train_the_same_models_as_one_job(shards: Path, tmp_path: 
     serial, parallel = run(1, "serial"), run(2, "parallel")
     probs = [c for c in serial.columns if c.startswith("prob_")]
     np.testing.assert_array_equal(parallel[probs].to_numpy(), serial[probs].to_numpy())
+    echoed = [r.getMessage() for r in caplog.records if r.name == "sononet.experiment"]
+    for k in range(3):
+        for out in ("serial", "parallel"):
+            lines = (tmp_path / out / f"fold-{k}" / "cnn" / "train.log").read_text().splitlines()
+            assert any(" INFO cnn epoch 1: train loss " in line for line in lines), lines
+        assert any(m.startswith(f"cnn/fold-{k}: epoch 1: train loss ") for m in echoed), echoed
 
 
 def test_jobs_default_to_the_thread_budget_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -152,8 +152,10 @@ def run_bench(cfg: BenchConfig) -> dict:
     from sononet.bench.report import evaluate_targets, markdown
     from sononet.bench.timing import pinned_threads
     from sononet.device import resolve_device
-    from sononet.io import atomic_write_bytes
+    from sononet.io import atomic_write_bytes, output_dir
     from sononet.locking import folder_lock
+
+    output_dir(cfg.out, "--out")  # before minutes of measuring, not after
 
     requested = cfg
     cfg = cfg.resolved()

@@ -7,7 +7,8 @@ one :class:`Clip` per usable file and an errors-table row per file it had to ref
 - ``cremad``: a folder of ``{actor}_{sentence}_{emotion}_{intensity}.wav`` files
   (CREMA-D's AudioWAV, or the demo corpus, which uses the same naming);
 - ``manifest``: a CSV or Parquet file with columns ``path,label[,speaker][,...]``,
-  paths relative to the manifest;
+  paths relative to the manifest, or a folder holding one (``manifest.csv``, or a Hugging Face
+  audiofolder's ``metadata.csv`` with a label column), which is read as that manifest;
 - ``ravdess``: RAVDESS speech, ``MM-VV-EE-II-SS-RR-AA`` names at any depth;
 - ``audiofolder``: ``root/<label>/<file>`` (speaker unknown);
 - ``hf``: a Hugging Face ``datasets`` Dataset or DatasetDict saved with ``save_to_disk``;
@@ -49,6 +50,10 @@ def detect_kind(path: str | Path) -> str:
             return "lhotse"
         raise ValueError(f"{p} is a file but not a manifest (.csv/.tsv/.parquet) nor a lhotse CutSet (.jsonl[.gz])")
 
+    from sononet.corpus.folder import folder_manifest
+
+    if folder_manifest(p):  # the user's own list wins over guessing from names or sub-folders
+        return "manifest"
     if looks_like_hf(p):
         return "hf"
     if looks_like_cremad(p):
@@ -72,8 +77,13 @@ def load_corpus(path: str | Path, kind: str = "auto") -> Corpus:
     if kind == "ravdess":
         return load_ravdess(path)
     if kind == "manifest":
-        from sononet.corpus.folder import load_manifest
+        from sononet.corpus.folder import folder_manifest, load_manifest
 
+        if Path(path).is_dir():
+            manifest = folder_manifest(Path(path))
+            if manifest is None:
+                raise ValueError(f"{path} is a folder without a manifest.csv; pass the manifest file itself")
+            path = manifest
         return load_manifest(path)
     if kind == "audiofolder":
         from sononet.corpus.folder import load_audiofolder

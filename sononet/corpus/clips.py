@@ -50,6 +50,29 @@ class Corpus:
     def n_files(self) -> int:
         return len(self.clips) + len(self.errors) + sum(self.excluded.values())
 
+    def why_nothing_usable(self, errors: Sequence[ErrorRow] | None = None) -> str:
+        """Why no clip is left, for the error a user sees: the commonest refusal reasons with counts
+        and one example each, clips left out by the class selection, and for a manifest the folder
+        its relative paths were resolved against (a manifest written for another folder shows there).
+
+        ``errors``: the refusals to explain (default: the corpus's own; prepare adds decoding's).
+        """
+        errors = self.errors if errors is None else errors
+        if not self.n_files:
+            return f"no usable audio in {self.root}: it lists no audio files"
+        parts = []
+        for reason, n in Counter(e.reason for e in errors).most_common(3):
+            example = next(e for e in errors if e.reason == reason)
+            parts.append(f"{reason} {n} (e.g. {example.path}" + (f": {example.detail})" if example.detail else ")"))
+        if len(Counter(e.reason for e in errors)) > 3:
+            parts.append("more in the errors table")
+        if self.excluded:
+            parts.append(f"left out by the class selection {sum(self.excluded.values())} ({_counts(self.excluded)})")
+        where = f"; relative paths were resolved against {Path(self.root).parent}/" if self.kind == "manifest" else ""
+        return (
+            f"no usable audio in {self.root}: {len(errors)} of {self.n_files} files refused: {'; '.join(parts)}{where}"
+        )
+
     def summary(self) -> str:
         speakers = {c.speaker for c in self.clips if c.speaker is not None}
         return (

@@ -3,8 +3,10 @@
 - Manifest: a CSV/TSV/Parquet table with columns ``path,label`` and optionally ``speaker``,
   ``sex``, ``intensity`` and anything else (kept as extra metadata). Paths are relative to
   the manifest's folder (absolute paths are accepted too); a URL or a command in a ``path`` cell is
-  a ``not_local`` row, a FIFO ``not_a_file`` (:mod:`sononet.sources`). This is Hugging Face's
-  ``metadata.csv`` and most in-house corpora.
+  a ``not_local`` row, a FIFO ``not_a_file`` (:mod:`sononet.sources`). This is most in-house
+  corpora, and Hugging Face's audiofolder ``metadata.csv`` (its ``file_name`` column is the path).
+  A folder holding ``manifest.csv`` (or a ``metadata.csv`` with a label column) is read as that
+  manifest, not as label folders: :func:`folder_manifest`.
 - Audiofolder: ``root/<label>/<file>``, nested folders allowed below the label; speaker
   unknown, so splits fall back to what the caller allows (see ``sononet.corpus.splits``).
 
@@ -26,6 +28,9 @@ from sononet.sources import file_error, local_file, regular_input
 
 REQUIRED_COLUMNS = ("path", "label")
 KNOWN_COLUMNS = ("path", "label", "speaker", "sex", "intensity", "sentence")
+PATH_ALIASES = ("file_name",)  # Hugging Face audiofolder's metadata.csv names the path column so
+MANIFEST_NAMES = ("manifest.csv", "manifest.tsv", "manifest.parquet")  # a folder's own manifest
+HF_METADATA = "metadata.csv"  # a Hugging Face audiofolder's; a manifest when it has a label column
 
 
 def manifest_rows(path: Path, required: tuple[str, ...] = REQUIRED_COLUMNS) -> list[dict]:
@@ -45,12 +50,16 @@ def manifest_rows(path: Path, required: tuple[str, ...] = REQUIRED_COLUMNS) -> l
                 path,
                 parse_options=pacsv.ParseOptions(delimiter=delimiter),
                 convert_options=pacsv.ConvertOptions(
-                    strings_can_be_null=True, column_types=dict.fromkeys(KNOWN_COLUMNS, pa.string())
+                    strings_can_be_null=True, column_types=dict.fromkeys((*KNOWN_COLUMNS, *PATH_ALIASES), pa.string())
                 ),
             )
     except (pa.ArrowException, OSError) as e:  # ArrowInvalid, ArrowIOError...: pyarrow names no file
         raise ValueError(f"manifest {path} cannot be read as {path.suffix.lstrip('.').upper()}: {e}") from None
     names = table.column_names
+    alias = next((a for a in PATH_ALIASES if a in names), None)
+    if "path" not in names and alias:
+        table = table.rename_columns(["path" if c == alias else c for c in names])
+        names = table.column_names
     twice = sorted({c for c in names if names.count(c) > 1})
     if twice:
         raise ValueError(f"manifest {path} has duplicate column name(s) {twice}; keep one of each")
@@ -67,6 +76,23 @@ def manifest_rows(path: Path, required: tuple[str, ...] = REQUIRED_COLUMNS) -> l
             allowed = "text" if name == "path" else "text or integers"
             raise ValueError(f"manifest {path}: column {name!r} must hold {allowed}. Found type: {tp}")
     return table.to_pylist()
+
+
+def folder_manifest(folder: Path) -> Path | None:
+    """The manifest a corpus folder carries: ``manifest.csv`` (.tsv, .parquet), else a Hugging Face
+    ``metadata.csv`` that has a ``label`` column (without one, its labels are the folder names)."""
+    for name in MANIFEST_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    metadata = folder / HF_METADATA
+    if metadata.is_file():
+        try:
+            header = pacsv.open_csv(metadata).schema.names  # reads the first block only
+        except pa.ArrowInvalid:  # not a table: then it is not this corpus's manifest either
+            return None
+        if "label" in header and ("path" in header or any(a in header for a in PATH_ALIASES)):
+            return metadata
+    return None
 
 
 def _text(value: object) -> str | None:

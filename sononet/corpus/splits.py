@@ -53,7 +53,10 @@ class SplitConfig:
                 f"split fractions must be positive and sum to 1. Found: {self.train}/{self.val}/{self.test}"
             )
         if self.folds < 1 or self.folds == 2:
-            raise ValueError(f"folds must be 1 (no CV) or >= 3 (test, val and train folds). Found: {self.folds}")
+            raise ValueError(
+                "folds must be 1 (one speaker-disjoint split: leave --folds unset) or >= 3 (each fold needs a test, "
+                f"a validation and a training group). Found: {self.folds}"
+            )
 
     @property
     def protocol(self) -> str:

@@ -8,59 +8,21 @@ streamed (files) or sliced (arrays) one window at a time.
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sononet.audio import MAX_CLIP_S
+# The window rules live beside the front end they feed; label, its config and the API use them from here.
+from sononet.features.frontend import MIN_WINDOW_S as MIN_WINDOW_S
+from sononet.features.frontend import check_window as check_window
+from sononet.features.frontend import slice_windows, window_samples
 from sononet.label.windows import Source, stream_windows
 
 if TYPE_CHECKING:
     from sononet.audio import AudioConfig
     from sononet.label.labeller import Labeller
-
-MIN_WINDOW_S = 1.0  # under 1 s a window holds too little prosody (and too few frames for the CNN)
-MAX_WINDOW_S = MAX_CLIP_S  # one emotional state at most; every shorter input is padded to the window in memory
-# A finer hop than 10 ms only repeats windows (the log-mel frame step is 32 ms) at a cost of one
-# forward pass per hop; it also keeps every hop >= 40 samples at the lowest accepted rate (4 kHz).
-MIN_HOP_S = 0.01
-
-
-def check_window(window_s: object, hop_s: object) -> None:
-    """The one check of window and hop, in seconds, for ``label``, its config and the API.
-
-    None leaves a value to its default (checked by :func:`window_samples` once it is known). Bools,
-    NaN and inf are no durations; a hop finer than ``MIN_HOP_S`` or a window outside
-    ``MIN_WINDOW_S``-``MAX_WINDOW_S`` is refused.
-    """
-    seconds = {}
-    for name, value in (("window_s", window_s), ("hop_s", hop_s)):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number of seconds. Found: {value!r}")
-        seconds[name] = float(value)
-    window, hop = seconds.get("window_s"), seconds.get("hop_s")
-    if window is not None and not window >= MIN_WINDOW_S:
-        raise ValueError(f"need window_s >= {MIN_WINDOW_S} (seconds). Found: {window_s}")
-    if window is not None and not window <= MAX_WINDOW_S:
-        raise ValueError(f"need window_s <= {MAX_WINDOW_S} (seconds), one emotional state. Found: {window_s}")
-    if hop is not None and not MIN_HOP_S <= hop <= (MAX_WINDOW_S if window is None else window):
-        raise ValueError(f"need 0 < hop_s <= window_s (seconds), hop_s >= {MIN_HOP_S}. Found: {hop_s}, {window_s}")
-
-
-def window_samples(window_s: float, hop_s: float, sample_rate: int) -> tuple[int, int]:
-    """(window, hop) in samples at ``sample_rate``, each at least one: the windowing loops step in
-    samples, so a hop that rounds to 0 would never end, whatever the seconds said."""
-    check_window(window_s, hop_s)
-    length, step = round(window_s * sample_rate), round(hop_s * sample_rate)
-    if length < 1 or not 1 <= step <= length:
-        raise ValueError(f"window and hop must be at least one sample at {sample_rate} Hz. Found: {length}, {step}")
-    return length, step
 
 
 def resolve_window(lab: Labeller, window_s: float | None, hop_s: float | None) -> tuple[float, float, tuple[int, int]]:
@@ -70,22 +32,6 @@ def resolve_window(lab: Labeller, window_s: float | None, hop_s: float | None) -
     window_s = window_s if window_s is not None else lab.features.clip_samples / sr
     hop_s = hop_s if hop_s is not None else window_s
     return window_s, hop_s, window_samples(window_s, hop_s, sr)
-
-
-def slice_windows(samples: np.ndarray, length: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(start, clip) windows of an in-memory signal, placed exactly as :func:`stream_windows` places them.
-
-    Starts 0, hop, 2 hop... while a whole window fits; then one window aligned to the end when
-    audio is left over, so every window is real audio. A signal shorter than ``length`` is one clip.
-    """
-    total, start, end = samples.shape[0], 0, 0
-    while start + length <= total:
-        yield start, samples[start : start + length]
-        end, start = start + length, start + hop
-    if end == 0:
-        yield 0, samples
-    elif end < total:
-        yield total - length, samples[total - length :]
 
 
 def windows_of(

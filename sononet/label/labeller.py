@@ -22,26 +22,21 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
 
 
-def model_id(model_dir: str | Path, doc: dict[str, Any] | None = None) -> str:
-    """``<name>@<sha256[:12]>/<corpus>/<init>``: which weights made a row, and what they learned from.
+def model_id(model_dir: str | Path, doc: dict[str, Any]) -> str:
+    """``<kind>@<sha256[:12]>/<corpus>/<init>``: which weights made a row, and what they learned from.
 
-    The hash covers every weights file; corpus and init come from the saved protocol, e.g.
+    The kind is the saved config's model (``cnn`` for a refit model in ``cnn/refit/model`` too),
+    the hash covers every weights file, corpus and init come from the saved protocol, e.g.
     ``cnn@1f0c2a9b3d4e/demo-synthetic/scratch`` or ``wav2vec2@.../cremad/pretrained``.
     """
     from sononet.io import sha256_file
+    from sononet.models.card import provenance
 
-    directory = Path(model_dir)
-    name = directory.parent.name if directory.name == "model" else directory.name
     h = hashlib.sha256()
-    for p in sorted(directory.rglob("*.safetensors")):
+    for p in sorted(Path(model_dir).rglob("*.safetensors")):
         h.update(sha256_file(p).encode())
-    ident = f"{name}@{h.hexdigest()[:12]}"
-    if doc is not None:
-        from sononet.models.card import provenance
-
-        prov = provenance(doc)
-        ident += f"/{_slug(prov['corpus'])}/{prov['init']}"
-    return ident
+    prov = provenance(doc)
+    return f"{doc['model']}@{h.hexdigest()[:12]}/{_slug(prov['corpus'])}/{prov['init']}"
 
 
 class Labeller:
@@ -85,18 +80,10 @@ class Labeller:
         return next(m.in_features for m in self.model.head.emotion.modules() if isinstance(m, nn.Linear))
 
     def clip_span_s(self, window_s: float) -> float:
-        """Longest input scored as one clip, as training saw it.
+        """Longest input scored as one clip (see :func:`sononet.features.frontend.clip_span_s`)."""
+        from sononet.features.frontend import clip_span_s
 
-        That is the window, except for a model trained with silence trimming and labelling with
-        its own window: training trimmed clips of up to ``decode_samples`` before cutting the
-        window, so such files are trimmed whole here too rather than cut into raw windows.
-        """
-        from sononet.features.frontend import decode_samples
-
-        fc = self.features
-        if fc.trim_silence_db and round(window_s * fc.sample_rate) == fc.clip_samples:
-            return decode_samples(fc) / fc.sample_rate
-        return window_s
+        return clip_span_s(self.features, window_s)
 
     def check_speaker(self, speaker: Any) -> np.ndarray | None:
         """A speaker mean for :meth:`predict`: (n_mels,) finite numbers, for a speaker-normalised model only."""
@@ -114,21 +101,10 @@ class Labeller:
         return x.astype(np.float32)
 
     def stored_features(self, clips: list[np.ndarray], length: int) -> tuple[Any, Any]:
-        """Clips (each at most ``length`` samples) -> (stored features, valid lengths), as prepare makes them:
-        (B, n_mels, T) log-mel rounded to the shards' dtype, or (B, length) waveforms."""
-        import torch
+        """Clips (each at most ``length`` samples) -> (stored features, valid lengths), as prepare makes them."""
+        from sononet.features.frontend import stored_features
 
-        from sononet.features.frontend import fixed_length, frame_lengths
-
-        fc = self.features
-        waves_np, n_valid_np = fixed_length(clips, fc, length)
-        waves = torch.from_numpy(waves_np)  # (B, length)
-        with torch.no_grad():
-            if self.kind != "mel":
-                return waves, torch.from_numpy(n_valid_np.astype(np.int64))
-            mel = self.logmel(waves.to(self.device))  # (B, n_mels, T)
-            x = mel.to(getattr(torch, fc.mel_dtype)).float()  # the shards' storage rounding
-            return x, torch.from_numpy(frame_lengths(n_valid_np, fc, x.shape[-1]))
+        return stored_features(clips, self.features, self.kind, getattr(self, "logmel", None), length)
 
     def predict(
         self, clips: list[np.ndarray], length: int, embed: bool = False, speaker: np.ndarray | None = None
