@@ -71,7 +71,7 @@ def check_device(device: object, name: str = "device") -> None:
 # --- CPU threads -------------------------------------------------------------------------
 # Torch sizes its pool from the host's cores, not from what a container or a shared node
 # lets this process use; OpenMP workers then spin-wait for cores they do not get. Measured
-# on 2 cores beside CPU-bound neighbours (issue 14): passive waiting alone took train-all
+# on 2 cores beside CPU-bound neighbours: passive waiting alone took train-all
 # from 46.8 to 8.8 minutes with bit-identical predictions.
 
 THREADS_ENV = "SONONET_THREADS"

@@ -186,10 +186,11 @@ def test_import_sononet_stays_light() -> None:
 
 
 @pytest.mark.checkout  # reads the repository, not the installed package
-def test_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The README's Python block, run as written in a folder holding the files it names."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## Use from Python", 1)[1]
+@pytest.mark.parametrize(("page", "after"), [("README.md", "## Use from Python"), ("docs/api.md", "# The Python API")])
+def test_readme_example_runs(page: str, after: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's and docs/api.md's Python blocks, run as written in a folder holding the files they name."""
+    text = (ROOT / page).read_text()
+    section = text.split(after, 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     monkeypatch.chdir(tmp_path)
     save_tiny(tmp_path / "runs" / "demo" / "cnn" / "model")
@@ -199,4 +200,4 @@ def test_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     for i, name in enumerate("abc"):
         sf.write(f"spk1/{name}.wav", tone(2.0, f0=120 + 20 * i, seed=i), 16_000)
     assert FEATURES.sample_rate == 16_000
-    exec(compile(code, "README.md", "exec"), {})
+    exec(compile(code, page, "exec"), {})

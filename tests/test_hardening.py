@@ -1,7 +1,7 @@
-"""Issue 12: no code runs from a run directory, no hang on odd files, no silent corruption.
+"""No code runs from a run directory, no hang on odd files, no silent corruption.
 
-One test (or parametrised set) per numbered failure of the issue, each failing on the code before
-the fix; the downloader's two (7, 8) live in test_download.py beside its local mirror.
+One test (or parametrised set) per failure mode, each failing on the code before its fix; the
+downloader's two live in test_download.py beside its local mirror.
 """
 
 from __future__ import annotations
@@ -464,7 +464,7 @@ def test_txt_list_keeps_spaces_in_names(audio: Path, tmp_path: Path) -> None:
     assert paths == [str(tmp_path / " lead.wav"), str(tmp_path / "b.wav ")]
 
 
-# Decisions written down in the issue's closing note.
+# Decisions: the rules below are choices, each tested as chosen.
 
 
 def test_one_hertz_header_is_refused_before_resampling(tmp_path: Path) -> None:
