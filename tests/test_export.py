@@ -155,7 +155,7 @@ def test_export_inputs_refuse_what_label_refuses() -> None:
     for window, hop in ((0.0, None), (float("nan"), None), (1e9, None), (3.0, 4.0), (3.0, -1.0)):
         with pytest.raises(ValueError, match="window_s"):
             export_windows(speech, 16_000, info, window_s=window, hop_s=hop)
-    with pytest.raises(AudioError):
+    with pytest.raises(ValueError, match="sample_rate must be at least"):
         export_inputs([speech], 0, info)
     got = export_inputs([speech, tone(5.0)], 16_000, info)
     assert got["features"].shape == (2, FEATURES.n_mels, FEATURES.n_frames) and got["features"].dtype == np.float32
