@@ -15,7 +15,7 @@ from sononet import openmp as _openmp
 
 _openmp.set_defaults()  # before anything can load torch: its OpenMP runtime reads them once, at load
 
-__version__ = "0.1.0"
+from sononet.version import __version__ as __version__  # noqa: E402 (after the OpenMP defaults)
 
 _LAZY = {
     "EmotionClassifier": "sononet.api",

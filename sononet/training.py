@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from sononet.corpus import corpus_label, is_synthetic
 from sononet.corpus.protocol import Protocol
 from sononet.corpus.splits import SplitConfig
@@ -29,6 +31,7 @@ from sononet.io import atomic_write_json
 from sononet.jobs import write_spec
 from sononet.locking import folder_lock
 from sononet.models.registry import model_names
+from sononet.train import ddp
 from sononet.train.config import TrainConfig
 from sononet.train.profiles import (
     PROFILE_CHOICES,
@@ -38,6 +41,7 @@ from sononet.train.profiles import (
     w2v2_overrides,
     with_w2v2,
 )
+from sononet.train.refit import train_with_refit
 from sononet.train.shard_info import shard_labels, shard_splits
 
 log = logging.getLogger(__name__)
@@ -82,10 +86,6 @@ def run_training(cfg: TrainingConfig, progress: bool = True) -> dict:
 
     Under torchrun every rank calls this; rank 0 writes the spec and ``done.json``.
     """
-    import torch
-
-    from sononet.train import ddp
-
     cfg = resolve_training(cfg)
     dev = resolve_device(cfg.device)
     info = ddp.init_from_env(dev)
@@ -98,9 +98,6 @@ def run_training(cfg: TrainingConfig, progress: bool = True) -> dict:
 
 
 def _train(cfg: TrainingConfig, out: Path, dev: Any, info: Any, progress: bool) -> dict:
-    from sononet.train import ddp
-    from sononet.train.refit import train_with_refit
-
     if info.is_main:
         write_spec(out / "spec.toml", cfg, "train")
     manifest = read_manifest(cfg.shards)

@@ -27,7 +27,7 @@ CONFIGS = {
     "sononet download": ["sononet.corpus.download:DownloadConfig"],
     "sononet evaluate": ["sononet.evaluation:CrossCorpusConfig"],
     "sononet export": ["sononet.export:ExportConfig"],
-    "sononet label": ["sononet.label.run:LabelConfig"],
+    "sononet label": ["sononet.label.config:LabelConfig"],
     "sononet prepare": ["sononet.prepare:PrepareConfig"],
     "sononet train": ["sononet.train.loop:TrainConfig", "sononet.corpus.splits:SplitConfig"],
     "sononet train-all": ["sononet.experiment:ExperimentConfig"],

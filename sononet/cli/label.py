@@ -66,7 +66,8 @@ def label_command(
     sononet label interviews/ --model M --out labels.parquet --speaker-from parent
     sononet label calls.csv --model M --out labels.parquet --speaker-from column:caller
     """
-    from sononet.label.run import LabelConfig, label
+    from sononet.label.config import LabelConfig
+    from sononet.label.run import label
 
     index, count = parse_shard(shard) if shard else (None, None)
     if not merge_only and (path is None or model is None):

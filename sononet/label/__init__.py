@@ -41,6 +41,7 @@ which first takes its groups' mean log-mels (saved as ``speakers-<shard>.json``)
     duckdb -c "select pred, count(*) from 'labels.parts/part-*.parquet' where scope = 'file' group by 1"
 """
 
+from sononet.label.config import LabelConfig as LabelConfig
 from sononet.label.engine import MIN_WINDOW_S as MIN_WINDOW_S
 from sononet.label.engine import resolve_window as resolve_window
 from sononet.label.engine import score_sources as score_sources
@@ -57,7 +58,6 @@ from sononet.label.parts import merge as merge
 from sononet.label.parts import parts_dir as parts_dir
 from sononet.label.parts import schema as schema
 from sononet.label.parts import summary_path as summary_path
-from sononet.label.run import LabelConfig as LabelConfig
 from sononet.label.run import label as label
 from sononet.label.windows import BLOCK_S as BLOCK_S
 from sononet.label.windows import Source as Source

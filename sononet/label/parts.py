@@ -24,7 +24,7 @@ from sononet.label.windows import Source, open_source, prefetch
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from sononet.label.run import LabelConfig
+    from sononet.label.config import LabelConfig
     from sononet.label.speakers import GroupMean, SpeakerRule
 
 FORMAT = "sononet-labels/2"  # 2: `scope` and `pred` columns, provenance, optional `embedding`
@@ -41,8 +41,8 @@ def summary_path(out: str | Path) -> Path:
 
 
 def _rows(src: Source, lab: Labeller, sr: int) -> list[dict]:
-    from sononet import __version__
     from sononet.models.outputs import is_distribution  # here: importing sononet.models loads torch
+    from sononet.version import __version__
 
     labels, prov = lab.labels, lab.provenance
     base = {

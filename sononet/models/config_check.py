@@ -13,6 +13,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from sononet.features.mel import FeatureConfig
+from sononet.jobs import from_dict
+
 
 class ConfigError(ValueError):
     """A saved model's config.json breaks a rule; the message names the file and the field."""
@@ -42,8 +45,6 @@ def check_document(doc: Any, path: Path, format_version: int) -> None:
 
 def build_config(config_cls: type, values: dict[str, Any], path: Path) -> Any:
     """``config_cls`` from ``values`` with every field's type and range checked (its ``check()``)."""
-    from sononet.jobs import from_dict
-
     fields = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(values) - fields)
     if unknown:
@@ -58,8 +59,6 @@ def build_config(config_cls: type, values: dict[str, Any], path: Path) -> Any:
 
 def check_meta(meta: dict[str, Any], cfg: Any, input_kind: str, path: Path) -> None:
     """What the labeller and evaluation rebuild from ``meta`` must fit the model it describes."""
-    from sononet.features.mel import FeatureConfig
-
     if "labels" in meta:
         labels = meta["labels"]
         if not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):

@@ -25,12 +25,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from sononet import __version__
 from sononet.errors import NotFoundError
 from sononet.models.backbone import BackboneNotFoundError
 from sononet.models.card import write_card
 from sononet.models.config_check import build_config, check_document, check_meta
 from sononet.models.registry import get_spec
+from sononet.version import __version__
 
 FORMAT_VERSION = 1  # bump when the directory layout changes; older readers refuse newer dirs
 CONFIG_FILE = "config.json"
