@@ -46,7 +46,7 @@ from sononet.locking import folder_lock
 from sononet.models.saving import load_model
 from sononet.prepare import PrepareConfig, prepare
 from sononet.robustness import run_suite
-from sononet.train.loop import predict
+from sononet.train.predict import predict
 
 log = logging.getLogger(__name__)
 

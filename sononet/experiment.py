@@ -43,7 +43,7 @@ from sononet.prepare import PrepareConfig, format_summary, prepare
 from sononet.robustness import run_suite
 from sononet.runinfo import RunRecord
 from sononet.train.config import TrainConfig
-from sononet.train.loop import predict
+from sononet.train.predict import predict
 from sononet.train.profiles import (
     PROFILE_CHOICES,
     resolve_features,

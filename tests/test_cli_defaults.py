@@ -29,14 +29,14 @@ CONFIGS = {
     "sononet export": ["sononet.export:ExportConfig"],
     "sononet label": ["sononet.label.config:LabelConfig"],
     "sononet prepare": ["sononet.prepare:PrepareConfig"],
-    "sononet train": ["sononet.train.loop:TrainConfig", "sononet.corpus.splits:SplitConfig"],
+    "sononet train": ["sononet.training:TrainingConfig"],
     "sononet train-all": ["sononet.experiment:ExperimentConfig"],
     "sononet-batch": [],  # its options are the runner's own: click shows their defaults
 }
 # Options whose config field has another name.
 FIELD = {"timeout": "file_timeout_s", "window": "window_s", "hop": "hop_s", "split": "mode"}
 # Options the command resolves itself, with no config field (each must still have no field).
-NO_FIELD = {("sononet train", "device")}
+NO_FIELD: set[tuple[str, str]] = set()
 SPELLINGS = {True: ("on", "true"), False: ("off", "false")}
 
 

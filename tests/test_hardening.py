@@ -35,8 +35,8 @@ from sononet.models.registry import build_model
 from sononet.models.saving import load_model, save_model
 from sononet.prepare import PrepareConfig, prepare
 from sononet.train.augment import AugmentConfig
+from sononet.train.checkpoint import load_checkpoint
 from sononet.train.config import TrainConfig
-from sononet.train.loop import _load_checkpoint
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,11 +92,23 @@ def test_poisoned_checkpoint_is_refused_without_running_it(tmp_path: Path) -> No
     marker = tmp_path / "ran"
     torch.save({"model": {}, "state": _Poison(marker)}, tmp_path / "last.pt")
     with pytest.raises(ValueError, match="last.pt is unreadable"):
-        _load_checkpoint(tmp_path / "last.pt")
+        load_checkpoint(tmp_path / "last.pt")
     assert not marker.exists()
-    plain = {"model": {"w": torch.ones(2)}, "state": {"history": [{"val_loss": 0.5}], "epoch": 1}, "rng": None}
+    state = {
+        "epoch": 1,
+        "history": [{"val_loss": 0.5}],
+        "best_score": -0.5,
+        "best_epoch": 1,
+        "bad_epochs": 0,
+        "step": 3,
+    }
+    plain = {"model": {"w": torch.ones(2)}, "optimizer": {}, "scheduler": {}, "state": state, "rng": {}}
     torch.save(plain, tmp_path / "ok.pt")  # what the loop writes: tensors, dicts, lists, numbers
-    assert _load_checkpoint(tmp_path / "ok.pt")["state"]["history"] == [{"val_loss": 0.5}]
+    loaded = load_checkpoint(tmp_path / "ok.pt")["state"]  # written before mid-epoch stops: starts the next epoch
+    assert loaded.history == [{"val_loss": 0.5}] and (loaded.epoch, loaded.batch) == (1, 0)
+    torch.save({**plain, "state": {**state, "lr_trace": []}}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="foreign.pt holds no training state this SonoNet can resume"):
+        load_checkpoint(tmp_path / "foreign.pt")
 
 
 @pytest.mark.checkout  # reads the repository, not the installed package

@@ -31,7 +31,8 @@ from sononet.features.shards import read_manifest
 from sononet.models.saving import load_model
 from sononet.prepare import PrepareConfig, prepare
 from sononet.train.config import TrainConfig
-from sononet.train.loop import TrainResult, _model_overrides, predict, train_model
+from sononet.train.loop import TrainResult, _model_overrides, train_model
+from sononet.train.predict import predict
 from sononet.train.shard_info import shard_splits
 
 RAVDESS = shared_corpus("ravdess")

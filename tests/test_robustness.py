@@ -20,7 +20,8 @@ from sononet.models.saving import load_model
 from sononet.perturb import CATALOGUE
 from sononet.prepare import PrepareConfig
 from sononet.robustness import suite_probabilities
-from sononet.train.loop import TrainConfig, predict
+from sononet.train.config import TrainConfig
+from sononet.train.predict import predict
 
 DEFAULT_ROWS = ["clean", *(n for n, p in CATALOGUE.items() if p.default)]
 

@@ -22,7 +22,7 @@ from sononet.label import speakers as speakers_mod
 from sononet.label.speakers import MIN_GROUP_FILES, SpeakerRule, assign_shards
 from sononet.models.saving import load_model
 from sononet.prepare import PrepareConfig, prepare
-from sononet.train.loop import predict
+from sononet.train.predict import predict
 
 CPU = torch.device("cpu")
 PROBS = [f"prob_{lab}" for lab in LABELS]

@@ -21,8 +21,9 @@ from sononet.features.reader import ShardStream, load_metadata
 from sononet.prepare import PrepareConfig, prepare
 from sononet.stopping import TerminatedError
 from sononet.train.augment import AugmentConfig
+from sononet.train.checkpoint import CHECKPOINT
 from sononet.train.config import TrainConfig
-from sononet.train.loop import CHECKPOINT, train_model
+from sononet.train.loop import train_model
 from sononet.train.shard_info import shard_splits
 
 CPU = torch.device("cpu")

@@ -212,7 +212,7 @@ def test_speaker_norm_is_saved_and_predict_uses_each_speakers_mean(shards: Path,
     """A speaker-normalised model: ``predict`` with speakers known differs from the label/API fallback
     (the training speakers' average), and both are what ``model_inputs`` makes of the stored features."""
     from sononet.models.saving import load_model
-    from sononet.train.loop import predict
+    from sononet.train.predict import predict
 
     splits = splits_for(shards)
     result = train_model("cnn", shards, splits, LABELS, TrainConfig(epochs=1), tmp_path / "cnn", CPU, progress=False)
@@ -358,7 +358,7 @@ def test_refit_trains_every_clip_for_the_selected_epochs_at_their_rates(shards: 
 
 def test_train_all_refit_scores_test_and_the_selected_model_scores_val(shards: Path, tmp_path: Path) -> None:
     from sononet.models.saving import load_model
-    from sononet.train.loop import predict
+    from sononet.train.predict import predict
 
     cfg = ExperimentConfig(
         out=str(tmp_path / "run"), models=("cnn",), device="cpu",

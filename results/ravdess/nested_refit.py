@@ -46,7 +46,8 @@ from sononet.features.reader import load_metadata, read_manifest
 from sononet.jobs import apply_overrides, from_dict
 from sononet.models.saving import load_model
 from sononet.prepare import prepare
-from sononet.train.loop import predict, train_model
+from sononet.train.loop import train_model
+from sononet.train.predict import predict
 from sononet.train.refit import refit_epochs, refit_model
 from sononet.train.shard_info import shard_labels
 

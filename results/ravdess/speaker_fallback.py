@@ -18,7 +18,7 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 
 from sononet.models.saving import load_model
-from sononet.train.loop import predict
+from sononet.train.predict import predict
 
 
 def main(run: Path, models: list[str]) -> dict:

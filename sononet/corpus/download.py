@@ -28,14 +28,11 @@ fetched or completed::
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import http.client
 import logging
 import os
 import random
 import re
-import socket
 import stat
 import threading
 import time
@@ -52,6 +49,7 @@ from typing import BinaryIO, NamedTuple
 from tqdm import tqdm
 
 from sononet.corpus.cremad import read_audio_manifest
+from sononet.corpus.deadline_http import attempt_deadline, deadline_opener
 
 logger = logging.getLogger(__name__)
 
@@ -281,50 +279,6 @@ class _Outcome(NamedTuple):
     reason: str  # "" on success
 
 
-_attempt = threading.local()  # this thread's attempt: its deadline and the timers guarding its sockets
-
-
-def _shut(sock: socket.socket) -> None:
-    """Wake whatever read blocks on ``sock`` (headers, body): the attempt's deadline passed."""
-    with contextlib.suppress(OSError):  # closed already
-        sock.shutdown(socket.SHUT_RDWR)
-
-
-class _DeadlineConnection:
-    """A connection whose socket is shut when its attempt's deadline passes, whatever it is waiting for.
-
-    A socket timeout bounds each read, so a server sending one header byte every second would keep
-    ``urlopen`` waiting forever; the timer bounds the attempt as ``file_timeout_s`` promises.
-    """
-
-    def connect(self) -> None:
-        super().connect()  # type: ignore[misc]
-        deadline = getattr(_attempt, "deadline", None)
-        if deadline is not None:
-            timer = threading.Timer(max(0.0, deadline - time.monotonic()), _shut, (self.sock,))  # type: ignore[attr-defined]
-            timer.daemon = True
-            timer.start()
-            _attempt.timers.append(timer)
-
-
-class _HTTPConnection(_DeadlineConnection, http.client.HTTPConnection):
-    pass
-
-
-class _HTTPSConnection(_DeadlineConnection, http.client.HTTPSConnection):
-    pass
-
-
-class _HTTPHandler(urllib.request.HTTPHandler):
-    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(_HTTPConnection, req)
-
-
-class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(_HTTPSConnection, req, context=self._context)  # type: ignore[attr-defined]
-
-
 class _Fetcher:
     """Per-run state shared by the worker threads: the bar, the byte counter, the stop flag."""
 
@@ -333,7 +287,7 @@ class _Fetcher:
         self.received = 0
         self._lock = threading.Lock()
         # per run, so proxy env vars are read now; our handlers replace urllib's, adding the deadline
-        self._opener = urllib.request.build_opener(_HTTPHandler, _HTTPSHandler)
+        self._opener = deadline_opener()
 
     def _advance(self, n: int, *, network: bool = True) -> None:
         with self._lock:
@@ -404,17 +358,13 @@ class _Fetcher:
         The whole attempt, connect and headers included, must end within ``file_timeout_s``.
         """
         deadline = time.monotonic() + self.cfg.file_timeout_s
-        _attempt.deadline, _attempt.timers = deadline, []
         try:
-            self._request(url, part, size, deadline)
+            with attempt_deadline(deadline):
+                self._request(url, part, size, deadline)
         except (OSError, HTTPException) as e:
             if time.monotonic() < deadline:
                 raise
             raise self._too_slow(f"no complete answer ({type(e).__name__})") from None  # the timer shut it
-        finally:
-            for timer in _attempt.timers:
-                timer.cancel()
-            _attempt.deadline, _attempt.timers = None, []
 
     def _too_slow(self, what: str) -> _TransientError:
         return _TransientError(f"too slow: {what} within the {self.cfg.file_timeout_s:g} s limit")

@@ -69,7 +69,7 @@ def test_prepare_train_all_and_evaluate_on_a_poisoned_manifest_run_nothing(
 ) -> None:
     from sononet.experiment import ExperimentConfig, run_experiment
     from sononet.prepare import PrepareConfig
-    from sononet.train.loop import TrainConfig
+    from sononet.train.config import TrainConfig
 
     manifest, marker = poisoned
     code, text = cli("prepare", "--data", str(manifest), "--out", str(tmp_path / "shards"), "--device", "cpu",

@@ -120,7 +120,7 @@ def _fifo(path: Path) -> Path:
 
 def test_a_fifo_planted_in_a_run_folder_is_one_line_not_a_hang(cremad_dir: Path, model_dir: Path, wavs: Path,
                                                                tmp_path: Path) -> None:  # fmt: skip
-    from sononet.train.loop import _load_checkpoint
+    from sononet.train.checkpoint import load_checkpoint
 
     shards = tmp_path / "shards"
     prep = [
@@ -147,4 +147,4 @@ def test_a_fifo_planted_in_a_run_folder_is_one_line_not_a_hang(cremad_dir: Path,
         assert_refused(*cli(*label, "--shard", "1/2"), "state-00000.json is not a regular file")
         assert_refused(*cli("label", "--merge", "--out", str(out)), "state-00000.json is not a regular file")
         with pytest.raises(UserError, match="last.pt is not a regular file"):
-            _load_checkpoint(_fifo(tmp_path / "last.pt"))
+            load_checkpoint(_fifo(tmp_path / "last.pt"))
