@@ -95,3 +95,48 @@ def test_vtlp_identity_at_one_and_in_eval_and_bounded() -> None:
     assert out.min() >= mel.min() and out.max() <= mel.max()  # interpolation: no new extremes
     with pytest.raises(ValueError, match="vtlp must be in"):
         AugmentConfig(vtlp=0.7)
+
+
+def _stored(waves: torch.Tensor) -> torch.Tensor:
+    """Log-mel as prepare stores it (float16), of (B, S) waveforms."""
+    from sononet.features.mel import FeatureConfig, LogMel
+
+    return LogMel(FeatureConfig()).eval()(waves).to(torch.float16).float()
+
+
+def test_noisy_mel_is_the_log_mel_of_the_noisy_waveform() -> None:
+    from sononet.features.mel import FeatureConfig
+    from sononet.train.augment import NoisyMel
+
+    t = torch.arange(48_000) / SR
+    waves = torch.stack([0.3 * torch.sin(2 * torch.pi * f * t) for f in (150.0, 300.0, 600.0)])  # (3, S)
+    n = torch.tensor([48_000, 30_000, 20_000])
+    waves = waves * (torch.arange(48_000)[None, :] < n[:, None])  # zero padding after each clip
+    waves[2] = 0.0  # a silent clip: no level to set noise against, so never noised
+    x = _stored(waves)
+    cfg = AugmentConfig(noise_p=1.0, noise_snr=(10.0, 10.0))
+    aug = NoisyMel(cfg, FeatureConfig())
+    assert torch.equal(aug.eval()(x, waves, n), x)  # identity in eval mode
+    torch.manual_seed(1)
+    y = aug.train()(x, waves, n)
+    assert torch.equal(y[2], x[2])
+    frames_1 = 1 + 30_000 // 512
+    assert not torch.allclose(y[:2, :, :frames_1], x[:2, :, :frames_1], atol=1.0)  # 10 dB SNR changes the clip
+    torch.manual_seed(1)
+    y2 = aug.train()(x, waves, n)
+    assert torch.equal(y, y2)  # the same draws from torch's RNG give the same clips
+    quiet = AugmentConfig(noise_p=1.0, noise_snr=(120.0, 120.0))
+    z = NoisyMel(quiet, FeatureConfig()).train()(x, waves, n)
+    torch.testing.assert_close(z, x, atol=0.05, rtol=0)  # noise 120 dB down: the stored features again
+
+
+def test_noisy_mel_needs_the_waveforms_and_checks_its_options() -> None:
+    from sononet.features.mel import FeatureConfig
+    from sononet.train.augment import NoisyMel
+
+    with pytest.raises(ValueError, match="with_wave"):
+        NoisyMel(AugmentConfig(noise_p=0.5), FeatureConfig()).train()(torch.zeros(2, 128, 94), None, None)
+    for bad in ({"noise_p": 1.5}, {"noise_p": float("nan")}, {"noise_snr": (30.0, 10.0)},
+                {"noise_snr": (0.0, float("inf"))}):  # fmt: skip
+        with pytest.raises(ValueError):
+            AugmentConfig(**bad)

@@ -105,11 +105,13 @@ def test_train_all_cli_with_tiny_wav2vec2(shards: Path, tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "'resnet' is not one of 'cnn', 'bigru', 'wav2vec2'" in bad.output
 
 
-def test_resume_continues_exactly(shards: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("augment", [AugmentConfig(noise_std=0.1), AugmentConfig(noise_p=0.5, noise_snr=(5.0, 20.0))])
+def test_resume_continues_exactly(shards: Path, tmp_path: Path, augment: AugmentConfig) -> None:
+    """Also with multi-condition noise, whose clips and noise come from torch's RNG."""
     splits = splits_for(shards)
-    cfg = TrainConfig(epochs=3, batch_size=16, augment=AugmentConfig(noise_std=0.1))
+    cfg = TrainConfig(epochs=3, batch_size=16, augment=augment)
     straight = train_model("cnn", shards, splits, LABELS, cfg, tmp_path / "a", CPU, progress=False)
-    first = TrainConfig(epochs=1, batch_size=16, augment=AugmentConfig(noise_std=0.1))
+    first = TrainConfig(epochs=1, batch_size=16, augment=augment)
     train_model("cnn", shards, splits, LABELS, first, tmp_path / "b", CPU, progress=False)
     resumed = train_model("cnn", shards, splits, LABELS, cfg, tmp_path / "b", CPU, resume=True, progress=False)
     assert resumed.digests == straight.digests

@@ -60,13 +60,16 @@ class Batch:
     intensity: torch.Tensor  # (B,) 0/1/2 for LO/MD/HI (INTENSITY_INDEX), -100 where unknown
     clip_ids: list[str]
     offsets: torch.Tensor | None = None  # (B, n_mels) each clip's speaker mean, when the stream has offsets
+    wave: torch.Tensor | None = None  # (B, S) float32 waveform beside a log-mel, when the stream has ``with_wave``
+    wave_lengths: torch.Tensor | None = None  # (B,) its valid samples
 
 
 class ShardStream:
     """An epoch-seeded, windowed-shuffle stream over the rows of ``clip_ids``.
 
     ``offsets`` (clip_id -> (n_mels,), from ``normalize.SpeakerMeans.offsets``) ride along with each
-    batch for :func:`~sononet.features.normalize.model_inputs`.
+    batch for :func:`~sononet.features.normalize.model_inputs`; with ``with_wave`` a log-mel stream
+    carries each clip's stored waveform too (what noise augmentation recomputes features from).
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class ShardStream:
         rank: int = 0,
         world_size: int = 1,
         offsets: Mapping[str, np.ndarray] | None = None,
+        with_wave: bool = False,
     ) -> None:
         if input_kind not in ("mel", "wave"):
             raise ValueError(f"input_kind must be 'mel' or 'wave'. Found: {input_kind!r}")
@@ -101,6 +105,7 @@ class ShardStream:
         self.rank = rank
         self.world_size = world_size
         self.offsets = offsets
+        self.with_wave = with_wave and input_kind == "mel"
         self.epoch = 0
         counts = self._rows_per_shard()
         self._window_counts = [
@@ -127,7 +132,8 @@ class ShardStream:
     def _read(self, path: Path) -> dict[str, np.ndarray]:
         col = self.input_kind
         length_col = "n_frames" if col == "mel" else "n_samples"
-        table = pq.read_table(path, columns=["clip_id", "label", "intensity", length_col, col])
+        waves = ["wave", "n_samples"] if self.with_wave else []
+        table = pq.read_table(path, columns=["clip_id", "label", "intensity", length_col, col, *waves])
         keep = pc.is_in(table["clip_id"], self._ids)
         table = table.filter(keep)
         unknown = sorted(set(table["label"].to_pylist()) - set(self.label_index))
@@ -139,6 +145,9 @@ class ShardStream:
             rows = [self.offsets[c] for c in table["clip_id"].to_pylist()]
             empty = np.zeros((0, values.shape[1]), np.float32)
             offsets["offsets"] = np.stack(rows).astype(np.float32) if rows else empty
+        if self.with_wave:
+            offsets["wave"] = shard_tensor(table, "wave")
+            offsets["wave_lengths"] = table["n_samples"].to_numpy().astype(np.int64)
         return {
             **offsets,
             "x": values,
@@ -195,4 +204,6 @@ class ShardStream:
             intensity=torch.from_numpy(rows["intensity"]),
             clip_ids=list(rows["clip_ids"]),
             offsets=torch.from_numpy(rows["offsets"]) if "offsets" in rows else None,
+            wave=torch.from_numpy(rows["wave"].astype(np.float32) / 32768.0) if "wave" in rows else None,
+            wave_lengths=torch.from_numpy(rows["wave_lengths"]) if "wave_lengths" in rows else None,
         )

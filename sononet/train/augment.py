@@ -15,9 +15,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torchaudio
 from torch import nn
+
+from sononet.features.mel import FeatureConfig, LogMel
 
 
 @dataclass
@@ -34,6 +37,11 @@ class AugmentConfig:
     # log-mel: warp each clip's frequency axis by a factor in [1 - vtlp, 1 + vtlp]; 0 = off.
     # None: the profile's recipe (experiment.REAL_VTLP: the BiGRU's on real speech), else off.
     vtlp: float | None = None
+    # log-mel: the share of training clips heard in noise (multi-condition training): noise of a random
+    # colour (power spectrum ~ 1/f^a, a uniform in [0, 2], white to brown) at an SNR uniform in
+    # noise_snr dB is added to the stored waveform, and the clip's log-mel is computed again.
+    noise_p: float = 0.0
+    noise_snr: tuple[float, float] = (0.0, 30.0)
 
     def __post_init__(self) -> None:
         for name in ("freq_mask", "time_mask", "n_masks", "noise_std", "mixup_alpha"):
@@ -41,6 +49,11 @@ class AugmentConfig:
                 raise ValueError(f"{name} must be >= 0. Found: {getattr(self, name)}")
         if self.vtlp is not None and not 0 <= self.vtlp < 0.5:
             raise ValueError(f"vtlp must be in [0, 0.5) (0.1 warps by up to 10 %). Found: {self.vtlp}")
+        if not 0 <= self.noise_p <= 1:  # also refuses NaN
+            raise ValueError(f"noise_p must be in [0, 1]. Found: {self.noise_p}")
+        lo, hi = self.noise_snr
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+            raise ValueError(f"noise_snr must be two finite dB values, low <= high. Found: {self.noise_snr}")
 
 
 # Slaney's mel scale (librosa's default, and the filterbank's): linear below 1 kHz, log above.
@@ -109,6 +122,54 @@ class MelAugment(nn.Module):
         if self.cfg.noise_std > 0:
             x = x + self.cfg.noise_std * torch.randn_like(x)
         return x
+
+
+class NoisyMel(nn.Module):
+    """Multi-condition training for log-mel models: some clips' log-mel replaced by that of the
+    same stored waveform with noise added (``AugmentConfig.noise_p``, ``noise_snr``).
+
+    The noise goes on the waveform, not on the features, so the log-mel is what a clip recorded
+    in that noise would give (the same front end as ``prepare``, float16 storage rounding too);
+    it covers the clip's valid samples only. Draws from torch's global RNG (the noise itself from
+    a seed drawn there), so a resumed run replays it. Identity in eval mode.
+    """
+
+    def __init__(self, cfg: AugmentConfig, features: FeatureConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.logmel = LogMel(features, "torchaudio")
+        self.mel_dtype = getattr(torch, features.mel_dtype)
+
+    def forward(self, x: torch.Tensor, wave: torch.Tensor | None, wave_lengths: torch.Tensor | None) -> torch.Tensor:
+        """(B, n_mels, T) stored log-mel, (B, S) stored waveform, (B,) valid samples -> (B, n_mels, T)."""
+        if not self.training or self.cfg.noise_p <= 0:
+            return x
+        if wave is None or wave_lengths is None:
+            raise ValueError("noise augmentation needs the stored waveforms: stream the shards with_wave=True")
+        audible = wave.abs().amax(1) > 0  # (B,): a silent clip has no level to set the noise against
+        pick = torch.nonzero((torch.rand(x.shape[0]) < self.cfg.noise_p) & audible).flatten()  # (k,)
+        if not len(pick):
+            return x
+        lo, hi = self.cfg.noise_snr
+        snr = lo + (hi - lo) * torch.rand(len(pick))  # (k,) dB
+        colour = 2 * torch.rand(len(pick))  # (k,) spectral slope a: 0 white, 1 pink, 2 brown
+        seed = int(torch.randint(2**31 - 1, (1,)))
+        clean, n = wave[pick], wave_lengths[pick]  # (k, S), (k,)
+        noise = torch.from_numpy(coloured_noise(colour.tolist(), clean.shape[1], seed))  # (k, S)
+        noise = noise * (torch.arange(clean.shape[1])[None, :] < n[:, None])  # only where the clip is
+        noisy = torchaudio.functional.add_noise(clean, noise, snr, lengths=n)
+        x = x.clone()
+        x[pick] = self.logmel(noisy).to(self.mel_dtype).float()
+        return x
+
+
+def coloured_noise(exponents: list[float], n: int, seed: int) -> np.ndarray:
+    """(len(exponents), n) float32 unit-variance Gaussian noise, row i with a power spectrum ~ 1/f^exponents[i]."""
+    import colorednoise
+
+    rng = np.random.default_rng(seed)
+    rows = [colorednoise.powerlaw_psd_gaussian(a, n, random_state=rng) for a in exponents]
+    return np.stack(rows).astype(np.float32) if rows else np.zeros((0, n), np.float32)
 
 
 def _speed(x: torch.Tensor, factor: float, sample_rate: int) -> torch.Tensor:

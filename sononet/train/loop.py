@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from sononet import stopping
 from sononet.device import seed_everything
+from sononet.features.mel import FeatureConfig
 from sononet.features.normalize import mel_band_stats, model_inputs, speaker_means
 from sononet.features.reader import INTENSITY_INDEX, ShardStream, load_metadata, split_speakers
 from sononet.features.shards import read_manifest
@@ -51,7 +52,7 @@ from sononet.io import atomic_write_json
 from sononet.models.registry import MODELS, build_model
 from sononet.models.saving import save_model
 from sononet.stopping import TerminatedError
-from sononet.train.augment import MelAugment, WaveAugment, mixup
+from sononet.train.augment import MelAugment, NoisyMel, WaveAugment, mixup
 from sononet.train.checkpoint import TrainState, checkpoint_path, load_checkpoint, restore_rng, rng_state
 from sononet.train.checkpoint import save_checkpoint as write_checkpoint
 from sononet.train.config import TrainConfig, selection_score
@@ -135,6 +136,9 @@ class _Trainer:
         self.model = self._build_model()
         self.norm, offsets = self._normalisation()
         self.augment = self._augmenter()
+        self.noisy: NoisyMel | None = None  # multi-condition training: log-mel of noisy waveforms
+        if self.kind == "mel" and self.augment_cfg.noise_p > 0:
+            self.noisy = NoisyMel(self.augment_cfg, FeatureConfig(**self.data.feature_config))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.base_lr = float(self.model.config.lr)
         self.optimizer = torch.optim.AdamW(self.params, lr=self.base_lr, weight_decay=cfg.weight_decay)
@@ -197,11 +201,11 @@ class _Trainer:
         data, cfg, kind = self.data, self.cfg, self.kind
         rank, world, bs = self.dist.rank, self.dist.world_size, cfg.batch_size
 
-        def stream(ids: list[str], shuffle: bool) -> ShardStream:
+        def stream(ids: list[str], shuffle: bool, with_wave: bool = False) -> ShardStream:
             return ShardStream(data.shards, ids, data.labels, kind, bs, shuffle, cfg.seed, cfg.window_shards, rank,
-                               world, offsets)  # fmt: skip
+                               world, offsets, with_wave=with_wave)  # fmt: skip
 
-        train = stream(data.train_ids, True)
+        train = stream(data.train_ids, True, with_wave=self.noisy is not None)  # the waveform only for noise
         calib = stream(data.train_ids, False) if cfg.bn_recalibrate else None
         val = (
             ShardStream(data.shards, data.val_ids, data.labels, kind, bs, shuffle=False, offsets=offsets)
@@ -286,7 +290,8 @@ class _Trainer:
             if offsets is not None and cfg.speaker_default_p > 0:  # these clips get the unknown-speaker offset
                 swap = torch.rand(offsets.shape[0]) < cfg.speaker_default_p  # (B,)
                 offsets = torch.where(swap[:, None], self.norm["speaker_default"], offsets)
-            x = model_inputs(batch.x, batch.lengths, self.kind, self.norm, self.device, offsets)
+            x = batch.x if self.noisy is None else self.noisy.train()(batch.x, batch.wave, batch.wave_lengths)
+            x = model_inputs(x, batch.lengths, self.kind, self.norm, self.device, offsets)
             lengths = batch.lengths.to(self.device)
             if self.kind == "mel":
                 x = self.augment(x)
