@@ -97,7 +97,11 @@ def test_cnn_learns_emotion_from_short_real_clips(short_clips: Path, ravdess_cnn
     preds = predict(model, saved["meta"], short_clips, val_ids, torch.device("cpu"))
     ua = balanced_accuracy_score(preds.true, preds.pred)
     history = [(h["epoch"], round(h["val_loss"], 2), round(h["val_ua"], 2)) for h in result.history]
-    assert result.best_epoch > 5, f"kept an early-epoch model: {history}"
+    # Validation UA on one actor's 60 clips moves by ~5 points from epoch to epoch, so which epoch is
+    # kept is a coin toss (epoch 1 to 18 over three seeds); what the fix guarantees is an eval-mode
+    # model that works in every epoch after warm-up, not only the first.
+    later = [ua for epoch, _, ua in history if epoch > 5]
+    assert later and np.mean(later) > 0.28, f"the eval-mode model failed after warm-up: {history}"
     assert preds.pred.nunique() >= 5, f"the model answers few classes: {preds.pred.value_counts().to_dict()}"
     assert ua > 0.30, f"val UA {ua:.3f} (chance 0.125); {history}"
 
@@ -203,3 +207,26 @@ def test_api_on_real_clips_equals_the_training_path_with_silence_trimming(tmp_pa
     want = known.loc[actor.clip_id, [f"prob_{c}" for c in labels]].to_numpy()
     np.testing.assert_allclose(got, want, atol=2e-5)
     assert not np.allclose(got, clf.predict_proba(files), atol=1e-3)
+
+
+def test_label_answers_the_same_at_minus_20_db(short_clips: Path, ravdess_cnn: tuple) -> None:
+    """The same speech 20 dB quieter gets the same emotion from `label` and the API (speakers unknown).
+
+    Without level normalisation the recipe's model leaned on the absolute level: on this model and
+    these 120 clips, 89 % of the predictions changed at -20 dB (and 83 % when each clip was
+    peak-normalised); with it, none.
+    """
+    from sononet import EmotionClassifier
+
+    result, splits = ravdess_cnn
+    meta = load_metadata(short_clips, ["clip_id", "source_path"]).to_pandas().set_index("clip_id")
+    held_out = [c for c, s in splits.items() if s != "train"]
+    clips = [sf.read(meta.source_path[c], dtype="float32")[0] for c in held_out]
+    clf = EmotionClassifier.load(result.model_dir, device="cpu", mel_backend="torchaudio")
+    loud = clf.predict_proba(clips, sample_rate=16_000).argmax(1)
+    quiet = clf.predict_proba([c * 0.1 for c in clips], sample_rate=16_000).argmax(1)
+    peak = clf.predict_proba([c / np.abs(c).max() for c in clips], sample_rate=16_000).argmax(1)
+    assert len(clips) == 120
+    for name, other in (("at -20 dB", quiet), ("peak-normalised", peak)):
+        agree = float((loud == other).mean())
+        assert agree >= 0.9, f"only {agree:.0%} of predictions unchanged {name}"

@@ -30,11 +30,13 @@ class TrainConfig:
     # validation score; 1 = the best epoch. One epoch's UA on 4 voices is noisy (results/ravdess, seventh round).
     refit_window: int = 5
     ema_epochs: float = 0.0  # > 0: validate and keep a moving average of the weights over about this many epochs
-    level_norm: bool = False  # log-mel: remove each clip's level (one dB offset) first, so gain changes nothing
+    # log-mel: remove each clip's level (one dB offset: the dB of its mean mel power) first, so gain
+    # changes nothing; nested on RAVDESS validation actors it cost nothing on clean audio (docs/robustness.md)
+    level_norm: bool = True
     speaker_norm: bool = True  # log-mel: remove each speaker's per-band mean first (features/normalize.py)
     # With speaker_norm: the share of training clips that lose the training speakers' average instead
     # of their own speaker's mean, as clips of unknown speakers do in `label`, so the model learns both.
-    speaker_default_p: float = 0.0
+    speaker_default_p: float = 0.5
     clip_norm: bool = False  # log-mel: remove each clip's own per-band mean before the global standardisation
     class_weights: bool = False  # inverse-frequency CE weights (CREMA-D's NEU is 15 % rarer)
     intensity_aux: bool = False  # auxiliary LO/MD/HI head where intensity labels exist (RAVDESS: normal/strong)
