@@ -91,7 +91,6 @@ def _score_group(
 ) -> None:  # fmt: skip
     """One speaker's clips through one feature path: clean and each perturbation, every model, both speaker modes."""
     from sononet.audio import AudioConfig
-    from sononet.features.normalize import valid_frame_sums
     from sononet.label.engine import resolve_window, windows_of
     from sononet.label.run import LabelConfig
     from sononet.label.windows import Source
@@ -115,16 +114,24 @@ def _score_group(
         flat = [c for w in windows for c in w]
         batch = LabelConfig.batch_size
         feats = [lead.stored_features(flat[i : i + batch], length) for i in range(0, len(flat), batch)]
-        mean = None
-        if any(lab.takes_speaker for lab in labs):  # the speaker's mean over all its perturbed windows
-            sums = [valid_frame_sums(x.cpu().numpy(), n.numpy()) for x, n in feats]
-            mean = (sum(s.sum(0) for s, _ in sums) / max(sum(int(n.sum()) for _, n in sums), 1)).astype(np.float32)
+        means = {  # the speaker's mean over all its perturbed windows, with and without each clip's level
+            level: _speaker_mean(feats, level) for level in {"level" in lab.norm for lab in labs if lab.takes_speaker}
+        }
         key = CLEAN if pert is None else pert.name
         for name, lab in zip(names, labs, strict=True):
             unknown = _file_probs(lab, feats, None, owner, len(ids))
+            mean = means["level" in lab.norm] if lab.takes_speaker else None
             known = _file_probs(lab, feats, mean, owner, len(ids)) if lab.takes_speaker else unknown
             for mode, p in (("known", known), ("unknown", unknown)):
                 probs.setdefault((key, mode, name), {}).update(zip(ids, p, strict=True))
+
+
+def _speaker_mean(feats: list, level: bool) -> np.ndarray:
+    """(n_mels,) mean log-mel over every valid frame of ``feats`` (each clip's level removed with ``level``)."""
+    from sononet.features.normalize import valid_frame_sums
+
+    sums = [valid_frame_sums(x.cpu().numpy(), n.numpy(), level) for x, n in feats]
+    return (sum(s.sum(0) for s, _ in sums) / max(sum(int(n.sum()) for _, n in sums), 1)).astype(np.float32)
 
 
 def _file_probs(lab: Any, feats: list, mean: np.ndarray | None, owner: np.ndarray, n: int) -> np.ndarray:

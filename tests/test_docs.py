@@ -10,6 +10,8 @@ import re
 import tokenize
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 README_MAX_LINES = 150
 # Pages linked before they exist, written with other work; a missing one is not a broken link yet.
@@ -38,6 +40,7 @@ def code_prose(path: Path) -> list[tuple[int, str]]:
     return found
 
 
+@pytest.mark.checkout  # reads the repository, not the installed package
 def test_readme_is_a_front_door_with_working_links() -> None:
     text = (REPO / "README.md").read_text()
     lines = text.splitlines()
@@ -53,6 +56,7 @@ def test_readme_is_a_front_door_with_working_links() -> None:
             assert resolved.exists(), f"{page.relative_to(REPO)} links to {target}, which does not exist"
 
 
+@pytest.mark.checkout  # reads the repository, not the installed package
 def test_no_sessions_or_issue_numbers_in_docs_results_or_code() -> None:
     hits = []
     for page in markdown_files():

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # the configs it maps TOML onto by "module:attr" strings and imports them only when asked.
 LAYERS = [
     ("sononet.errors", 0), ("sononet.io", 0), ("sononet.device", 0), ("sononet.locking", 0), ("sononet.version", 0),
-    ("sononet.sources", 0), ("sononet.perturb", 1),
+    ("sononet.openmp", 0), ("sononet.stopping", 0), ("sononet.sources", 0), ("sononet.perturb", 1),
     ("sononet.kernels", 0), ("sononet.jobs", 0), ("sononet.corpus", 1), ("sononet.audio", 1), ("sononet.audio_av", 1),
     ("sononet.features", 2), ("sononet.prepare", 3), ("sononet.models", 3), ("sononet.train", 4),
     ("sononet.runinfo", 4), ("sononet.evaluate", 5), ("sononet.experiment", 6), ("sononet.training", 6),

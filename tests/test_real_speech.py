@@ -83,13 +83,14 @@ def ravdess_cnn(short_clips: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def test_cnn_learns_emotion_from_short_real_clips(short_clips: Path, ravdess_cnn: tuple) -> None:
-    """6 actors, 8 classes, 2.0 s clips: the kept model learned past the first epochs and tells the classes apart.
+    """6 actors, 8 classes, 2.0 s clips: the eval-mode model works past warm-up and tells the classes apart.
 
-    Before the fix, on this data: best epoch 2 of 7 (validation loss rising 1.81 -> 2.25 while
-    the eval-mode model answered 3 classes), test UA 0.30. After: the kept epoch comes after
-    BatchNorm statistics and the learning rate have settled, and most classes are in use (with
-    speaker normalisation 5 of 8 on this one validation actor, at val UA 0.39; 8 without it,
-    at 0.34).
+    Before the BatchNorm fix, on this data: best epoch 2 of 7 (validation loss rising 1.81 -> 2.25
+    while the eval-mode model answered 3 classes), test UA 0.30. Since level normalisation (the
+    recipe's default: each clip loses its loudness, and with it the within-speaker arousal cue) this
+    tiny set of 4 training actors validates lower: mean val UA over epochs 6-20 0.21-0.24 over two
+    seeds, against 0.33 without it (chance 0.125); on full RAVDESS folds the ensemble gains
+    (docs/robustness.md).
     """
     result, splits = ravdess_cnn
     model, saved = load_model(result.model_dir)
@@ -101,9 +102,9 @@ def test_cnn_learns_emotion_from_short_real_clips(short_clips: Path, ravdess_cnn
     # kept is a coin toss (epoch 1 to 18 over three seeds); what the fix guarantees is an eval-mode
     # model that works in every epoch after warm-up, not only the first.
     later = [ua for epoch, _, ua in history if epoch > 5]
-    assert later and np.mean(later) > 0.28, f"the eval-mode model failed after warm-up: {history}"
-    assert preds.pred.nunique() >= 5, f"the model answers few classes: {preds.pred.value_counts().to_dict()}"
-    assert ua > 0.30, f"val UA {ua:.3f} (chance 0.125); {history}"
+    assert later and np.mean(later) > 0.16, f"the eval-mode model failed after warm-up: {history}"
+    assert preds.pred.nunique() >= 4, f"the model answers few classes: {preds.pred.value_counts().to_dict()}"
+    assert ua > 0.18, f"val UA {ua:.3f} (chance 0.125); {history}"
 
 
 def test_cross_corpus_ravdess_to_demo(ravdess_cnn: tuple, tmp_path: Path) -> None:

@@ -81,6 +81,9 @@ def _fail(ctx: click.Context, message: str, code: int) -> NoReturn:
 @click.version_option(package_name="sononet")
 def main(verbose: bool) -> None:
     """SonoNet: speech emotion recognition as a batch job (CREMA-D -> log-mel shards -> CNN, BiGRU, wav2vec2)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if type(h) is logging.StreamHandler and h.stream.closed]:
+        root.removeHandler(handler)  # an earlier in-process run's stderr (a test runner, a notebook)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -52,14 +52,16 @@ def detect_kind(path: str | Path) -> str:
 
     from sononet.corpus.folder import folder_manifest
 
-    if folder_manifest(p):  # the user's own list wins over guessing from names or sub-folders
-        return "manifest"
-    if looks_like_hf(p):
-        return "hf"
+    # A named corpus's file names carry its own metadata and protocol (RAVDESS's shared folder also
+    # holds a manifest.csv); otherwise the user's own list wins over guessing from sub-folders.
     if looks_like_cremad(p):
         return "cremad"
     if looks_like_ravdess(p):
         return "ravdess"
+    if folder_manifest(p):
+        return "manifest"
+    if looks_like_hf(p):
+        return "hf"
     if any(d.is_dir() for d in p.iterdir()):
         return "audiofolder"
     raise ValueError(

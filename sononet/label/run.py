@@ -125,7 +125,9 @@ def _label_shard(cfg: LabelConfig, progress: bool) -> dict:
     state = _load_state(state_path, fingerprint, shard)
     state["n_parts"] = len(chunks)
     mine_keys = [None if r else keys[i] for i, r in zip(mine_idx, mine_repeated)]
-    means = shard_group_means(mine, mine_keys, lab, window, cfg, out_dir / f"speakers-{shard:05d}.json", fingerprint)
+    means = shard_group_means(
+        mine, mine_keys, lab, window, cfg.batch_size, cfg.workers, out_dir / f"speakers-{shard:05d}.json", fingerprint
+    )
     chunk_keys = [mine_keys[i : i + cfg.part_size] for i in range(0, len(mine), cfg.part_size)]
 
     def done(k: int) -> bool:  # listed, present and unchanged

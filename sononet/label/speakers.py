@@ -35,7 +35,6 @@ import numpy as np
 
 if TYPE_CHECKING:
     from sononet.label.labeller import Labeller
-    from sononet.label.run import LabelConfig
 
 # Fewest files whose own mean replaces the training default: on 8 held-out RAVDESS actors, groups of
 # 4 random clips beat the default (CNN +3.0, BiGRU +5.7 UA), 3 tied, 1-2 lost (docs/robustness.md).
@@ -221,18 +220,17 @@ def check_model(lab: Labeller) -> None:
 
 
 def shard_group_means(
-    files: list[str], keys: list[str | None], lab: Labeller, window: tuple[int, int], cfg: LabelConfig,
-    path: Path, fingerprint: dict,
+    files: list[str], keys: list[str | None], lab: Labeller, window: tuple[int, int], batch_size: int,
+    workers: int | None, path: Path, fingerprint: dict,
 ) -> dict[str, GroupMean]:  # fmt: skip
     """A label shard's first pass: the mean of each speaker group among its ``files`` (``keys``: each
     file's group, None for none), saved to ``path`` so that a rerun with the same fingerprint reads
     it back instead of decoding every file again. Holds one batch of windows plus a sum per group."""
-    import json
     from concurrent.futures import ThreadPoolExecutor
 
     from sononet.audio import AudioConfig
     from sononet.device import decode_workers
-    from sononet.io import atomic_write_json
+    from sononet.io import atomic_write_json, read_json
     from sononet.label.engine import windows_of
     from sononet.label.windows import open_source, prefetch
 
@@ -240,16 +238,16 @@ def shard_group_means(
     if not todo:
         return {}
     if path.exists():
-        doc = json.loads(path.read_text())
-        if doc.get("fingerprint") == fingerprint:
+        doc = read_json(path)
+        if isinstance(doc, dict) and doc.get("fingerprint") == fingerprint:
             groups = doc["groups"].items()
             return {k: GroupMean(np.asarray(g["mean"], np.float32), g["files"], g["frames"]) for k, g in groups}
     length, hop = window
     audio = AudioConfig(sample_rate=lab.features.sample_rate)
     whole_s = lab.clip_span_s(length / audio.sample_rate)
-    acc = MeanAccumulator(lab, length, cfg.batch_size)
-    with ThreadPoolExecutor(max_workers=decode_workers(cfg.workers)) as pool:
-        opened = prefetch(lambda item: open_source(item[0], audio, whole_s), todo, pool, 2 * cfg.batch_size)
+    acc = MeanAccumulator(lab, length, batch_size)
+    with ThreadPoolExecutor(max_workers=decode_workers(workers)) as pool:
+        opened = prefetch(lambda item: open_source(item[0], audio, whole_s), todo, pool, 2 * batch_size)
         for src, (_, key) in zip(opened, todo, strict=True):
             if src.error is None:
                 acc.add(key, (clip for _, clip in windows_of(src, length, hop, audio, whole_s)))

@@ -28,7 +28,7 @@ NOT_USER_ERRORS = {
     "sononet.errors.AudioError": "an errors-table row (label, prepare); the API raises it with the row's reason",
     "sononet.errors.DiskFullError": "one line, exit 1: free space and rerun (tests/test_hardening.py)",
     "sononet.errors.Interrupted": "Ctrl-C or SIGTERM: exit 130 or 143, the run marked interrupted",
-    "sononet.batch.TerminatedError": "SIGTERM under sononet-batch: exit 143 and a failed event",
+    "sononet.stopping.TerminatedError": "SIGTERM: training checkpoints at the next step, exit 143 (test_stopping.py)",
     "sononet.corpus.download._TransientError": "one failed download attempt, retried, then a summary line",
     "sononet.corpus.download._FinalError": "one file's download refused, reported in the summary",
     "sononet.corpus.download._StopRequestedError": "Ctrl-C reaching a download worker",
