@@ -31,6 +31,7 @@ CONFIGS = {
     "sononet prepare": ["sononet.prepare:PrepareConfig"],
     "sononet train": ["sononet.training:TrainingConfig"],
     "sononet train-all": ["sononet.experiment:ExperimentConfig"],
+    "sononet train-final": ["sononet.final_model:FinalConfig"],
     "sononet-batch": [],  # its options are the runner's own: click shows their defaults
 }
 # Options whose config field has another name.

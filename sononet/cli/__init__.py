@@ -32,6 +32,7 @@ import click
 from sononet.cli.bench import bench_command
 from sononet.cli.evaluate import evaluate_command
 from sononet.cli.export import export_command
+from sononet.cli.final import final_command
 from sononet.cli.label import label_command
 from sononet.cli.options import with_threads
 from sononet.cli.prepare import download_command, prepare_command
@@ -90,7 +91,7 @@ def main(verbose: bool) -> None:
     )
 
 
-for _command in (prepare_command, train_all_command, train_command, evaluate_command):
+for _command in (prepare_command, train_all_command, train_command, final_command, evaluate_command):
     main.add_command(with_threads(_command))
 main.add_command(with_threads(label_command, defer=True))  # its parent of --jobs workers never loads torch
 main.add_command(download_command)

@@ -64,6 +64,9 @@ def _corpus_facts(corpus: str) -> tuple[str, str]:
 
 def _metric_lines(metrics: dict[str, Any] | None, name: str, fold: int, splits: tuple[str, ...]) -> list[str]:
     entry = ((metrics or {}).get("models") or {}).get(name) or {}
+    if not splits:  # a final model trained on every speaker: nothing of its own was held out
+        return ["Trained on every speaker: the cross-validated scores of its recipe are in the card of the folder "
+                "above."]  # fmt: skip
     lines = []
     for split in splits:
         m = ((entry.get(split) or {}).get("folds") or {}).get(str(fold))
