@@ -36,6 +36,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
+    from sononet.label.ensemble import EnsembleLabeller
     from sononet.label.labeller import Labeller
     from sononet.label.windows import Source
 
@@ -51,9 +52,9 @@ def _is_single(inputs: Any) -> bool:
 
 
 class EmotionClassifier:
-    """A saved SonoNet model (``DIR`` with config.json, as ``train-all`` writes it) ready to classify audio."""
+    """A saved SonoNet model or ensemble (as ``train-all`` writes them) ready to classify audio."""
 
-    def __init__(self, labeller: Labeller, batch_size: int = 64, workers: int = 2) -> None:
+    def __init__(self, labeller: Labeller | EnsembleLabeller, batch_size: int = 64, workers: int = 2) -> None:
         if batch_size < 1 or workers < 1:
             raise ValueError(f"batch_size and workers must be positive. Found: {batch_size}, {workers}")
         self._lab = labeller
@@ -62,15 +63,20 @@ class EmotionClassifier:
 
     @classmethod
     def load(
-        cls, model_dir: str | os.PathLike, device: str = "auto", batch_size: int = 64, workers: int = 2,
-        mel_backend: str = "auto",
+        cls, model_dir: str | os.PathLike | Sequence[str | os.PathLike], device: str = "auto", batch_size: int = 64,
+        workers: int = 2, mel_backend: str = "auto",
     ) -> EmotionClassifier:  # fmt: skip
-        """Rebuild the model and its training feature path; warns when it was trained on the demo corpus."""
-        from sononet.label.labeller import Labeller
+        """Rebuild the model and its training feature path; warns when it was trained on the demo corpus.
+
+        ``model_dir``: a saved model folder, an ensemble folder (``ensemble.json``, as ``train-all``
+        writes in ``<fold>/ensemble``) or a list of model folders. An ensemble's probabilities are
+        the mean of its members', each scoring with its own features (see :mod:`sononet.label.ensemble`).
+        """
+        from sononet.label.ensemble import open_labeller
         from sononet.openmp import warn_if_too_late
 
         warn_if_too_late()
-        lab = Labeller(model_dir, device, mel_backend)
+        lab = open_labeller(model_dir, device, mel_backend)
         if lab.warning:
             warnings.warn(lab.warning, SyntheticModelWarning, stacklevel=2)
         return cls(lab, batch_size, workers)
@@ -211,12 +217,13 @@ class EmotionClassifier:
         from sononet.label.engine import file_embedding
         from sononet.models.outputs import NonFiniteOutputError
 
+        dim = self._lab.embedding_dim()  # an ensemble has none: refused before any input is read
         rows = []
         for src in self._score(inputs, sample_rate, embed=True):
             rows.append(file_embedding(src))
             if not np.isfinite(rows[-1]).all():
                 raise NonFiniteOutputError(src.path)
-        return np.stack(rows) if rows else np.zeros((0, self._lab.embedding_dim()), np.float32)
+        return np.stack(rows) if rows else np.zeros((0, dim), np.float32)
 
     def predict_windows(
         self, input: Any, window_s: float | None = None, hop_s: float | None = None, sample_rate: int | None = None,

@@ -35,7 +35,7 @@ from sononet.corpus import corpus_label, is_synthetic, load_corpus, select_label
 from sononet.corpus.protocol import CrossCorpus, Protocol
 from sononet.device import resolve_device
 from sononet.errors import UserError
-from sononet.evaluate.predictions import META_COLUMNS
+from sononet.evaluate.predictions import ENSEMBLE, META_COLUMNS
 from sononet.evaluate.report import write_evaluation
 from sononet.evaluate.robustness import RobustnessConfig
 from sononet.features.mel import FeatureConfig
@@ -43,6 +43,7 @@ from sononet.features.reader import load_metadata
 from sononet.features.shards import read_manifest
 from sononet.io import atomic_write, atomic_write_json, remove_stale_temps
 from sononet.locking import folder_lock
+from sononet.models.ensemble import member_folders
 from sononet.models.saving import load_model
 from sononet.prepare import PrepareConfig, prepare
 from sononet.robustness import run_suite
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class CrossCorpusConfig:
-    model: str  # a saved model folder (<run>/<model>/model)
+    model: str  # a saved model folder (<run>/<model>/model) or an ensemble folder (<run>/ensemble)
     data: str  # the test corpus: any kind `load_corpus` reads
     out: str  # report folder; the test corpus's shards go to <out>/shards
     label_map: dict[str, str] = field(default_factory=dict)  # test-corpus relabelling, e.g. {"CAL": "NEU"}
@@ -130,21 +131,48 @@ def evaluate_cross_corpus(cfg: CrossCorpusConfig, progress: bool = True) -> dict
     Holds ``<out>/.lock`` throughout: a second evaluation into the same folder stops at once.
     """
     device = resolve_device(cfg.device)
-    model, doc = load_model(cfg.model, map_location=device)  # a broken model is the first thing to say
+    folders, ensemble = member_folders(cfg.model)
+    loaded = [load_model(f, map_location=device) for f in folders]  # a broken model is the first thing to say
     out = Path(cfg.out)
     _check_out(out, cfg.data)
     with folder_lock(out, "evaluate"):
         _check_out(out, cfg.data)  # again under the lock: a training run may have started meanwhile
         for folder in (out, out / "tables", out / "plots"):  # a killed evaluation's partial files
             remove_stale_temps(folder)
-        return _evaluate(cfg, out, model, doc, device, progress)
+        name = loaded[0][1]["model"] if not ensemble else ENSEMBLE
+        return _evaluate(cfg, out, loaded, folders, name, device, progress)
 
 
-def _evaluate(cfg: CrossCorpusConfig, out: Path, model: Any, doc: dict, device: Any, progress: bool) -> dict:
-    meta = doc.get("meta") or {}
-    missing = [k for k in ("labels", "feature_config", "input_kind") if k not in meta]
-    if missing:
-        raise ValueError(f"{cfg.model}: saved meta lacks {missing}; cannot rebuild the training features")
+def _member_meta(loaded: list[tuple[Any, dict]], folders: list[Path]) -> dict:
+    """The meta the evaluation reads: the first member's, with every member's training speakers.
+
+    Members are scored on one preparation of the test corpus, so they must share its features.
+    """
+    metas = [doc.get("meta") or {} for _, doc in loaded]
+    for meta, folder in zip(metas, folders, strict=True):
+        missing = [k for k in ("labels", "feature_config", "input_kind") if k not in meta]
+        if missing:
+            raise ValueError(f"{folder}: saved meta lacks {missing}; cannot rebuild the training features")
+        if meta["feature_config"] != metas[0]["feature_config"]:
+            raise UserError(
+                f"ensemble members {folders[0]} and {folder} use different feature configs; evaluate prepares "
+                "the test corpus once, so its members must share one (label and the API take such ensembles)"
+            )
+    merged = dict(metas[0])
+    if all(isinstance(m.get("speakers"), dict) for m in metas):  # trained or chosen on by any member
+        merged["speakers"] = {
+            part: sorted({str(s) for m in metas for s in m["speakers"].get(part) or []}) for part in ("train", "val")
+        }
+    else:
+        merged.pop("speakers", None)
+    return merged
+
+
+def _evaluate(
+    cfg: CrossCorpusConfig, out: Path, loaded: list[tuple[Any, dict]], folders: list[Path], name: str, device: Any,
+    progress: bool,
+) -> dict:  # fmt: skip
+    meta = _member_meta(loaded, folders)
     model_labels = list(meta["labels"])
     corpus = select_labels(load_corpus(cfg.data), None, cfg.label_map)
     labels = shared_labels(model_labels, corpus.labels)
@@ -160,9 +188,9 @@ def _evaluate(cfg: CrossCorpusConfig, out: Path, model: Any, doc: dict, device: 
     summary = prepare(prep, progress=progress)
     shard_meta = load_metadata(prep.out, [*META_COLUMNS]).to_pandas()
     test_speakers = {str(s) for s in shard_meta.speaker.dropna()}
-    preds = predict(model, meta, prep.out, list(shard_meta.clip_id), device)
+    ids = list(shard_meta.clip_id)
+    preds = _mean_predictions([predict(m, doc["meta"], prep.out, ids, device) for m, doc in loaded])
     preds = restrict(preds, labels).merge(shard_meta, on="clip_id", how="left")
-    name = doc["model"]
     preds["split"], preds["model"], preds["fold"] = "test", name, 0
     trained = Protocol.from_dict(meta["protocol"]) if meta.get("protocol") else None
     trained_on = trained.corpus if trained else "unknown corpus"
@@ -185,7 +213,8 @@ def _evaluate(cfg: CrossCorpusConfig, out: Path, model: Any, doc: dict, device: 
     robustness = None
     if cfg.robustness.perturb:  # every test speaker is new: "known" means its own mean over the test corpus
         clips = load_metadata(prep.out, ["clip_id", "source_path", "speaker", "label"]).to_pandas()
-        robustness = run_suite({name: cfg.model}, clips, labels, cfg.robustness, cfg.device, progress).assign(fold=0)
+        dirs = {name: folders[0]} if len(folders) == 1 else _member_names(loaded, folders)  # + the ensemble rows
+        robustness = run_suite(dirs, clips, labels, cfg.robustness, cfg.device, progress).assign(fold=0)
     metrics = write_evaluation(out, preds, labels, protocol, histories=None, robustness=robustness)
     atomic_write_json(
         out / "run.json",
@@ -198,6 +227,29 @@ def _evaluate(cfg: CrossCorpusConfig, out: Path, model: Any, doc: dict, device: 
     )
     log.info("cross-corpus report: %s", out / "report.md")
     return {"metrics": metrics, "protocol": protocol.to_dict(), "out": str(out), "n_clips": len(preds)}
+
+
+def _mean_predictions(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """One member's predictions as they are; several: the mean of their probabilities per clip, argmax
+    retaken, as ``train-all``'s ensemble rows."""
+    if len(parts) == 1:
+        return parts[0]
+    cols = [c for c in parts[0].columns if c.startswith("prob_")]
+    frames = [p.set_index("clip_id").loc[parts[0].clip_id] for p in parts]
+    out = parts[0].copy()
+    out[cols] = np.mean(np.stack([f[cols].to_numpy(dtype=np.float64) for f in frames]), axis=0)
+    out["pred"] = [c.removeprefix("prob_") for c in np.asarray(cols)[out[cols].to_numpy().argmax(axis=1)]]
+    return out
+
+
+def _member_names(loaded: list[tuple[Any, dict]], folders: list[Path]) -> dict[str, Path]:
+    """Table names for an ensemble's members (``cnn``, ``bigru``, ``cnn-2`` ...) -> their folders."""
+    names: dict[str, Path] = {}
+    for (_, doc), folder in zip(loaded, folders, strict=True):
+        base = doc["model"]
+        key = base if base not in names else f"{base}-{sum(k.split('-')[0] == base for k in names) + 1}"
+        names[key] = folder
+    return names
 
 
 def headline(result: dict) -> str:

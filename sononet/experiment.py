@@ -29,7 +29,7 @@ from sononet.corpus.protocol import Protocol
 from sononet.corpus.splits import SplitConfig, split_protocol
 from sononet.device import check_device, resolve_device, thread_budget, worker_pool
 from sononet.evaluate import write_evaluation
-from sononet.evaluate.predictions import META_COLUMNS, ensemble_members
+from sononet.evaluate.predictions import ENSEMBLE, META_COLUMNS, ensemble_members
 from sononet.evaluate.robustness import RobustnessConfig
 from sononet.features.reader import load_metadata
 from sononet.features.shards import read_manifest
@@ -37,6 +37,7 @@ from sononet.io import atomic_write, atomic_write_json, output_dir, read_json, r
 from sononet.jobs import write_spec
 from sononet.locking import folder_lock
 from sononet.models.card import write_card
+from sononet.models.ensemble import write_ensemble
 from sononet.models.registry import MODELS, model_names
 from sononet.models.saving import load_model
 from sononet.prepare import PrepareConfig, format_summary, prepare
@@ -285,6 +286,13 @@ def _run(cfg: ExperimentConfig, out: Path, record: RunRecord, progress: bool) ->
         model_dir = out / (f"fold-{fold}" if folds > 1 else ".") / name
         for scored_by, scored_splits in _scored_by(model_dir, bool(train_cfg.refit)).items():
             write_card(scored_by, metrics, fold, splits=scored_splits)
+    if len(cfg.models) > 1:  # the ensemble rows as a folder users load: the models that scored the test split
+        refit = bool(train_cfg.refit)
+        for fold in range(folds):
+            fold_dir = out / (f"fold-{fold}" if folds > 1 else ".")
+            members = [_test_model(fold_dir / name, refit) for name in cfg.models]
+            splits = ("test",) if refit else ("test", "val")  # with refit, val rows came from other models
+            write_ensemble(fold_dir / ENSEMBLE, members, metrics, fold, splits, name=ENSEMBLE)
     return protocol.to_dict(), metrics
 
 
@@ -299,8 +307,7 @@ def _robustness(
         fold_dir = out / (f"fold-{fold}" if folds > 1 else ".")
         dirs = {}
         for name in cfg.models:
-            scored = _scored_by(fold_dir / name, bool(cfg.train.refit))
-            dirs[name] = next(d for d, s in scored.items() if "test" in s)
+            dirs[name] = _test_model(fold_dir / name, bool(cfg.train.refit))
         test = clips[clips.clip_id.map(splits) == "test"]
         part = run_suite(dirs, test, labels, cfg.robustness, cfg.device, progress)
         rows.append(part.assign(fold=fold))
@@ -318,3 +325,8 @@ def _scored_by(model_dir: Path, refit: bool) -> dict[Path, tuple[str, ...]]:
     if not refit:
         return {model_dir / "model": ("test", "val")}
     return {model_dir / "model": ("val",), model_dir / REFIT_DIR / "model": ("test",)}
+
+
+def _test_model(model_dir: Path, refit: bool) -> Path:
+    """The saved model that scored the test split (the refit one when the run refits)."""
+    return next(d for d, s in _scored_by(model_dir, refit).items() if "test" in s)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sononet.errors import DiskFullError, UserError, is_disk_full
+from sononet.evaluate.predictions import ENSEMBLE
 from sononet.io import atomic_write, atomic_write_bytes, output_dir, remove_stale_temps
 from sononet.locking import folder_lock
 
@@ -48,7 +49,7 @@ OPSETS = range(7, 21)  # what torch's TorchScript-based exporter writes (torch.o
 
 @dataclass
 class ExportConfig:
-    model: str  # saved model directory (config.json + weights)
+    model: str  # saved model directory (config.json + weights), or an ensemble folder (ensemble.json)
     out: str  # folder for model.onnx and export.json
     format: str = "onnx"  # the only one so far
     opset: int = OPSET
@@ -111,23 +112,60 @@ def example_inputs(kind: str, features: Any, batch: int = 2) -> tuple[torch.Tens
     return x, lengths
 
 
+def averaged(members: list[nn.Module]) -> nn.Module:
+    """:func:`normalised` members as one graph: (features, lengths) -> (mean of their probs, its log).
+
+    The log of the mean probabilities stands in for ``logits``: its softmax gives the probs back.
+    """
+    import torch
+    from torch import nn
+
+    class Averaged(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.members = nn.ModuleList(members)
+
+        def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            probs = torch.stack([m(features, lengths)[0] for m in self.members]).mean(dim=0)  # (B, n_classes)
+            return probs, torch.log(probs)
+
+    return Averaged().eval()
+
+
 def export_model(cfg: ExportConfig) -> dict[str, Any]:
-    """Write ``model.onnx`` and ``export.json`` to ``cfg.out``; returns export.json's content."""
+    """Write ``model.onnx`` and ``export.json`` to ``cfg.out``; returns export.json's content.
+
+    ``cfg.model`` may be an ensemble folder: its members become one graph averaging their
+    probabilities, which needs one input for all of them (same input kind and feature config).
+    """
     from sononet.features.mel import FeatureConfig
+    from sononet.models.ensemble import member_folders
     from sononet.models.saving import load_model
 
-    model, doc = load_model(cfg.model, map_location="cpu")
-    meta = doc.get("meta") or {}
-    missing = [k for k in ("labels", "feature_config", "input_kind") if k not in meta]
-    if missing:
-        raise ValueError(f"{cfg.model}: saved meta lacks {missing}; cannot describe the exported inputs")
+    folders, ensemble = member_folders(cfg.model)
+    loaded = [load_model(f, map_location="cpu") for f in folders]
+    for (_, doc), folder in zip(loaded, folders, strict=True):
+        missing = [k for k in ("labels", "feature_config", "input_kind") if k not in (doc.get("meta") or {})]
+        if missing:
+            raise ValueError(f"{folder}: saved meta lacks {missing}; cannot describe the exported inputs")
+    doc, meta = loaded[0][1], loaded[0][1]["meta"]
+    for (_, other), folder in zip(loaded[1:], folders[1:], strict=True):
+        inputs = (other["meta"]["input_kind"], other["meta"]["feature_config"])
+        if inputs != (meta["input_kind"], meta["feature_config"]):
+            raise UserError(
+                f"ensemble members {folders[0]} ({meta['input_kind']}) and {folder} ({other['meta']['input_kind']}) "
+                "take different inputs (input kind or feature config): one ONNX graph cannot feed both; export "
+                "each member with its own --model"
+            )
     kind, features = meta["input_kind"], FeatureConfig(**meta["feature_config"])
-    wrapped = normalised(model.eval(), kind, meta.get("norm") or {})
+    wrapped = [normalised(m.eval(), kind, d["meta"].get("norm") or {}) for m, d in loaded]
+    graph = averaged(wrapped) if ensemble else wrapped[0]
+    name = ENSEMBLE if ensemble else doc["model"]
     out = output_dir(cfg.out, "--out")
     with folder_lock(out, "export"):
         remove_stale_temps(out)  # a killed export's partial model.onnx; the lock rules out a live writer
-        _write_onnx(wrapped, kind, features, out / "model.onnx", cfg.opset, doc["model"])
-        return _write_info(cfg, doc, meta, kind, features, out)
+        _write_onnx(graph, kind, features, out / "model.onnx", cfg.opset, name)
+        return _write_info(cfg, [d for _, d in loaded], folders, name, out)
 
 
 def _write_onnx(wrapped: nn.Module, kind: str, features: Any, path: Path, opset: int, name: str) -> None:
@@ -162,20 +200,30 @@ def _write_onnx(wrapped: nn.Module, kind: str, features: Any, path: Path, opset:
         raise RuntimeError(why) from e
 
 
-def _write_info(cfg: ExportConfig, doc: dict, meta: dict, kind: str, features: Any, out: Path) -> dict[str, Any]:
-    """export.json beside model.onnx: what the inputs are and where the model came from."""
+def _write_info(cfg: ExportConfig, docs: list[dict], folders: list[Path], name: str, out: Path) -> dict[str, Any]:
+    """export.json beside model.onnx: what the inputs are and where the model (or each member) came from."""
+    from sononet.features.mel import FeatureConfig
+    from sononet.label.ensemble import ensemble_id
     from sononet.label.labeller import model_id
 
+    doc, meta = docs[0], docs[0]["meta"]
+    kind, features = meta["input_kind"], FeatureConfig(**meta["feature_config"])
+    ids = [model_id(f, d) for f, d in zip(folders, docs, strict=True)]
+    single = name != ENSEMBLE
     time_axis = "frames" if kind == "mel" else "samples"
     info = {
-        "format": "onnx", "opset": cfg.opset, "model": doc["model"], "model_id": model_id(cfg.model, doc),
-        "describe": doc.get("describe"), "labels": meta["labels"], "input_kind": kind,
+        "format": "onnx", "opset": cfg.opset, "model": name, "model_id": ids[0] if single else ensemble_id(ids),
+        "describe": doc.get("describe") if single else f"mean of {len(ids)} members' probabilities",
+        **({} if single else {"members": ids}), "labels": meta["labels"], "input_kind": kind,
         "inputs": {
             "features": f"(batch, {features.n_mels}, {time_axis}) log-mel dB, before normalisation"
             if kind == "mel" else f"(batch, {time_axis}) waveform at {features.sample_rate} Hz",
             "lengths": f"(batch,) int64 valid {time_axis}",
         },
-        "outputs": {"probs": "(batch, n_classes) softmax, in `labels` order", "logits": "(batch, n_classes)"},
+        "outputs": {
+            "probs": "(batch, n_classes) softmax, in `labels` order" + ("" if single else ", the members' mean"),
+            "logits": "(batch, n_classes)" + ("" if single else " log of probs (an ensemble has no logits)"),
+        },
         "feature_config": features.to_dict(), "protocol": meta.get("protocol"),
     }  # fmt: skip
     atomic_write_bytes(out / "export.json", (json.dumps(info, indent=2) + "\n").encode())

@@ -12,7 +12,7 @@ from sononet.cli.options import device_option, given, perturb_options, robustnes
 @click.command("evaluate")
 @click.option(
     "--model", "model_dir", type=click.Path(exists=True, file_okay=False), required=True,
-    help="Saved model folder, e.g. runs/ravdess/cnn/model.",
+    help="Saved model or ensemble folder, e.g. runs/ravdess/cnn/model or runs/ravdess/fold-0/ensemble.",
 )  # fmt: skip
 @click.option("--data", type=click.Path(exists=True), required=True, help="Test corpus (any kind --data takes).")
 @click.option("--out", type=click.Path(), required=True, help="Report folder (shards go to OUT/shards).")

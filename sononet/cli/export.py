@@ -10,7 +10,9 @@ from sononet.cli.options import given
 
 
 @click.command("export")
-@click.option("--model", required=True, type=click.Path(exists=True, file_okay=False), help="Saved model dir.")
+@click.option(
+    "--model", required=True, type=click.Path(exists=True, file_okay=False), help="Saved model or ensemble folder."
+)
 @click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True, help="Model format.")
 @click.option("--out", type=click.Path(), default=None, help="Output folder [default: <model>-onnx].")
 @click.option("--opset", type=int, default=None, help="ONNX opset [default: 17].")
@@ -19,6 +21,7 @@ def export_command(model: str, fmt: str, out: str | None, opset: int | None) -> 
 
     \b
     sononet export --model runs/demo/cnn/model --format onnx --out exported/cnn
+    sononet export --model runs/demo/ensemble --out exported/ensemble   # CNN + BiGRU averaged in one graph
     pip install -e '.[export]'   # onnx + onnxruntime, to export and run it
     """
     from sononet.errors import UserError

@@ -18,7 +18,10 @@ TABLE_MAX_FILES = 20  # up to this many inputs, the command prints one line per 
 
 @click.command("label")
 @click.argument("path", required=False, type=click.Path(exists=True))
-@click.option("--model", type=click.Path(exists=True, file_okay=False), help="Saved model dir (config.json).")
+@click.option(
+    "--model", type=click.Path(exists=True, file_okay=False), multiple=True,
+    help="Saved model or ensemble folder; repeat it to average several models (an ensemble).",
+)  # fmt: skip
 @click.option("--out", type=click.Path(), default=None, help="Output; parts in <out>.parts/ [default: labels.parquet].")
 @click.option("--window", type=float, default=None, help="Window seconds [default: the model's clip, 3 s].")
 @click.option("--hop", type=float, default=None, help="Seconds between windows [default: --window].")
@@ -50,7 +53,7 @@ TABLE_MAX_FILES = 20  # up to this many inputs, the command prints one line per 
 )  # fmt: skip
 @click.option("--strict", is_flag=True, help="Exit 1 when any file could not be labelled (error or nonfinite).")
 def label_command(
-    path: str | None, model: str | None, out: str | None, window: float | None, hop: float | None,
+    path: str | None, model: tuple[str, ...], out: str | None, window: float | None, hop: float | None,
     shard: str | None, merge_only: bool, device: str | None, batch_size: int | None, workers: int | None,
     jobs: int | None, part_size: int | None, mel_backend: str | None, embeddings: bool, speaker_from: str | None,
     speaker_min_files: int | None, strict: bool,
@@ -64,17 +67,20 @@ def label_command(
     sononet label --merge --out labels.parquet
     sononet label clips/ --model M --out feats.parquet --embeddings --strict
     sononet label interviews/ --model M --out labels.parquet --speaker-from parent
+    sononet label recordings/ --model runs/demo/ensemble --out labels.parquet
+    sononet label recordings/ --model runs/demo/cnn/model --model runs/demo/bigru/model --out labels.parquet
     sononet label calls.csv --model M --out labels.parquet --speaker-from column:caller
     """
     from sononet.label.config import LabelConfig
     from sononet.label.run import label
 
     index, count = parse_shard(shard) if shard else (None, None)
-    if not merge_only and (path is None or model is None):
+    if not merge_only and (path is None or not model):
         raise UserError("pass PATH and --model (or --merge --out FILE to combine shards)")
     cfg = given(
         LabelConfig(
-            input=path, model=model, window_s=window, hop_s=hop, shard_index=index, shard_count=count,
+            input=path, model=(model[0] if len(model) == 1 else model) or None, window_s=window, hop_s=hop,
+            shard_index=index, shard_count=count,
             merge=merge_only, embeddings=embeddings, speaker_from=speaker_from,
         ),
         out=out, batch_size=batch_size, part_size=part_size, device=device, workers=workers, jobs=jobs,

@@ -18,13 +18,14 @@ REQUIRED = ("clip_id", "split", "model", "true", "pred")
 METADATA = ("speaker", "sex", "intensity", "sentence")
 META_COLUMNS = ("clip_id", *METADATA)  # what a predictions table takes from the shards, by clip_id
 PROB_PREFIX = "prob_"
+ENSEMBLE = "ensemble"  # the rows averaging every model of a run; train-all saves it as <fold>/ensemble too
 
 
 def ensemble_members(models: Sequence[str]) -> dict[str, list[str]]:
     """Ensembles a run reports, each the mean of its members' probabilities: all models, and CNN + wav2vec2."""
     combos = {}
     if len(models) > 1:
-        combos["ensemble"] = list(models)
+        combos[ENSEMBLE] = list(models)
     if {"cnn", "wav2vec2"} <= set(models) and len(models) > 2:
         combos["cnn+wav2vec2"] = ["cnn", "wav2vec2"]
     return combos

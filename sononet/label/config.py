@@ -14,7 +14,8 @@ from sononet.label.speakers import MIN_GROUP_FILES, SpeakerRule
 @dataclass
 class LabelConfig:
     input: str | None = None  # folder, .txt path list, manifest CSV/TSV/Parquet (`path` column) or file
-    model: str | None = None  # saved model directory (holds config.json)
+    # saved model folder (config.json), ensemble folder (ensemble.json) or several model folders, averaged
+    model: str | tuple[str, ...] | None = None
     out: str = "labels.parquet"  # merged output; parts and state go to <out>.parts/
     window_s: float | None = None  # None = the model's clip length (3 s): the input length it learned on
     hop_s: float | None = None  # None = window_s: no overlap, each second labelled once, rows independent

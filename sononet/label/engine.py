@@ -64,8 +64,8 @@ def score_sources(
 
     def flush() -> None:
         if pending:
-            offsets = speaker if speaker is not None else offsets_for([s.speaker_mean for s, _ in pending], lab)
-            probs, emb = lab.predict([c for _, c in pending], length, embed=embed, speaker=offsets)
+            means = [s.speaker_mean for s, _ in pending]
+            probs, emb = lab.predict([c for _, c in pending], length, embed=embed, speaker=speaker, means=means)
             for i, (src, _) in enumerate(pending):
                 src.probs.append(probs[i])
                 if emb is not None:
@@ -101,12 +101,3 @@ def file_probs(src: Source) -> np.ndarray:
 def file_embedding(src: Source) -> np.ndarray:
     """(D,) float32: the mean of the file's window embeddings."""
     return np.stack(src.embeddings).mean(axis=0)
-
-
-def offsets_for(means: list[np.ndarray | None], lab: Labeller) -> np.ndarray | None:
-    """(B, n_mels) offsets for a batch: each window's group mean, the training default where it has none;
-    None when no window has one (the model then uses its default itself)."""
-    if all(m is None for m in means):
-        return None
-    default = lab.norm["speaker_default"].numpy()
-    return np.stack([default if m is None else m for m in means]).astype(np.float32)

@@ -107,16 +107,28 @@ class Labeller:
         return stored_features(clips, self.features, self.kind, getattr(self, "logmel", None), length)
 
     def predict(
-        self, clips: list[np.ndarray], length: int, embed: bool = False, speaker: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+        self, clips: list[np.ndarray], length: int, embed: bool = False, speaker: np.ndarray | None = None,
+        means: list[np.ndarray | None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
         """Clips (each at most ``length`` samples) -> ((B, n_classes) probabilities, (B, D) clip vectors or None).
 
         The clip vector is what the model's head sees: the pooled representation after the encoder.
         ``speaker``: the speaker's mean log-mel for a speaker-normalised model, (n_mels,) for every
-        clip or (B, n_mels) one per clip; None: the training speakers' average.
+        clip or (B, n_mels) one per clip; None: ``means``, each clip's own speaker mean or None for
+        the training speakers' average (filled in here, so each model of an ensemble uses its own).
         """
+        if speaker is None and means is not None:
+            speaker = self.speaker_offsets(means)
         x, lengths = self.stored_features(clips, length)
         return self.forward(x, lengths, speaker, embed)
+
+    def speaker_offsets(self, means: list[np.ndarray | None]) -> np.ndarray | None:
+        """(B, n_mels) offsets for a batch: each clip's mean, the training default where it has none;
+        None when no clip has one (the model then uses its default itself)."""
+        if all(m is None for m in means):
+            return None
+        default = self.norm["speaker_default"].numpy()
+        return np.stack([default if m is None else m for m in means]).astype(np.float32)
 
     def forward(
         self, x: Any, lengths: Any, speaker: np.ndarray | None = None, embed: bool = False

@@ -18,8 +18,8 @@ from sononet.device import (
 from sononet.io import read_json
 from sononet.label.config import LabelConfig
 from sononet.label.engine import resolve_window
+from sononet.label.ensemble import open_labeller
 from sononet.label.inputs import duplicates, list_inputs, resolve_shard
-from sononet.label.labeller import Labeller
 from sononet.label.parts import _add_stats, _fingerprint, _load_state, label_files, merge, parts_dir
 from sononet.label.speakers import SpeakerRule, assign_shards, check_model, shard_group_means
 from sononet.locking import folder_lock
@@ -102,7 +102,9 @@ def _label_shard(cfg: LabelConfig, progress: bool) -> dict:
     files, ignored = list_inputs(cfg.input)
     if not files:
         raise ValueError(f"no audio files in {cfg.input} ({ignored} files with other extensions ignored)")
-    lab = Labeller(cfg.model, cfg.device, cfg.mel_backend)
+    lab = open_labeller(cfg.model, cfg.device, cfg.mel_backend)
+    if cfg.embeddings:
+        lab.embedding_dim()  # an ensemble has no single clip vector: refused before any file is read
     if lab.warning:
         log.warning(lab.warning)
     window_s, hop_s, window = resolve_window(lab, cfg.window_s, cfg.hop_s)

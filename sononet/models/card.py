@@ -55,14 +55,14 @@ def is_demo(prov: dict[str, Any]) -> bool:
     return prov["synthetic"]
 
 
-def _corpus_facts(corpus: str) -> tuple[str, str]:
+def corpus_facts(corpus: str) -> tuple[str, str]:
     for key, facts in CORPORA.items():
         if corpus.lower().startswith(key):
             return facts
     return ("whatever the training corpus holds", "unknown: check the licence of your training corpus")
 
 
-def _metric_lines(metrics: dict[str, Any] | None, name: str, fold: int, splits: tuple[str, ...]) -> list[str]:
+def metric_lines(metrics: dict[str, Any] | None, name: str, fold: int, splits: tuple[str, ...]) -> list[str]:
     entry = ((metrics or {}).get("models") or {}).get(name) or {}
     if not splits:  # a final model trained on every speaker: nothing of its own was held out
         return ["Trained on every speaker: the cross-validated scores of its recipe are in the card of the folder "
@@ -121,7 +121,7 @@ def render_card(
     prov = provenance(doc)
     protocol = meta.get("protocol") if isinstance(meta.get("protocol"), dict) else {}
     name, labels = doc.get("model", "?"), meta.get("labels", [])
-    material, licence = _corpus_facts(prov["corpus"])
+    material, licence = corpus_facts(prov["corpus"])
     init = {
         "scratch": "trained from scratch (random init)",
         "pretrained": f"fine-tuned, {prov['describe']}",
@@ -168,7 +168,7 @@ def render_card(
         "",
         "## Metrics",
         "",
-        *_metric_lines(metrics, name, fold, splits),
+        *metric_lines(metrics, name, fold, splits),
         "",
         "## Features",
         "",
@@ -179,6 +179,14 @@ def render_card(
         "| --- | --- |",
         *feature_rows,
         "",
+        *use_and_licence(material, licence, demo),
+    ]
+    return "\n".join(lines)
+
+
+def use_and_licence(material: str, licence: str, demo: bool) -> list[str]:
+    """The card's closing sections, shared with ensemble cards: what the model is for and whose data it carries."""
+    return [
         "## Intended use and limits",
         "",
         "- Research on speech emotion recognition and batch labelling of recordings close to the training data.",
@@ -198,7 +206,6 @@ def render_card(
         "CC BY-NC-SA data). SonoNet's code: Apache-2.0.",
         "",
     ]
-    return "\n".join(lines)
 
 
 def write_card(
