@@ -122,7 +122,7 @@ def test_evaluate_scores_the_mean_of_its_members(members, tmp_path: Path) -> Non
     preds = {}
     for name, model in (("cnn", cnn), ("bigru", bigru), ("ensemble", ens)):
         args = ["evaluate", "--model", str(model), "--data", str(tmp_path / "data"), "--out", str(tmp_path / name),
-                "--device", "cpu", "--no-perturb"]  # fmt: skip
+                "--device", "cpu", *(["--perturb", "gain-20"] if name == "ensemble" else ["--no-perturb"])]  # fmt: skip
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 0, result.output
         preds[name] = pd.read_parquet(tmp_path / name / "predictions.parquet").sort_values("clip_id")
@@ -132,6 +132,8 @@ def test_evaluate_scores_the_mean_of_its_members(members, tmp_path: Path) -> Non
     assert set(preds["ensemble"].model) == {"ensemble"}
     assert list(preds["ensemble"].pred) == [LABELS[i] for i in mean.argmax(axis=1)]
     assert "ensemble:" in result.output
+    table = pd.read_csv(tmp_path / "ensemble" / "tables" / "robustness.csv")  # each member and their mean
+    assert {"cnn_ua", "bigru_ua", "ensemble_ua"} <= set(table.columns) and table.ensemble_ua.between(0, 1).all()
 
 
 def test_export_averages_members_in_one_graph(members, tmp_path: Path) -> None:
