@@ -7,7 +7,9 @@ cross-validation run, for the epochs the folds chose.
         --models cnn,bigru --out runs/ravdess-6
     sononet train-final --run runs/ravdess-6 --out results/models/ravdess-6
 
-Cross-validation measures a recipe; it does not give the best model to use, since each fold's
+The folder is an ensemble (``ensemble.json``: the mean of its members' probabilities), so
+``EmotionClassifier.load(out)``, ``sononet label DIR --model OUT``, ``evaluate`` and ``export``
+take it whole. Cross-validation measures a recipe; it does not give the best model to use, since each fold's
 refit saw only 20 of 24 actors. The final model trains on all of them with the fold refits' own
 schedule: per model, the fold whose refit epoch count is the median over folds lends its
 learning rate per epoch (warm-up and plateau drops included), so the epoch count and the drops
@@ -86,6 +88,7 @@ def train_final(cfg: FinalConfig, progress: bool = True) -> dict[str, Any]:
     from sononet.jobs import load_spec
     from sononet.locking import folder_lock
     from sononet.models.card import write_card
+    from sononet.models.ensemble import write_ensemble
     from sononet.train.refit import refit_model
     from sononet.train.shard_info import shard_labels
 
@@ -125,6 +128,7 @@ def train_final(cfg: FinalConfig, progress: bool = True) -> dict[str, Any]:
             record["models"][name] = {"epochs": len(lrs), "schedule_from_fold": fold, "model": f"{name}/model"}
             torch.cuda.empty_cache() if device.type == "cuda" else None
         atomic_write_json(out / "final.json", record)
+        write_ensemble(out, [out / name / "model" for name in models])  # the folder loads as one model
         _copy_run_tables(run, out)
         _copy_licence(Path(manifest["corpus"]["root"]), out)
         atomic_write_bytes(out / "README.md", final_card(record, read_json(run / "metrics.json"), spec).encode())

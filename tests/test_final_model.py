@@ -6,10 +6,12 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import write_cremad_like
 
+from sononet import EmotionClassifier
 from sononet.cli import main
 from sononet.corpus.splits import SplitConfig
 from sononet.evaluate.robustness import RobustnessConfig
@@ -51,6 +53,12 @@ def test_final_model_trains_on_every_clip_for_the_median_fold_schedule(cv_run: P
     assert "| cnn |" in card and "mean ± std over 3" in card and "Licence" in card
     assert "cross-validated scores" in (out / "cnn" / "model" / "README.md").read_text()
     assert (out / "cross-validation" / "metrics.json").is_file()
+    clf = EmotionClassifier.load(out, device="cpu")  # the folder is an ensemble of its members
+    member = EmotionClassifier.load(out / "cnn" / "model", device="cpu")
+    clip = np.random.default_rng(0).normal(0, 0.1, 32_000).astype(np.float32)
+    np.testing.assert_allclose(
+        clf.predict_proba([clip], sample_rate=16_000), member.predict_proba([clip], sample_rate=16_000), atol=1e-6
+    )
 
 
 def test_refused_in_one_line(cv_run: Path, tmp_path: Path) -> None:
