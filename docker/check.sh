@@ -77,7 +77,7 @@ rc=$?
 status=$(grep -o '"status": *"[a-z]*"' "$WORK/work/runs/demo/run.json" 2>/dev/null)
 [ $rc = 0 ] && [[ $status == *complete* ]] && [ -f "$WORK/work/runs/demo/metrics.json" ]
 result train-all $? "docker run -v \$PWD/work:/work $TAG: rc $rc, run.json $status, $(( $(date +%s) - t0 )) s"
-bars=$(grep -o "demo corpus" "$WORK/logs/train-all.log" | wc -l)
+bars=$(grep -oE "demo corpus: +[0-9]+%" "$WORK/logs/train-all.log" | wc -l)  # tqdm bars, not the log line
 [ "$bars" = 0 ]
 result quiet-log $? "no progress bars off a terminal: $bars demo-corpus updates, $(wc -l <"$WORK/logs/train-all.log") log lines"
 

@@ -184,14 +184,15 @@ def reuse_freed_memory() -> bool:
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
 
 
-def worker_pool(jobs: int) -> tuple[ProcessPoolExecutor, int]:
+def worker_pool(jobs: int, stderr_level: int = logging.NOTSET) -> tuple[ProcessPoolExecutor, int]:
     """``jobs`` spawned worker processes, each sized to ``thread_budget() // jobs`` threads
     (returned too) before it unpickles its first task, so before torch loads there.
 
     Spawned, not forked: a fork of a process whose OpenMP pool is running can hang. A script
     that starts one must guard its top level with ``if __name__ == "__main__":``. The workers
     share this process's stop request (:mod:`sononet.stopping`): their tasks poll it. They log
-    to stderr as this process does (level and format), so a container's log shows their lines.
+    to stderr as this process does (level and format), so a container's log shows their lines;
+    ``stderr_level`` raises that handler's threshold where the caller echoes their INFO lines itself.
     """
     threads = max(1, thread_budget() // jobs)
     context = multiprocessing.get_context("spawn")
@@ -203,15 +204,18 @@ def worker_pool(jobs: int) -> tuple[ProcessPoolExecutor, int]:
         max_workers=jobs,
         mp_context=context,
         initializer=_init_worker,
-        initargs=(threads, stop, root.level, log_format),
+        initargs=(threads, stop, root.level, log_format, stderr_level),
     )
     return pool, threads
 
 
-def _init_worker(threads: int, stop: Event, log_level: int, log_format: logging.Formatter | None) -> None:
+def _init_worker(
+    threads: int, stop: Event, log_level: int, log_format: logging.Formatter | None, stderr_level: int
+) -> None:
     if log_format is not None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(log_format)
+        handler.setLevel(stderr_level)
         logging.getLogger().addHandler(handler)
         logging.getLogger().setLevel(log_level)
     configure_threads(threads)

@@ -151,7 +151,9 @@ def _train_parallel(
     A worker's error stops the queue (running units finish or die with the pool) and is raised
     here; a rerun resumes, as every finished unit left its ``done.json``.
     """
-    pool, threads = worker_pool(jobs)
+    # Workers print warnings and errors themselves; their INFO lines come through echo() below,
+    # with the unit's name and fold, so each line shows once.
+    pool, threads = worker_pool(jobs, stderr_level=logging.WARNING)
     log.info("training %d models, %d at a time, %d thread(s) each", len(units), jobs, threads)
     tails = [(unit, LogTail(Path(unit.model_dir) / LOG_FILE)) for unit in units]
 
@@ -159,7 +161,7 @@ def _train_parallel(
         for unit, tail in tails:
             name = unit.stage.removeprefix("train/")
             for line in tail.lines():
-                log.info("%s: %s", name, line.removeprefix(f"{unit.name} "))
+                log.info("%s: %s", name, line.removeprefix(f"{unit.name}: ").removeprefix(f"{unit.name} "))
 
     try:
         futures = {pool.submit(run_unit, unit): unit for unit in units}

@@ -131,11 +131,14 @@ def train_final(cfg: FinalConfig, progress: bool = True) -> dict[str, Any]:
         write_ensemble(out, [out / name / "model" for name in models])  # the folder loads as one model
         _copy_run_tables(run, out)
         _copy_licence(Path(manifest["corpus"]["root"]), out)
-        atomic_write_bytes(out / "README.md", final_card(record, read_json(run / "metrics.json"), spec).encode())
+        card = final_card(
+            record, read_json(run / "metrics.json"), spec, (out / "cross-validation" / "robustness.md").is_file()
+        )
+        atomic_write_bytes(out / "README.md", card.encode())
     return record
 
 
-def final_card(record: dict[str, Any], metrics: dict[str, Any], spec: Any) -> str:
+def final_card(record: dict[str, Any], metrics: dict[str, Any], spec: Any, robustness: bool) -> str:
     """The folder's model card: what it is, how it was trained, the run's cross-validated scores."""
     from sononet.models.card import CORPORA
 
@@ -150,7 +153,6 @@ def final_card(record: dict[str, Any], metrics: dict[str, Any], spec: Any) -> st
     trained = "\n".join(f"- `{n}/model`: {m['epochs']} epochs on all {record['clips']} clips, the learning rate per "
                         f"epoch of fold {m['schedule_from_fold']}'s refit (the median refit length)"
                         for n, m in record["models"].items())  # fmt: skip
-    robustness = Path(record["run"]) / "tables" / "robustness.md"
     return "\n".join(
         [
             f"# SonoNet {'+'.join(record['models'])} on {protocol['corpus']} ({', '.join(metrics['labels'])})",
@@ -177,11 +179,11 @@ def final_card(record: dict[str, Any], metrics: dict[str, Any], spec: Any) -> st
             *rows,
             "",
             "Under gain, peak normalisation, noise, a telephone band and a codec, speakers known and unknown: "
-            f"`cross-validation/robustness.md`{'' if robustness.is_file() else ' (not in this run)'}.",
+            f"`cross-validation/robustness.md`{'' if robustness else ' (not in this run)'}.",
             "",
             "## Intended use and limits",
             "",
-            f"Acted {material}: emotions as actors portray them, in a quiet studio. Expect lower scores on "
+            f"Trained on {material}: emotions as actors portray them, in a quiet studio. Expect lower scores on "
             "spontaneous speech, other languages, children, far-field or noisy recordings, and on classes "
             "outside the label set (every clip gets one of them). Not for decisions about people.",
             "",
@@ -200,7 +202,10 @@ def _copy_licence(corpus_root: Path, out: Path) -> None:
     for folder in (corpus_root, corpus_root.parent):
         found = sorted(folder.glob("LICENSE*")) if folder.is_dir() else []
         if found and found[0].is_file():
-            shutil.copyfile(found[0], out / "LICENSE")
+            head = ("The model weights in this folder were trained on the audio licensed below and are distributed\n"
+                    "under the same licence, with its attribution. SonoNet's code is Apache-2.0 (not this folder).\n"
+                    "\n---\n\n")  # fmt: skip
+            atomic_write_bytes(out / "LICENSE", head.encode() + found[0].read_bytes())
             return
     log.warning("no LICENSE file beside the corpus at %s: add the training data's licence to %s", corpus_root, out)
 
@@ -209,7 +214,7 @@ def _copy_run_tables(run: Path, out: Path) -> None:
     """The cross-validation evidence beside the model: the report's headline and robustness tables."""
     tables = out / "cross-validation"
     tables.mkdir(exist_ok=True)
-    for name in ("summary.md", "robustness.md", "robustness.csv"):
+    for name in ("headline.md", "robustness.md", "robustness.csv"):
         src = run / "tables" / name
         if src.is_file():
             shutil.copyfile(src, tables / name)

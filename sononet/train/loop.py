@@ -254,7 +254,7 @@ class _Trainer:
             return
         at_end = self.state.batch == len(self.train_stream)
         self.save_checkpoint(self.rng_after_steps if at_end else None)
-        log.info("%s: stopped in epoch %d after step %d of %d; checkpoint %s", self.name, self.state.epoch + 1,
+        log.warning("%s: stopped in epoch %d after step %d of %d; checkpoint %s", self.name, self.state.epoch + 1,
                  self.state.batch, len(self.train_stream), self.ckpt_path)  # fmt: skip
 
     def done(self) -> bool:
