@@ -136,9 +136,9 @@ def _handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(payload[:cut])
             if action == "drop":
                 time.sleep(0.05)  # let the client read the first half
-            if action == "stall":
+            if action == "stall":  # long enough for a loaded machine's watcher to see it
                 mirror.stalling.set()
-                time.sleep(1.0)
+                time.sleep(3.0)
                 mirror.stalling.clear()
             if action == "drop":
                 mirror.resets.add(self.connection)
