@@ -12,9 +12,7 @@ import contextlib
 import json
 import os
 import platform
-import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -103,12 +101,7 @@ class RunRecord:
 
         Installs :mod:`sononet.stopping`'s SIGTERM handler unless the command already has one
         (sononet-batch installs it for its whole run)."""
-        with contextlib.ExitStack() as stack:
-            if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
-                signal.SIG_DFL,
-                None,
-            ):  # fmt: skip
-                stack.enter_context(stopping.handling())
+        with stopping.handling_unless_installed():
             try:
                 yield self
             except (KeyboardInterrupt, Interrupted) as e:

@@ -82,6 +82,15 @@ def handling() -> Iterator[None]:
         _request.clear()
 
 
+def handling_unless_installed() -> contextlib.AbstractContextManager[None]:
+    """:func:`handling` for a command started on its own; a no-op where a caller (sononet-batch, a
+    test, a worker) already handles SIGTERM, or off the main thread, where no handler can be set."""
+    main = threading.current_thread() is threading.main_thread()
+    return (
+        handling() if main and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None) else contextlib.nullcontext()
+    )
+
+
 @contextlib.contextmanager
 def cooperative() -> Iterator[None]:
     """Inside, SIGTERM only records the request: the block polls :func:`requested` at its clean

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from sononet import stopping
 from sononet.corpus import corpus_label, is_synthetic
 from sononet.corpus.protocol import Protocol
 from sononet.corpus.splits import SplitConfig
@@ -93,7 +94,8 @@ def run_training(cfg: TrainingConfig, progress: bool = True) -> dict:
         dev = torch.device("cuda", info.local_rank)
     out = Path(cfg.out)
     # Rank 0 holds the folder's lock: a second training into it stops at once (the ranks share it).
-    with folder_lock(out, "train") if info.is_main else contextlib.nullcontext():
+    # SIGTERM (docker stop, a scheduler's preemption) checkpoints at the next step and exits 143.
+    with folder_lock(out, "train") if info.is_main else contextlib.nullcontext(), stopping.handling_unless_installed():
         return _train(cfg, out, dev, info, progress)
 
 

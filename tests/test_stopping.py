@@ -208,3 +208,18 @@ def test_sigterm_stops_training_with_a_checkpoint_and_the_rerun_resumes(demo_wor
     for m in models:
         assert len(torch.load(m / "checkpoint" / CHECKPOINT, weights_only=True)["state"]["history"]) == epochs
         assert (m / "done.json").exists()
+
+
+def test_sononet_train_handles_sigterm_itself(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`sononet train` started on its own (no sononet-batch around it) installs the handler for its run."""
+    import sononet.training as training
+
+    seen = []
+    monkeypatch.setattr(training, "resolve_training", lambda cfg: cfg)
+    monkeypatch.setattr(training, "_train", lambda *a: seen.append(signal.getsignal(signal.SIGTERM)) or {})
+    before = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        training.run_training(training.TrainingConfig(shards=str(tmp_path), out=str(tmp_path / "out"), device="cpu"))
+        assert seen == [stopping._on_sigterm] and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, before)
