@@ -58,6 +58,7 @@ class Mirror:
         self.resets: set[socket.socket] = set()
         self.lock = threading.Lock()
         self.stalling = threading.Event()  # set while a "stall" answer holds its second half back
+        self.release = threading.Event()  # ends a stall (else it lasts 10 s): the test decides, not a timer
         self.url = ""
 
     def script(self, name: str, *actions: str) -> None:
@@ -136,9 +137,9 @@ def _handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(payload[:cut])
             if action == "drop":
                 time.sleep(0.05)  # let the client read the first half
-            if action == "stall":  # long enough for a loaded machine's watcher to see it
+            if action == "stall":
                 mirror.stalling.set()
-                time.sleep(3.0)
+                mirror.release.wait(10.0)
                 mirror.stalling.clear()
             if action == "drop":
                 mirror.resets.add(self.connection)
@@ -172,6 +173,7 @@ def mirror(monkeypatch: pytest.MonkeyPatch) -> Iterator[Mirror]:
     thread.start()
     m.url = f"http://127.0.0.1:{server.server_address[1]}/AudioWAV"  # no trailing slash on purpose
     yield m
+    m.release.set()
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)
@@ -404,8 +406,11 @@ def test_ctrl_c_stops_workers_and_keeps_the_part(mirror: Mirror, tmp_path: Path)
 
     killer = threading.Thread(target=interrupt_when_half_arrived, daemon=True)
     killer.start()
-    with pytest.raises(KeyboardInterrupt):
-        _run(mirror, tmp_path, "stall.wav", "ok.wav", jobs=1)
+    try:  # the mirror stalls until released, so the Ctrl-C always lands while the transfer waits
+        with pytest.raises(KeyboardInterrupt):
+            _run(mirror, tmp_path, "stall.wav", "ok.wav", jobs=1)
+    finally:
+        mirror.release.set()
     killer.join(timeout=5)
     assert seen_in_stall.is_set(), "the first half never reached the .part during the stall"
     assert (tmp_path / "stall.wav.part").stat().st_size == half and not (tmp_path / "stall.wav").exists()
