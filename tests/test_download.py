@@ -388,6 +388,15 @@ def test_summary_format_trims_long_failure_lists() -> None:
 
 
 def test_ctrl_c_stops_workers_and_keeps_the_part(mirror: Mirror, tmp_path: Path) -> None:
+    # Python's own Ctrl-C behaviour, whatever an earlier test or library left installed for SIGINT.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _ctrl_c_run(mirror, tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ctrl_c_run(mirror: Mirror, tmp_path: Path) -> None:
     mirror.script("stall.wav", "stall")
     half = len(mirror.blobs["stall.wav"]) // 2
 
