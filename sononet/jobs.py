@@ -49,6 +49,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "prepare": ("sononet.prepare:PrepareConfig", "sononet.prepare:prepare"),
     "label-folder": ("sononet.label:LabelConfig", "sononet.label:label"),
     "bench": ("sononet.bench:BenchConfig", "sononet.bench:run_bench"),
+    "nested": ("sononet.nested:NestedConfig", "sononet.nested:run_nested"),
 }
 
 
@@ -56,6 +57,7 @@ JOBS: dict[str, tuple[str, str]] = {
 RESOLVERS: dict[str, str] = {
     "train-all": "sononet.experiment:resolve_experiment",
     "train": "sononet.training:resolve_training",
+    "nested": "sononet.nested:resolve_nested",
 }
 
 

@@ -28,6 +28,7 @@ CONFIGS = {
     "sononet evaluate": ["sononet.evaluation:CrossCorpusConfig"],
     "sononet export": ["sononet.export:ExportConfig"],
     "sononet label": ["sononet.label.config:LabelConfig"],
+    "sononet nested": ["sononet.nested:NestedConfig"],
     "sononet prepare": ["sononet.prepare:PrepareConfig"],
     "sononet train": ["sononet.training:TrainingConfig"],
     "sononet train-all": ["sononet.experiment:ExperimentConfig"],
@@ -54,17 +55,20 @@ def options() -> Iterator[tuple[str, click.Option]]:
                 yield name, param
 
 
-def defaults(cls: type, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """(dotted path, default) of every field, nested configs included; required fields are skipped."""
+def defaults(cls: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted path, default) of every field, nested configs included (a config's own default for a
+    nested one, e.g. nested's 6-fold split, wins over the nested class's); required fields are skipped."""
     for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
+        if not isinstance(cls, type):
+            value = getattr(cls, f.name)
+        elif f.default is not dataclasses.MISSING:
             value = f.default
         elif f.default_factory is not dataclasses.MISSING:
             value = f.default_factory()
         else:
             continue
         if dataclasses.is_dataclass(value):
-            yield from defaults(type(value), f"{prefix}{f.name}.")
+            yield from defaults(value, f"{prefix}{f.name}.")
         else:
             yield f"{prefix}{f.name}", value
 

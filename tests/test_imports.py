@@ -25,7 +25,7 @@ LAYERS = [
     ("sononet.features", 2), ("sononet.prepare", 3), ("sononet.models", 3), ("sononet.train", 4),
     ("sononet.runinfo", 4), ("sononet.evaluate", 5), ("sononet.experiment", 6), ("sononet.training", 6),
     ("sononet.evaluation", 6), ("sononet.final_model", 6), ("sononet.label", 6), ("sononet.robustness", 6),
-    ("sononet.api", 7), ("sononet.export", 7), ("sononet.bench", 8),
+    ("sononet.api", 7), ("sononet.export", 7), ("sononet.nested", 7), ("sononet.bench", 8),
     ("sononet.batch", 8), ("sononet.cli", 9), ("sononet.__main__", 9), ("sononet", 0),
 ]  # fmt: skip
 

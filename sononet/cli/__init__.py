@@ -34,6 +34,7 @@ from sononet.cli.evaluate import evaluate_command
 from sononet.cli.export import export_command
 from sononet.cli.final import final_command
 from sononet.cli.label import label_command
+from sononet.cli.nested import nested_command
 from sononet.cli.options import with_threads
 from sononet.cli.prepare import download_command, prepare_command
 from sononet.cli.train import train_all_command, train_command
@@ -91,7 +92,7 @@ def main(verbose: bool) -> None:
     )
 
 
-for _command in (prepare_command, train_all_command, train_command, final_command, evaluate_command):
+for _command in (prepare_command, train_all_command, train_command, final_command, evaluate_command, nested_command):
     main.add_command(with_threads(_command))
 main.add_command(with_threads(label_command, defer=True))  # its parent of --jobs workers never loads torch
 main.add_command(download_command)

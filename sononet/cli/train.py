@@ -34,8 +34,9 @@ def _split_option(ctx: click.Context | None, param: click.Parameter | None, valu
     )
 
 
-def _experiment_options(f):
-    """train-all's options. Unset ones fall through to the config dataclasses (and the profile)."""
+def experiment_options(*skip: str):
+    """train-all's options, less those named in ``skip`` (``nested`` has no use for some).
+    Unset ones fall through to the config dataclasses (and the profile)."""
     opts = [
         click.option("--data", type=click.Path(exists=True), default=None,
                      help="Corpus: CREMA-D or RAVDESS folder, manifest CSV/Parquet, audiofolder [default: demo]."),
@@ -82,13 +83,19 @@ def _experiment_options(f):
         perturb_options,
         click.option("--print-spec", is_flag=True, help="Print the resolved spec (what would run) and exit."),
     ]  # fmt: skip
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+
+    def decorate(f):
+        for opt in reversed(opts):
+            probe = opt(lambda: None)  # the option's parameter names, to honour `skip`
+            if not any(p.name in skip for p in probe.__click_params__):
+                f = opt(f)
+        return f
+
+    return decorate
 
 
 @click.command("train-all")
-@_experiment_options
+@experiment_options()
 def train_all_command(print_spec: bool, **kw) -> None:
     """Prepare (if needed), train the models, evaluate, ensemble and report.
 
