@@ -140,7 +140,7 @@ def train_final(cfg: FinalConfig, progress: bool = True) -> dict[str, Any]:
 
 def final_card(record: dict[str, Any], metrics: dict[str, Any], spec: Any, robustness: bool) -> str:
     """The folder's model card: what it is, how it was trained, the run's cross-validated scores."""
-    from sononet.models.card import CORPORA
+    from sononet.models.card import CORPORA, USAGE
 
     protocol = metrics["protocol"]
     material, licence = CORPORA.get(protocol["corpus"], ("unknown material", "see the training data's licence"))
@@ -157,12 +157,7 @@ def final_card(record: dict[str, Any], metrics: dict[str, Any], spec: Any, robus
         [
             f"# SonoNet {'+'.join(record['models'])} on {protocol['corpus']} ({', '.join(metrics['labels'])})",
             "",
-            "```python",
-            "from sononet import EmotionClassifier",
-            "",
-            'clf = EmotionClassifier.load("path/to/this/folder")',
-            'clf.predict("clip.wav")',
-            "```",
+            *USAGE,
             "",
             f"Trained from scratch on every speaker of the corpus ({record['speakers']} speakers, {record['clips']} "
             f"clips; {material}) with the recipe that {spec.split.folds}-fold cross-validation scored below:",

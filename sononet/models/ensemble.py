@@ -30,7 +30,7 @@ from typing import Any
 
 from sononet.errors import NotFoundError, UserError
 from sononet.io import atomic_write_bytes, open_regular
-from sononet.models.card import corpus_facts, metric_lines, provenance, use_and_licence
+from sononet.models.card import USAGE, corpus_facts, metric_lines, provenance, use_and_licence
 from sononet.version import __version__
 
 FORMAT = "sononet-ensemble"
@@ -209,11 +209,7 @@ def render_ensemble_card(
         f"The mean of its members' class probabilities, each member scoring with its own features and "
         f"normalisation. Labels ({len(ens.labels)}): {', '.join(ens.labels)}.",
         "",
-        "```python",
-        "from sononet import EmotionClassifier",
-        'clf = EmotionClassifier.load("path/to/this/folder")',
-        'clf.predict("clip.wav")',
-        "```",
+        *USAGE,
         "",
         "`sononet label DIR --model path/to/this/folder`, `sononet evaluate --model ...` and `sononet export",
         "--model ...` take the folder too. The members are folders of their own (paths relative to this one, in",
