@@ -30,6 +30,7 @@ CONFIGS = {
     "sononet label": ["sononet.label.config:LabelConfig"],
     "sononet nested": ["sononet.nested:NestedConfig"],
     "sononet prepare": ["sononet.prepare:PrepareConfig"],
+    "sononet speaker-groups": ["sononet.label.group_size:GroupSizeConfig"],
     "sononet train": ["sononet.training:TrainingConfig"],
     "sononet train-all": ["sononet.experiment:ExperimentConfig"],
     "sononet train-final": ["sononet.final_model:FinalConfig"],
@@ -99,8 +100,8 @@ def spellings(value: Any, option: click.Option) -> set[str]:
         return {"all"}
     if isinstance(value, float):
         return {str(value), f"{value:g}"}
-    if isinstance(value, tuple) and value and all(isinstance(v, str) for v in value):
-        return {",".join(value)}  # as the option takes it: --perturb gain,peak
+    if isinstance(value, tuple) and value and all(isinstance(v, (str, int)) for v in value):
+        return {",".join(map(str, value))}  # as the option takes it: --perturb gain,peak, --folds 0,1
     return {str(value)}
 
 

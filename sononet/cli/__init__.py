@@ -37,6 +37,7 @@ from sononet.cli.label import label_command
 from sononet.cli.nested import nested_command
 from sononet.cli.options import with_threads
 from sononet.cli.prepare import download_command, prepare_command
+from sononet.cli.speaker_groups import speaker_groups_command
 from sononet.cli.train import train_all_command, train_command
 from sononet.errors import UserError
 
@@ -92,7 +93,15 @@ def main(verbose: bool) -> None:
     )
 
 
-for _command in (prepare_command, train_all_command, train_command, final_command, evaluate_command, nested_command):
+for _command in (
+    prepare_command,
+    train_all_command,
+    train_command,
+    final_command,
+    evaluate_command,
+    nested_command,
+    speaker_groups_command,
+):
     main.add_command(with_threads(_command))
 main.add_command(with_threads(label_command, defer=True))  # its parent of --jobs workers never loads torch
 main.add_command(download_command)
