@@ -35,6 +35,14 @@ def _git_commit(where: Path) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def _load_avg() -> float | None:
+    """The 1-minute load average, where the platform has one."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def environment() -> dict[str, Any]:
     """Library versions, the source's git commit, the machine and the thread settings."""
     import torch
@@ -73,6 +81,7 @@ class RunRecord:
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
             **environment(),
             "stages_s": {},
+            "load_avg_start": _load_avg(),  # others sharing the cores stretch every stage's seconds
         }
         self._write()
 
@@ -92,6 +101,7 @@ class RunRecord:
 
     def finish(self, status: str, **extra: Any) -> None:
         self.doc.update(status=status, seconds=round(time.perf_counter() - self.t0, 1), **extra)
+        self.doc["load_avg_end"] = _load_avg()
         self.doc["ended"] = datetime.now(UTC).isoformat(timespec="seconds")
         self._write()
 

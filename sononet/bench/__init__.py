@@ -10,7 +10,7 @@
 Writes ``<out>/bench-<device>.json`` and ``.md``. Ratios are measured side by side in one
 run on one batch, so they hold across machines better than the absolute figures, which are
 only meaningful with the machine description written beside them. One module per benchmark:
-``mel``, ``pad_trim``, ``decode``, ``prepare``, ``train``, ``label``; ``report`` judges the
+``mel``, ``pad_trim``, ``decode``, ``prepare``, ``train``, ``label``, ``demo``; ``report`` judges the
 targets and writes the tables. Heavy imports stay inside functions so ``sononet --help`` is instant.
 """
 
@@ -31,7 +31,7 @@ from sononet.corpus.cremad import N_CLIPS
 
 log = logging.getLogger(__name__)
 
-BENCHMARKS = ("mel", "pad_trim", "decode", "prepare", "train", "label")
+BENCHMARKS = ("mel", "pad_trim", "decode", "prepare", "train", "label", "demo")
 CREMAD_CLIPS = N_CLIPS  # all of CREMA-D
 MAX_CLIPS = 5 * CREMAD_CLIPS  # synthetic copies of CREMA-D keep 4-digit actor ids
 TINY_CLIPS = 64
@@ -58,6 +58,7 @@ class BenchConfig:
     label_files: tuple[int, ...] = (1000, 10_000)  # two folder sizes: rate, start-up cost and memory growth
     threads: int | None = None  # pin torch/numba/children to this many threads; None = their defaults
     tmp_dir: str | None = None  # where generated WAVs and shards go (~6 GB at full size); None = system temp
+    cv_run: str | None = None  # a finished cross-validated train-all run: the CV row reads its run.json
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
@@ -135,6 +136,10 @@ def _run_one(name: str, cfg: BenchConfig, devices: list[str], tmp: Path) -> dict
         from sononet.bench.train import run_train
 
         return run_train(cfg.train_models, devices, cfg.train_batch, cfg.train_warmup, cfg.train_steps, cfg.w2v2)
+    if name == "demo":
+        from sononet.bench.demo import run_demo
+
+        return run_demo(devices[-1], tmp, cfg.tiny)
     from sononet.bench.label import run_label
 
     return run_label(cfg.label_files, devices[-1], cfg.workers, tmp)
@@ -186,6 +191,10 @@ def run_bench(cfg: BenchConfig) -> dict:
                     log.exception("bench %s failed", name)
                     results[name] = {"status": "failed", "reason": f"{type(e).__name__}: {e}", "rows": []}
                 results[name]["seconds"] = time.perf_counter() - t
+    if cfg.cv_run:  # read, not run: a cross-validated run takes most of an hour
+        from sononet.bench.demo import read_cv_run
+
+        results["cv"] = {"status": "ok", **read_cv_run(cfg.cv_run)}
     doc["benchmarks"] = results
     doc["targets"] = evaluate_targets(results, device.type, tiny=cfg.tiny)
     doc["seconds"] = time.perf_counter() - t0

@@ -31,6 +31,8 @@ BENCHMARKS = "sononet.bench:BENCHMARKS"
 )
 @click.option("--threads", type=int, default=None, help="Pin torch/numba (and children) to N threads.")
 @click.option("--tmp-dir", type=click.Path(file_okay=False), default=None, help="Scratch space [default: system temp].")
+@click.option("--cv-run", type=click.Path(exists=True, file_okay=False), default=None,
+              help="A finished cross-validated train-all run: the CV target row reads its run.json.")  # fmt: skip
 def bench_command(
     device: str | None,
     clips: int | None,
@@ -40,6 +42,7 @@ def bench_command(
     repeats: int | None,
     threads: int | None,
     tmp_dir: str | None,
+    cv_run: str | None,
 ) -> None:
     """Measure speed and memory of every stage; ratios side by side, machine described.
 
@@ -47,12 +50,13 @@ def bench_command(
     sononet bench --device cpu --out results/bench
     sononet bench --tiny --out /tmp/bench
     sononet bench --only mel,pad_trim --repeats 9
+    sononet bench --only demo --cv-run runs/ravdess-6class   # the demo and a CV run's wall time
     """
     from sononet.bench import BenchConfig, run_bench
 
     cfg = given(
         BenchConfig(tiny=tiny, threads=threads, tmp_dir=tmp_dir), out=out, device=device, clips=clips, only=only,
-        repeats=repeats,
+        repeats=repeats, cv_run=cv_run,
     )  # fmt: skip
     doc = run_bench(cfg)
     for t in doc["targets"]:
