@@ -102,3 +102,28 @@ def test_sononet_train_writes_the_spec_it_ran(real_shards: Path, tmp_path: Path)
     assert written["train"]["epochs"] == 1 and written["train"]["refit"] is False and written["profile"] == "real"
     bad = CliRunner().invoke(main, [*args, "--profile", "fancy"])
     assert bad.exit_code == 2 and "'fancy' is not one of" in bad.output
+
+
+def test_demo_caps_the_tiny_wav2vec2_at_its_own_epochs_unless_epochs_are_given() -> None:
+    demo = resolve_experiment(ExperimentConfig(device="cpu"))
+    assert demo.train.epochs == PROFILES["demo"].epochs
+    assert demo.train.epochs_for("wav2vec2") == PROFILES["demo"].model_epochs["wav2vec2"] < demo.train.epochs
+    assert demo.train.epochs_for("cnn") == demo.train.epochs
+    given = resolve_experiment(ExperimentConfig(device="cpu", train=TrainConfig(epochs=3)))
+    assert given.train.epochs_for("wav2vec2") == 3  # an explicit count holds for every model
+    own = TrainConfig(model_overrides={"wav2vec2": {"epochs": 5}})
+    assert resolve_experiment(ExperimentConfig(device="cpu", train=own)).train.epochs_for("wav2vec2") == 5
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5, "2"])
+def test_a_model_epoch_cap_must_be_a_positive_integer(bad: object) -> None:
+    with pytest.raises(ValueError, match="model_overrides.cnn.epochs must be a positive integer"):
+        TrainConfig(model_overrides={"cnn": {"epochs": bad}})
+
+
+def test_a_model_epoch_cap_stops_that_model_only(real_shards: Path, tmp_path: Path) -> None:
+    meta = load_metadata(real_shards, ["clip_id", "speaker", "sex"]).to_pandas()
+    splits = shard_splits(meta, SplitConfig())
+    cfg = TrainConfig(epochs=3, min_epochs=3, tensorboard=False, model_overrides={"cnn": {"epochs": 1}})
+    result = train_model("cnn", real_shards, splits, LABELS, cfg, tmp_path / "cnn", torch.device("cpu"), progress=False)
+    assert len(result.history) == 1

@@ -46,8 +46,8 @@ class TrainConfig:
     window_shards: int = 4  # shards shuffled together; bounds memory
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     tensorboard: bool = True  # curves in <out>/tb for `tensorboard --logdir runs` (needs the tensorboard extra)
-    # Per model: its config's fields, and an `augment` table (AugmentConfig fields) for it alone,
-    # e.g. {"wav2vec2": {"tiny": True}, "bigru": {"augment": {"vtlp": 0.1}}}
+    # Per model: its config's fields, an `augment` table (AugmentConfig fields) and `epochs` for it
+    # alone, e.g. {"wav2vec2": {"tiny": True, "epochs": 2}, "bigru": {"augment": {"vtlp": 0.1}}}
     model_overrides: dict[str, dict] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -68,6 +68,10 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be >= 0. Found: {getattr(self, name)}")
         for name in ("", *self.model_overrides):  # the run's augmentation, then each model's own
             self.augment_for(name)
+        for name, own in self.model_overrides.items():
+            epochs = own.get("epochs")
+            if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+                raise ValueError(f"train.model_overrides.{name}.epochs must be a positive integer. Found: {epochs!r}")
         if self.speaker_norm and self.clip_norm:
             raise ValueError(
                 "train.speaker_norm and train.clip_norm cannot be combined: the clip's own mean would replace "
@@ -81,6 +85,10 @@ class TrainConfig:
             raise ValueError(f"train.ema_epochs must be >= 0 (0 turns it off). Found: {self.ema_epochs}")
         if not 0 < self.plateau_factor < 1:  # also refuses NaN
             raise ValueError(f"train.plateau_factor must be in (0, 1). Found: {self.plateau_factor}")
+
+    def epochs_for(self, name: str) -> int | None:
+        """Max epochs for ``name``: its ``model_overrides`` entry, else ``epochs``."""
+        return self.model_overrides.get(name, {}).get("epochs", self.epochs)
 
     def augment_for(self, name: str) -> AugmentConfig:
         """The augmentation model ``name`` trains with: ``augment`` and its own

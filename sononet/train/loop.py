@@ -128,7 +128,7 @@ class _Trainer:
     ) -> None:  # fmt: skip
         self.name, self.data, self.cfg, self.out_dir, self.device, self.dist = name, data, cfg, out_dir, device, dist
         self.schedule = schedule  # a refit's learning rate per epoch: no validation, no early stopping
-        self.epochs = len(schedule) if schedule is not None else cfg.epochs
+        self.epochs = len(schedule) if schedule is not None else cfg.epochs_for(name)
         self.kind = MODELS[name].input_kind
         self.best_confusion: np.ndarray | None = None  # the best epoch's val confusion, for TensorBoard
         self.augment_cfg = cfg.augment_for(name)  # checked again: model_overrides may change after init
@@ -165,6 +165,7 @@ class _Trainer:
         train_meta = train_meta[train_meta.clip_id.isin(set(data.train_ids))]
         overrides = _model_overrides(self.name, cfg, data.labels, train_meta)
         overrides.pop("augment", None)  # the model's own augmentation, not a model field
+        overrides.pop("epochs", None)  # its own epoch cap (TrainConfig.epochs_for), not a model field
         n_mels = int(data.feature_config["n_mels"])
         return build_model(self.name, n_classes=len(data.labels), n_mels=n_mels, **overrides).to(self.device)
 

@@ -28,11 +28,14 @@ class Profile:
     refit: bool  # train.refit when unset: retrain on train + val for the epochs chosen on val
     trim_silence_db: float | None  # prepare.features.trim_silence_db when unset
     vtlp: dict[str, float] = field(default_factory=dict)  # per model, where train.augment.vtlp is unset; others: off
+    model_epochs: dict[str, int] = field(default_factory=dict)  # per model, where neither epochs setting is given
 
 
 PROFILES: dict[str, Profile] = {
     # The demo stays short: 6 epochs, and no refit (it would double the training time).
-    "demo": Profile(epochs=6, refit=False, trim_silence_db=None),
+    # The random-init tiny wav2vec2 only shows that the waveform path runs: 2 epochs of its 6 times
+    # a log-mel model's cost per epoch keep the demo near 2 minutes on 2 cores.
+    "demo": Profile(epochs=6, refit=False, trim_silence_db=None, model_epochs={"wav2vec2": 2}),
     "real": Profile(
         epochs=60,
         # Refit on train + val (results/ravdess, sixth round: nested inside the training actors,
@@ -76,10 +79,15 @@ def resolve_features(features: FeatureConfig, profile: str) -> FeatureConfig:
 def resolve_train(train: TrainConfig, profile: str) -> TrainConfig:
     """A copy of ``train`` with the profile's epochs, refit and per-model VTLP where they are unset."""
     recipe = PROFILES[profile]
+    overrides = {k: dict(v) for k, v in train.model_overrides.items()}
+    if train.epochs is None:  # an explicit epoch count holds for every model
+        for name, epochs in recipe.model_epochs.items():
+            overrides.setdefault(name, {}).setdefault("epochs", epochs)
     train = replace(
         train,
         epochs=recipe.epochs if train.epochs is None else train.epochs,
         refit=recipe.refit if train.refit is None else train.refit,
+        model_overrides=overrides,
     )
     if train.augment.vtlp is not None:  # set explicitly (0 too): every log-mel model gets it
         return train
