@@ -50,7 +50,8 @@ def experiment_options(*skip: str):
                      help="demo: short CPU settings; real: the RAVDESS-tuned recipe [default: auto: demo for the "
                      "generated demo corpus, real for any other]."),
         click.option("--w2v2", default=None, help=f"{W2V2_CHOICES} [default: auto: tiny on CPU, base on CUDA]."),
-        click.option("--epochs", type=int, default=None, help="Max epochs, every model [default: the profile's: demo 6 (its tiny wav2vec2 2), real 60]."),
+        click.option("--epochs", type=int, default=None,
+                     help="Max epochs, every model [default: the profile's: demo 6 (its tiny wav2vec2 2), real 60]."),
         click.option("--batch-size", type=int, default=None, help="Clips per training step [default: 32]."),
         click.option("--folds", type=int, default=None, help="Speaker-grouped k-fold CV (>= 3) [default: 1 split]."),
         click.option("--split", default=None, callback=_split_option, metavar="speaker|random|emobox:DIR",
