@@ -36,9 +36,10 @@ import numpy as np
 if TYPE_CHECKING:
     from sononet.label.labeller import Labeller
 
-# Fewest files whose own mean replaces the training default: on 8 held-out RAVDESS actors, groups of
-# 4 random clips beat the default (CNN +3.0, BiGRU +5.7 UA), 3 tied, 1-2 lost (docs/robustness.md).
-MIN_GROUP_FILES = 4
+# Fewest files whose own mean replaces the training default: on 24 held-out RAVDESS actors, groups
+# of 8 random clips beat it (BiGRU +3.2 UA, CNN -0.1), smaller ones gained less or lost
+# (docs/robustness.md, `sononet speaker-groups`).
+MIN_GROUP_FILES = 8
 REGEX_TIMEOUT_S = 0.1  # per path: a pattern that backtracks catastrophically is refused, not waited on
 MAX_PATTERN_CHARS = 1000
 RULES = ("parent", "regex:PATTERN", "column:NAME")
