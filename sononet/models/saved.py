@@ -4,6 +4,8 @@ Labelling, the Python API, export, evaluation and prediction all take a :class:`
 so what a folder means (its labels, input kind, features, decoder settings, normalisation) is
 decided here and nowhere else. :func:`~sononet.models.saving.load_model` has already checked
 every field's type and range (``config_check``); this adds the fields inference cannot do without.
+The :class:`~sononet.features.normalize.Normalizer` lives beside the steps it applies, since
+training builds one from its statistics before any folder exists.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class SavedModel:
     features: FeatureConfig
     audio: AudioConfig
     normalizer: Normalizer | None  # a log-mel model's statistics; None for waveform models
-    protocol: dict[str, Any] | None  # how it was trained and split (evaluate.protocol.Protocol's dict)
+    protocol: dict[str, Any] | None  # how it was trained and split (corpus.protocol.Protocol's dict)
     provenance: dict[str, Any]  # corpus, split, init (models.card.provenance)
 
     @property
