@@ -36,6 +36,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
+    from sononet.audio import AudioConfig
     from sononet.label.ensemble import EnsembleLabeller
     from sononet.label.labeller import Labeller
     from sononet.label.windows import Source
@@ -252,10 +253,9 @@ class EmotionClassifier:
         return df
 
     @property
-    def _audio(self) -> Any:
-        from sononet.audio import AudioConfig
-
-        return AudioConfig(sample_rate=self.sample_rate)
+    def _audio(self) -> AudioConfig:
+        """The decoder settings the model was trained with (saved in its folder)."""
+        return self._lab.audio
 
     def _opened(self, inputs: Any, sample_rate: int | None, window_s: float) -> Iterator[Source]:
         """Opened sources in input order, decoded ahead on ``workers`` threads; failures stay on ``src.error``."""

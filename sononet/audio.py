@@ -16,10 +16,10 @@ import contextlib
 import math
 import re
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import soundfile as sf
@@ -62,6 +62,16 @@ class AudioConfig:
             )
         if self.resample_quality not in ("QQ", "LQ", "MQ", "HQ", "VHQ"):
             raise ValueError(f"resample_quality must be QQ, LQ, MQ, HQ or VHQ. Found: {self.resample_quality!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """As a model folder (``meta.audio_config``), a shard manifest and export.json record it."""
+        return asdict(self)
+
+    @classmethod
+    def recorded(cls, values: Mapping[str, Any] | None, sample_rate: int) -> AudioConfig:
+        """A recorded audio config; None, for a model or shards saved before it was recorded: the
+        defaults at ``sample_rate``, what labelling decoded with then."""
+        return cls(**values) if values is not None else cls(sample_rate=sample_rate)
 
 
 @dataclass

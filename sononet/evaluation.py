@@ -38,13 +38,12 @@ from sononet.errors import UserError
 from sononet.evaluate.predictions import ENSEMBLE, META_COLUMNS
 from sononet.evaluate.report import write_evaluation
 from sononet.evaluate.robustness import RobustnessConfig
-from sononet.features.mel import FeatureConfig
 from sononet.features.reader import load_metadata
 from sononet.features.shards import read_manifest
 from sononet.io import atomic_write, atomic_write_json, remove_stale_temps
 from sononet.locking import folder_lock
 from sononet.models.ensemble import member_folders
-from sononet.models.saving import load_model
+from sononet.models.saved import SavedModel
 from sononet.prepare import PrepareConfig, prepare
 from sononet.robustness import run_suite
 from sononet.train.predict import predict
@@ -132,32 +131,30 @@ def evaluate_cross_corpus(cfg: CrossCorpusConfig, progress: bool = True) -> dict
     """
     device = resolve_device(cfg.device)
     folders, ensemble = member_folders(cfg.model)
-    loaded = [load_model(f, map_location=device) for f in folders]  # a broken model is the first thing to say
+    loaded = [SavedModel.load(f, device) for f in folders]  # a broken model is the first thing to say
     out = Path(cfg.out)
     _check_out(out, cfg.data)
     with folder_lock(out, "evaluate"):
         _check_out(out, cfg.data)  # again under the lock: a training run may have started meanwhile
         for folder in (out, out / "tables", out / "plots"):  # a killed evaluation's partial files
             remove_stale_temps(folder)
-        name = loaded[0][1]["model"] if not ensemble else ENSEMBLE
-        return _evaluate(cfg, out, loaded, folders, name, device, progress)
+        name = loaded[0].doc["model"] if not ensemble else ENSEMBLE
+        return _evaluate(cfg, out, loaded, name, device, progress)
 
 
-def _member_meta(loaded: list[tuple[Any, dict]], folders: list[Path]) -> dict:
+def _member_meta(loaded: list[SavedModel]) -> dict:
     """The meta the evaluation reads: the first member's, with every member's training speakers.
 
     Members are scored on one preparation of the test corpus, so they must share its features.
     """
-    metas = [doc.get("meta") or {} for _, doc in loaded]
-    for meta, folder in zip(metas, folders, strict=True):
-        missing = [k for k in ("labels", "feature_config", "input_kind") if k not in meta]
-        if missing:
-            raise ValueError(f"{folder}: saved meta lacks {missing}; cannot rebuild the training features")
-        if meta["feature_config"] != metas[0]["feature_config"]:
+    lead = loaded[0]
+    for other in loaded[1:]:
+        if (other.features, other.audio) != (lead.features, lead.audio):
             raise UserError(
-                f"ensemble members {folders[0]} and {folder} use different feature configs; evaluate prepares "
-                "the test corpus once, so its members must share one (label and the API take such ensembles)"
+                f"ensemble members {lead.folder} and {other.folder} use different feature or audio configs; evaluate "
+                "prepares the test corpus once, so its members must share one (label and the API take such ensembles)"
             )
+    metas = [m.meta for m in loaded]
     merged = dict(metas[0])
     if all(isinstance(m.get("speakers"), dict) for m in metas):  # trained or chosen on by any member
         merged["speakers"] = {
@@ -169,13 +166,11 @@ def _member_meta(loaded: list[tuple[Any, dict]], folders: list[Path]) -> dict:
 
 
 def _evaluate(
-    cfg: CrossCorpusConfig, out: Path, loaded: list[tuple[Any, dict]], folders: list[Path], name: str, device: Any,
-    progress: bool,
-) -> dict:  # fmt: skip
-    meta = _member_meta(loaded, folders)
-    model_labels = list(meta["labels"])
+    cfg: CrossCorpusConfig, out: Path, loaded: list[SavedModel], name: str, device: Any, progress: bool
+) -> dict:
+    meta, lead = _member_meta(loaded), loaded[0]
     corpus = select_labels(load_corpus(cfg.data), None, cfg.label_map)
-    labels = shared_labels(model_labels, corpus.labels)
+    labels = shared_labels(lead.labels, corpus.labels)
     prep = PrepareConfig(
         data=cfg.data,
         out=str(out / "shards"),
@@ -183,16 +178,17 @@ def _evaluate(
         label_map=dict(cfg.label_map),
         workers=cfg.workers,
         device=cfg.device,
-        features=FeatureConfig(**meta["feature_config"]),
+        features=lead.features,
+        audio=lead.audio,
     )
     summary = prepare(prep, progress=progress)
     shard_meta = load_metadata(prep.out, [*META_COLUMNS]).to_pandas()
     test_speakers = {str(s) for s in shard_meta.speaker.dropna()}
     ids = list(shard_meta.clip_id)
-    preds = _mean_predictions([predict(m, doc["meta"], prep.out, ids, device) for m, doc in loaded])
+    preds = _mean_predictions([predict(m, prep.out, ids, device) for m in loaded])
     preds = restrict(preds, labels).merge(shard_meta, on="clip_id", how="left")
     preds["split"], preds["model"], preds["fold"] = "test", name, 0
-    trained = Protocol.from_dict(meta["protocol"]) if meta.get("protocol") else None
+    trained = Protocol.from_dict(lead.protocol) if lead.protocol else None
     trained_on = trained.corpus if trained else "unknown corpus"
     test_manifest = read_manifest(prep.out)
     tested_on = corpus_label(test_manifest, list(shard_meta.clip_id))
@@ -213,7 +209,7 @@ def _evaluate(
     robustness = None
     if cfg.robustness.perturb:  # every test speaker is new: "known" means its own mean over the test corpus
         clips = load_metadata(prep.out, ["clip_id", "source_path", "speaker", "label"]).to_pandas()
-        dirs = {name: folders[0]} if len(folders) == 1 else _member_names(loaded, folders)  # + the ensemble rows
+        dirs = {name: lead.folder} if len(loaded) == 1 else _member_names(loaded)  # + the ensemble rows
         robustness = run_suite(dirs, clips, labels, cfg.robustness, cfg.device, progress).assign(fold=0)
     metrics = write_evaluation(out, preds, labels, protocol, histories=None, robustness=robustness)
     atomic_write_json(
@@ -242,13 +238,13 @@ def _mean_predictions(parts: list[pd.DataFrame]) -> pd.DataFrame:
     return out
 
 
-def _member_names(loaded: list[tuple[Any, dict]], folders: list[Path]) -> dict[str, Path]:
+def _member_names(loaded: list[SavedModel]) -> dict[str, Path]:
     """Table names for an ensemble's members (``cnn``, ``bigru``, ``cnn-2`` ...) -> their folders."""
     names: dict[str, Path] = {}
-    for (_, doc), folder in zip(loaded, folders, strict=True):
-        base = doc["model"]
+    for member in loaded:
+        base = member.doc["model"]
         key = base if base not in names else f"{base}-{sum(k.split('-')[0] == base for k in names) + 1}"
-        names[key] = folder
+        names[key] = member.folder
     return names
 
 

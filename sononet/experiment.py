@@ -39,7 +39,7 @@ from sononet.locking import folder_lock
 from sononet.models.card import write_card
 from sononet.models.ensemble import write_ensemble
 from sononet.models.registry import MODELS, model_names
-from sononet.models.saving import load_model
+from sononet.models.saved import SavedModel
 from sononet.prepare import PrepareConfig, format_summary, prepare
 from sononet.robustness import run_suite
 from sononet.runinfo import RunRecord
@@ -268,9 +268,8 @@ def _run(cfg: ExperimentConfig, out: Path, record: RunRecord, progress: bool) ->
             model_dir = fold_dir / name
             histories[name if folds == 1 else f"{name}/fold-{fold}"] = read_json(model_dir / "history.json")
             for scored_by, scored_splits in _scored_by(model_dir, bool(train_cfg.refit)).items():
-                model, saved = load_model(scored_by)
                 ids = [c for c, s in splits.items() if s in scored_splits]
-                preds = predict(model, saved["meta"], cfg.prepare.out, ids, device)
+                preds = predict(SavedModel.load(scored_by), cfg.prepare.out, ids, device)
                 preds["split"] = preds.clip_id.map(splits)
                 preds["model"] = name
                 preds["fold"] = fold

@@ -13,9 +13,10 @@ features as ``sononet label`` computes them before normalising:
 * waveform models (wav2vec2): ``features`` (B, S) 16 kHz samples and ``lengths`` (B,) valid samples;
 
 and returns ``probs`` (B, n_classes) and ``logits``. ``export.json`` beside it holds the labels, the
-feature config (sample rate, n_fft, hop, mels, dB floor, pad/trim) and the model id, so the inputs can
-be reproduced exactly. We use torch's TorchScript-based exporter: it handles the BiGRU's packed
-sequences and the models' data-dependent length checks, which the dynamo exporter refuses.
+feature config (sample rate, n_fft, hop, mels, dB floor, pad/trim), the audio config (resampler
+quality, shortest clip) and the model id, so the inputs can be reproduced exactly. We use torch's
+TorchScript-based exporter: it handles the BiGRU's packed sequences and the models' data-dependent
+length checks, which the dynamo exporter refuses.
 
 Both files are written whole or not at all (a temporary sibling renamed over the target), under the
 output folder's lock: ``kill -9`` during a re-export leaves the previous ``model.onnx``, a full disk
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from sononet.features.normalize import Normalizer
+    from sononet.models.saved import SavedModel
+
 log = logging.getLogger(__name__)
 OPSET = 17  # LayerNorm as one op; onnxruntime >= 1.11 runs it
 OPSETS = range(7, 21)  # what torch's TorchScript-based exporter writes (torch.onnx._constants, 2.9)
@@ -63,33 +67,32 @@ class ExportConfig:
             )
 
 
-def normalised(model: nn.Module, kind: str, norm: dict[str, list[float]]) -> nn.Module:
+def normalised(model: nn.Module, kind: str, normalizer: Normalizer | None) -> nn.Module:
     """``model`` behind the normalisation training used: (features, lengths) -> (probs, logits)."""
     import torch
     from torch import nn
 
     from sononet.features.normalize import normalize_mel, normalize_wave, remove_level
 
-    per_clip = bool(norm.get("per_clip", 0.0))
-    level = bool(norm.get("level", 0.0))
+    if kind == "mel" and normalizer is None:
+        raise ValueError("a log-mel model needs its Normalizer (the training split's statistics)")
 
     class WithNormalisation(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
-            if kind == "mel":
-                mean = torch.tensor(norm["mean"], dtype=torch.float32)
-                if "speaker" in norm:  # speakers are unknown here: the training speakers' average voice
-                    mean = mean + torch.tensor(norm["speaker_default"], dtype=torch.float32)
+            if normalizer is not None and kind == "mel":
+                mean = normalizer.mean.clone()
+                if normalizer.speaker_default is not None:  # speakers are unknown here: the training average voice
+                    mean = mean + normalizer.speaker_default
                 self.register_buffer("mean", mean)
-                self.register_buffer("std", torch.tensor(norm["std"], dtype=torch.float32))
+                self.register_buffer("std", normalizer.std.clone())
 
         def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            mel = kind == "mel"  # (B, n_mels, T) per-band statistics, else (B, S) per-clip standardisation
-            if mel:
-                features = remove_level(features, lengths) if level else features
-                x = normalize_mel(features, self.mean, self.std, lengths if per_clip else None)
-            else:
+            if normalizer is not None and kind == "mel":  # (B, n_mels, T) per-band statistics
+                features = remove_level(features, lengths) if normalizer.level else features
+                x = normalize_mel(features, self.mean, self.std, lengths if normalizer.per_clip else None)
+            else:  # (B, S) per-clip standardisation
                 x = normalize_wave(features, lengths)
             logits, _ = self.model(x, lengths)
             return torch.softmax(logits, dim=-1), logits
@@ -136,36 +139,30 @@ def export_model(cfg: ExportConfig) -> dict[str, Any]:
     """Write ``model.onnx`` and ``export.json`` to ``cfg.out``; returns export.json's content.
 
     ``cfg.model`` may be an ensemble folder: its members become one graph averaging their
-    probabilities, which needs one input for all of them (same input kind and feature config).
+    probabilities, which needs one input for all of them (same input kind, feature and audio config).
     """
-    from sononet.features.mel import FeatureConfig
     from sononet.models.ensemble import member_folders
-    from sononet.models.saving import load_model
+    from sononet.models.saved import SavedModel
 
     folders, ensemble = member_folders(cfg.model)
-    loaded = [load_model(f, map_location="cpu") for f in folders]
-    for (_, doc), folder in zip(loaded, folders, strict=True):
-        missing = [k for k in ("labels", "feature_config", "input_kind") if k not in (doc.get("meta") or {})]
-        if missing:
-            raise ValueError(f"{folder}: saved meta lacks {missing}; cannot describe the exported inputs")
-    doc, meta = loaded[0][1], loaded[0][1]["meta"]
-    for (_, other), folder in zip(loaded[1:], folders[1:], strict=True):
-        inputs = (other["meta"]["input_kind"], other["meta"]["feature_config"])
-        if inputs != (meta["input_kind"], meta["feature_config"]):
+    loaded = [SavedModel.load(f, "cpu") for f in folders]
+    lead = loaded[0]
+    for other, folder in zip(loaded[1:], folders[1:], strict=True):
+        if (other.kind, other.features, other.audio) != (lead.kind, lead.features, lead.audio):
             raise UserError(
-                f"ensemble members {folders[0]} ({meta['input_kind']}) and {folder} ({other['meta']['input_kind']}) "
-                "take different inputs (input kind or feature config): one ONNX graph cannot feed both; export "
-                "each member with its own --model"
+                f"ensemble members {folders[0]} ({lead.kind}) and {folder} ({other.kind}) take different inputs "
+                "(input kind, feature config or audio config): one ONNX graph cannot feed both; export each "
+                "member with its own --model"
             )
-    kind, features = meta["input_kind"], FeatureConfig(**meta["feature_config"])
-    wrapped = [normalised(m.eval(), kind, d["meta"].get("norm") or {}) for m, d in loaded]
+    kind, features = lead.kind, lead.features
+    wrapped = [normalised(m.model.eval(), kind, m.normalizer) for m in loaded]
     graph = averaged(wrapped) if ensemble else wrapped[0]
-    name = ENSEMBLE if ensemble else doc["model"]
+    name = ENSEMBLE if ensemble else lead.doc["model"]
     out = output_dir(cfg.out, "--out")
     with folder_lock(out, "export"):
         remove_stale_temps(out)  # a killed export's partial model.onnx; the lock rules out a live writer
         _write_onnx(graph, kind, features, out / "model.onnx", cfg.opset, name)
-        return _write_info(cfg, [d for _, d in loaded], folders, name, out)
+        return _write_info(cfg, loaded, name, out)
 
 
 def _write_onnx(wrapped: nn.Module, kind: str, features: Any, path: Path, opset: int, name: str) -> None:
@@ -200,21 +197,20 @@ def _write_onnx(wrapped: nn.Module, kind: str, features: Any, path: Path, opset:
         raise RuntimeError(why) from e
 
 
-def _write_info(cfg: ExportConfig, docs: list[dict], folders: list[Path], name: str, out: Path) -> dict[str, Any]:
+def _write_info(cfg: ExportConfig, loaded: list[SavedModel], name: str, out: Path) -> dict[str, Any]:
     """export.json beside model.onnx: what the inputs are and where the model (or each member) came from."""
-    from sononet.features.mel import FeatureConfig
     from sononet.label.ensemble import ensemble_id
     from sononet.label.labeller import model_id
 
-    doc, meta = docs[0], docs[0]["meta"]
-    kind, features = meta["input_kind"], FeatureConfig(**meta["feature_config"])
-    ids = [model_id(f, d) for f, d in zip(folders, docs, strict=True)]
+    lead = loaded[0]
+    kind, features = lead.kind, lead.features
+    ids = [model_id(m.folder, m.doc) for m in loaded]
     single = name != ENSEMBLE
     time_axis = "frames" if kind == "mel" else "samples"
     info = {
         "format": "onnx", "opset": cfg.opset, "model": name, "model_id": ids[0] if single else ensemble_id(ids),
-        "describe": doc.get("describe") if single else f"mean of {len(ids)} members' probabilities",
-        **({} if single else {"members": ids}), "labels": meta["labels"], "input_kind": kind,
+        "describe": lead.doc.get("describe") if single else f"mean of {len(ids)} members' probabilities",
+        **({} if single else {"members": ids}), "labels": lead.labels, "input_kind": kind,
         "inputs": {
             "features": f"(batch, {features.n_mels}, {time_axis}) log-mel dB, before normalisation"
             if kind == "mel" else f"(batch, {time_axis}) waveform at {features.sample_rate} Hz",
@@ -224,7 +220,7 @@ def _write_info(cfg: ExportConfig, docs: list[dict], folders: list[Path], name: 
             "probs": "(batch, n_classes) softmax, in `labels` order" + ("" if single else ", the members' mean"),
             "logits": "(batch, n_classes)" + ("" if single else " log of probs (an ensemble has no logits)"),
         },
-        "feature_config": features.to_dict(), "protocol": meta.get("protocol"),
+        "feature_config": features.to_dict(), "audio_config": lead.audio.to_dict(), "protocol": lead.protocol,
     }  # fmt: skip
     atomic_write_bytes(out / "export.json", (json.dumps(info, indent=2) + "\n").encode())
     return info

@@ -217,6 +217,7 @@ def _prepare(cfg: PrepareConfig, progress: bool) -> dict:
     fingerprint = {
         "feature_config": cfg.features.to_dict(),
         "config_hash": cfg.features.hash(),
+        "audio_config": cfg.audio.to_dict(),  # the resampler and duration rules change the clips too
         "shard_size": cfg.shard_size,
         "corpus": {
             "kind": corpus.kind,
@@ -226,7 +227,9 @@ def _prepare(cfg: PrepareConfig, progress: bool) -> dict:
             "label_map": cfg.label_map,
         },
     }
-    writer = ShardWriter(cfg.out, fingerprint)
+    # A folder prepared before the audio config was recorded: taken as made with the defaults.
+    legacy = {"audio_config": AudioConfig.recorded(None, cfg.features.sample_rate).to_dict()}
+    writer = ShardWriter(cfg.out, fingerprint, legacy)
     chunks = _chunks(corpus.clips, cfg.shard_size)
     todo = [k for k in range(len(chunks)) if not writer.is_done(k)]
     skipped = len(chunks) - len(todo)

@@ -10,14 +10,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import astuple
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from sononet.evaluate.robustness import CLEAN, RobustnessConfig, suite_clips, ua_rows
 from sononet.perturb import Perturbation, select
+
+if TYPE_CHECKING:
+    from sononet.audio import AudioConfig
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +63,7 @@ def suite_probabilities(
     labs = {name: Labeller(d, device, "auto") for name, d in model_dirs.items()}
     paths: dict[tuple, list[str]] = {}  # one front end per feature path, shared by the models on it
     for name, lab in labs.items():
-        paths.setdefault((lab.kind, lab.features.hash(), lab.mel_backend), []).append(name)
+        paths.setdefault((lab.kind, lab.features.hash(), lab.mel_backend, astuple(lab.audio)), []).append(name)
     perts: list[Perturbation | None] = [None, *select(cfg.perturb)]
     probs: dict[tuple[str, str, str], dict[str, np.ndarray]] = {}
     groups = list(clips.groupby(clips.speaker.fillna("").astype(str), sort=True))
@@ -73,13 +77,13 @@ def suite_probabilities(
     return probs, next(iter(labs.values())).labels
 
 
-def _decode(path: str, sr: int) -> np.ndarray | None:
-    from sononet.audio import AudioConfig, load_audio
+def _decode(path: str, audio: AudioConfig) -> np.ndarray | None:
+    """One clip at the model's audio config; None (logged) when it cannot be decoded."""
+    from sononet.audio import load_audio
     from sononet.errors import AudioError
 
-    audio = AudioConfig(sample_rate=sr)
     try:  # a file past long_duration_s is scored on its central part
-        return load_audio(path, audio, max_samples=int(audio.long_duration_s * sr)).samples
+        return load_audio(path, audio, max_samples=int(audio.long_duration_s * audio.sample_rate)).samples
     except AudioError as e:
         log.warning("robustness: %s left out (%s)", path, e)
         return None
@@ -90,7 +94,6 @@ def _score_group(
     pool: ThreadPoolExecutor, probs: dict,
 ) -> None:  # fmt: skip
     """One speaker's clips through one feature path: clean and each perturbation, every model, both speaker modes."""
-    from sononet.audio import AudioConfig
     from sononet.label.engine import resolve_window, windows_of
     from sononet.label.run import LabelConfig
     from sononet.label.windows import Source
@@ -98,8 +101,8 @@ def _score_group(
     lead = labs[0]  # the same features for every model here
     sr = lead.features.sample_rate
     window_s, _, (length, hop) = resolve_window(lead, None, None)
-    audio, whole_s = AudioConfig(sample_rate=sr), lead.clip_span_s(window_s)
-    decoded = dict(zip(group.clip_id, pool.map(lambda p: _decode(p, sr), group.source_path), strict=True))
+    audio, whole_s = lead.audio, lead.clip_span_s(window_s)
+    decoded = dict(zip(group.clip_id, pool.map(lambda p: _decode(p, audio), group.source_path), strict=True))
     ids = [c for c, w in decoded.items() if w is not None]
 
     def perturbed(pert: Perturbation | None, cid: str) -> list[np.ndarray]:
@@ -115,12 +118,12 @@ def _score_group(
         batch = LabelConfig.batch_size
         feats = [lead.stored_features(flat[i : i + batch], length) for i in range(0, len(flat), batch)]
         means = {  # the speaker's mean over all its perturbed windows, with and without each clip's level
-            level: _speaker_mean(feats, level) for level in {"level" in lab.norm for lab in labs if lab.takes_speaker}
+            level: _speaker_mean(feats, level) for level in {lab.level for lab in labs if lab.takes_speaker}
         }
         key = CLEAN if pert is None else pert.name
         for name, lab in zip(names, labs, strict=True):
             unknown = _file_probs(lab, feats, None, owner, len(ids))
-            mean = means["level" in lab.norm] if lab.takes_speaker else None
+            mean = means[lab.level] if lab.takes_speaker else None
             known = _file_probs(lab, feats, mean, owner, len(ids)) if lab.takes_speaker else unknown
             for mode, p in (("known", known), ("unknown", unknown)):
                 probs.setdefault((key, mode, name), {}).update(zip(ids, p, strict=True))

@@ -140,7 +140,7 @@ def test_export_averages_members_in_one_graph(members, tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     from sononet.export import example_inputs, normalised
-    from sononet.models.saving import load_model
+    from sononet.models.saved import SavedModel
 
     cnn, bigru, ens = members
     result = CliRunner().invoke(main, ["export", "--model", str(ens), "--out", str(tmp_path / "onnx")])
@@ -148,7 +148,7 @@ def test_export_averages_members_in_one_graph(members, tmp_path: Path) -> None:
     info = json.loads((tmp_path / "onnx" / "export.json").read_text())
     assert info["model"] == "ensemble" and len(info["members"]) == 2 and info["labels"] == LABELS
     session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"))
-    refs = [normalised(m, "mel", d["meta"]["norm"]) for m, d in (load_model(cnn), load_model(bigru))]
+    refs = [normalised(m.model, "mel", m.normalizer) for m in (SavedModel.load(cnn), SavedModel.load(bigru))]
     for batch in (1, 3):
         x, lengths = example_inputs("mel", FEATURES, batch)
         with torch.no_grad():

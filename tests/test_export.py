@@ -16,7 +16,8 @@ from test_label import FEATURES, LABELS, save_tiny
 
 from sononet.export import ExportConfig, example_inputs, export_model, normalised
 from sononet.models.registry import build_model
-from sononet.models.saving import load_model, save_model
+from sononet.models.saved import SavedModel
+from sononet.models.saving import save_model
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -37,9 +38,9 @@ def test_onnxruntime_matches_torch(name: str, tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "onnx" / "export.json").read_text())
     assert saved == info and saved["labels"] == LABELS and saved["feature_config"] == FEATURES.to_dict()
     session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"))
-    model, doc = load_model(model_dir)
-    kind = doc["meta"]["input_kind"]
-    reference = normalised(model, kind, doc["meta"]["norm"])
+    saved = SavedModel.load(model_dir)
+    kind = saved.kind
+    reference = normalised(saved.model, kind, saved.normalizer)
     # The export traced batch 2 at the clip length; check other batches, lengths and a longer time axis.
     for batch, repeat in ((3, 1), (1, 2), (5, 1)):
         x, lengths = example_inputs(kind, FEATURES, batch)
@@ -67,14 +68,13 @@ def test_export_normalises_as_label_does_for_a_speaker_normalised_model(tmp_path
     """The exported graph cannot know the speaker: it bakes in the training speakers' average, as label does."""
     from sononet.features.normalize import model_inputs
 
-    model, doc = load_model(save_tiny(tmp_path / "cnn" / "model"))
-    norm = doc["meta"]["norm"]
-    assert norm["speaker"] == 1.0
+    saved = SavedModel.load(save_tiny(tmp_path / "cnn" / "model"))
+    model, norm = saved.model, saved.normalizer
+    assert norm is not None and norm.speaker and saved.meta["norm"]["speaker"] == 1.0
     x, lengths = example_inputs("mel", FEATURES, 3)
     with torch.no_grad():
         _, got = normalised(model, "mel", norm)(x, lengths)
-        tensors = {k: torch.tensor(v, dtype=torch.float32) for k, v in norm.items()}
-        want, _ = model(model_inputs(x, lengths, "mel", tensors, torch.device("cpu")), lengths)
+        want, _ = model(model_inputs(x, lengths, "mel", norm, torch.device("cpu")), lengths)
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
 
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from test_label import FEATURES, LABELS, tone
 
 from sononet import EmotionClassifier
-from sononet.features.normalize import clip_level, model_inputs, remove_level
+from sononet.features.normalize import Normalizer, clip_level, model_inputs, remove_level
 from sononet.models.registry import build_model
 from sononet.models.saving import save_model
 
@@ -46,13 +46,12 @@ def test_the_level_ignores_padding_and_is_dominated_by_loud_frames() -> None:
 
 
 def test_model_inputs_remove_the_level_before_the_speaker_mean() -> None:
-    norm = {"mean": torch.zeros(4), "std": torch.ones(4), "level": torch.tensor(1.0), "speaker": torch.tensor(1.0),
-            "speaker_default": torch.tensor([1.0, 2.0, 3.0, 4.0])}  # fmt: skip
+    norm = Normalizer(torch.zeros(4), torch.ones(4), level=True, speaker_default=torch.tensor([1.0, 2.0, 3.0, 4.0]))
     x = torch.randn(2, 4, 10) * 10 - 30
     n = torch.tensor([10, 6])
     quiet = model_inputs(x - 20, n, "mel", norm, torch.device("cpu"))
     torch.testing.assert_close(quiet, model_inputs(x, n, "mel", norm, torch.device("cpu")))
-    want = remove_level(x, n) - norm["speaker_default"][None, :, None]
+    want = remove_level(x, n) - norm.speaker_default[None, :, None]
     torch.testing.assert_close(model_inputs(x, n, "mel", norm, torch.device("cpu")), want)
 
 

@@ -28,7 +28,7 @@ from sononet.corpus.splits import SplitConfig
 from sononet.evaluation import CrossCorpusConfig, evaluate_cross_corpus
 from sononet.features.reader import ShardStream, load_metadata
 from sononet.features.shards import read_manifest
-from sononet.models.saving import load_model
+from sononet.models.saved import SavedModel
 from sononet.prepare import PrepareConfig, prepare
 from sononet.train.config import TrainConfig
 from sononet.train.loop import TrainResult, _model_overrides, train_model
@@ -93,9 +93,8 @@ def test_cnn_learns_emotion_from_short_real_clips(short_clips: Path, ravdess_cnn
     (docs/robustness.md).
     """
     result, splits = ravdess_cnn
-    model, saved = load_model(result.model_dir)
     val_ids = [c for c, s in splits.items() if s == "val"]
-    preds = predict(model, saved["meta"], short_clips, val_ids, torch.device("cpu"))
+    preds = predict(SavedModel.load(result.model_dir), short_clips, val_ids, torch.device("cpu"))
     ua = balanced_accuracy_score(preds.true, preds.pred)
     history = [(h["epoch"], round(h["val_loss"], 2), round(h["val_ua"], 2)) for h in result.history]
     # Validation UA on one actor's 60 clips moves by ~5 points from epoch to epoch, so which epoch is
@@ -193,15 +192,15 @@ def test_api_on_real_clips_equals_the_training_path_with_silence_trimming(tmp_pa
     fc = read_manifest(shards)["feature_config"]
     result = train_model("cnn", shards, splits, labels, TrainConfig(epochs=1), tmp_path / "cnn", torch.device("cpu"),
                          meta={"feature_config": fc}, progress=False)  # fmt: skip
-    model, saved = load_model(result.model_dir)
+    saved = SavedModel.load(result.model_dir)
     # The API does not know who speaks: it scores as predict does with speakers unknown.
-    want = predict(model, saved["meta"], shards, list(meta.clip_id), torch.device("cpu"), known_speakers=False)
+    want = predict(saved, shards, list(meta.clip_id), torch.device("cpu"), known_speakers=False)
     want = want.set_index("clip_id")
     clf = EmotionClassifier.load(result.model_dir, device="cpu", mel_backend="torchaudio")
     got = clf.predict_proba(list(meta.source_path))
     np.testing.assert_allclose(got, want.loc[meta.clip_id, [f"prob_{c}" for c in labels]].to_numpy(), atol=2e-5)
     # Told who speaks, through one speaker's mean over their files, the API scores as evaluation does.
-    known = predict(model, saved["meta"], shards, list(meta.clip_id), torch.device("cpu")).set_index("clip_id")
+    known = predict(saved, shards, list(meta.clip_id), torch.device("cpu")).set_index("clip_id")
     actor = meta[meta.speaker == "Actor_03"]
     files = list(actor.source_path)
     got = clf.predict_proba(files, speaker=clf.speaker_mean(files))

@@ -16,7 +16,7 @@ from sononet.corpus.splits import SplitConfig
 from sononet.evaluate.robustness import RobustnessConfig, suite_clips
 from sononet.experiment import ExperimentConfig, run_experiment
 from sononet.features.reader import load_metadata
-from sononet.models.saving import load_model
+from sononet.models.saved import SavedModel
 from sononet.perturb import CATALOGUE
 from sononet.prepare import PrepareConfig
 from sononet.robustness import suite_probabilities
@@ -74,10 +74,10 @@ def test_clean_rows_score_as_cross_validation_and_label(cv_run: Path) -> None:
     probs, labels = suite_probabilities(dirs, test, RobustnessConfig(perturb=("gain-20",)), device="cpu")
     cols = [f"prob_{lab}" for lab in labels]
     for name, model_dir in dirs.items():
-        model, saved = load_model(model_dir)
+        saved = SavedModel.load(model_dir)
         for mode, known in (("known", True), ("unknown", False)):
             ids = list(test.clip_id)
-            cv = predict(model, saved["meta"], cv_run / "shards", ids, torch.device("cpu"), known_speakers=known)
+            cv = predict(saved, cv_run / "shards", ids, torch.device("cpu"), known_speakers=known)
             cv = cv.sort_values("clip_id")
             got = np.stack([probs[("clean", mode, name)][c] for c in cv.clip_id])
             np.testing.assert_allclose(got, cv[cols].to_numpy(), atol=1e-5, err_msg=f"{name} {mode}")

@@ -20,7 +20,7 @@ from sononet.features.reader import load_metadata
 from sononet.label import LabelConfig, label
 from sononet.label import speakers as speakers_mod
 from sononet.label.speakers import MIN_GROUP_FILES, SpeakerRule, assign_shards
-from sononet.models.saving import load_model
+from sononet.models.saved import SavedModel
 from sononet.prepare import PrepareConfig, prepare
 from sononet.train.predict import predict
 
@@ -54,9 +54,8 @@ def run(inp: Path | str, model: Path, out: Path, **kw) -> pd.DataFrame:
 
 def cross_validation_probs(model_dir: Path, shards: Path, known: bool) -> pd.DataFrame:
     """What train-all's evaluation scores: each speaker's mean over its clips in the set (known) or the default."""
-    model, saved = load_model(model_dir)
     meta = load_metadata(shards, ["clip_id", "source_path"]).to_pandas()
-    preds = predict(model, saved["meta"], shards, list(meta.clip_id), CPU, known_speakers=known)
+    preds = predict(SavedModel.load(model_dir), shards, list(meta.clip_id), CPU, known_speakers=known)
     return preds.merge(meta, on="clip_id").sort_values("source_path").reset_index(drop=True)
 
 

@@ -20,6 +20,7 @@ from sononet.corpus.splits import SplitConfig
 from sononet.experiment import ExperimentConfig, run_experiment
 from sononet.features.mel import FeatureConfig
 from sononet.features.reader import load_metadata
+from sononet.features.shards import read_manifest
 from sononet.prepare import PrepareConfig, prepare
 from sononet.train.augment import AugmentConfig
 from sononet.train.config import TrainConfig
@@ -213,17 +214,20 @@ def test_speaker_means_are_per_speaker_over_valid_frames(shards: Path) -> None:
 def test_speaker_norm_is_saved_and_predict_uses_each_speakers_mean(shards: Path, tmp_path: Path) -> None:
     """A speaker-normalised model: ``predict`` with speakers known differs from the label/API fallback
     (the training speakers' average), and both are what ``model_inputs`` makes of the stored features."""
+    from sononet.models.saved import SavedModel
     from sononet.models.saving import load_model
     from sononet.train.predict import predict
 
     splits = splits_for(shards)
     result = train_model("cnn", shards, splits, LABELS, TrainConfig(epochs=1), tmp_path / "cnn", CPU, progress=False)
-    model, saved = load_model(result.model_dir)
-    norm = saved["meta"]["norm"]
+    saved = SavedModel.load(result.model_dir)
+    norm = saved.meta["norm"]
     assert norm["speaker"] == 1.0 and len(norm["speaker_default"]) == len(norm["mean"])
+    assert saved.normalizer is not None and saved.normalizer.to_meta() == norm
+    assert saved.meta["audio_config"] == saved.audio.to_dict() == read_manifest(shards)["audio_config"]
     test_ids = [c for c, s in splits.items() if s == "test"]
-    known = predict(model, saved["meta"], shards, test_ids, CPU).set_index("clip_id")
-    unknown = predict(model, saved["meta"], shards, test_ids, CPU, known_speakers=False).set_index("clip_id")
+    known = predict(saved, shards, test_ids, CPU).set_index("clip_id")
+    unknown = predict(saved, shards, test_ids, CPU, known_speakers=False).set_index("clip_id")
     probs = [f"prob_{c}" for c in LABELS]
     assert not known[probs].equals(unknown.loc[known.index, probs])
     off = train_model("cnn", shards, splits, LABELS, TrainConfig(epochs=1, speaker_norm=False), tmp_path / "off",
@@ -359,7 +363,7 @@ def test_refit_trains_every_clip_for_the_selected_epochs_at_their_rates(shards: 
 
 
 def test_train_all_refit_scores_test_and_the_selected_model_scores_val(shards: Path, tmp_path: Path) -> None:
-    from sononet.models.saving import load_model
+    from sononet.models.saved import SavedModel
     from sononet.train.predict import predict
 
     cfg = ExperimentConfig(
@@ -379,8 +383,7 @@ def test_train_all_refit_scores_test_and_the_selected_model_scores_val(shards: P
     probs = [f"prob_{c}" for c in LABELS]
     for split, model_dir in (("test", run / "cnn" / "refit" / "model"), ("val", run / "cnn" / "model")):
         stored = preds[(preds.model == "cnn") & (preds.split == split)].set_index("clip_id")
-        model, saved = load_model(model_dir)
-        again = predict(model, saved["meta"], shards, list(stored.index), CPU).set_index("clip_id")
+        again = predict(SavedModel.load(model_dir), shards, list(stored.index), CPU).set_index("clip_id")
         np.testing.assert_allclose(stored.loc[again.index, probs].to_numpy(), again[probs].to_numpy(), rtol=1e-6)
     assert "test: models refit on train+val" in (run / "report.md").read_text()
     refit_card = (run / "cnn" / "refit" / "model" / "README.md").read_text()

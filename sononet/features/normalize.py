@@ -24,8 +24,9 @@ silence trimming are relative to the clip's own peak), so after this step the sa
 -20 dB, or peak-normalised, gives the model the same input: spectral shape, spectral tilt and the
 clip's own dynamics stay, its absolute recording level goes.
 
-Training, evaluation and labelling all call :func:`model_inputs`, so a saved model's inputs
-are rebuilt exactly from the ``norm`` dict it carries.
+Training, evaluation and labelling all call :func:`model_inputs` with one :class:`Normalizer`,
+which training builds from its statistics and a saved model rebuilds from the ``norm`` dict it
+carries, so a saved model's inputs are rebuilt exactly.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -187,11 +189,81 @@ def normalize_wave(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return (x - mean) / torch.sqrt(var + 1e-7) * mask
 
 
+FLAG = 1.0  # how a set flag (level, per_clip, speaker) is written in a saved model's ``norm``
+
+
+@dataclass(frozen=True, eq=False)
+class Normalizer:
+    """A log-mel model's input normalisation: the training split's statistics and the steps it took.
+
+    One object for training, evaluation, labelling and export, so the steps are read one way
+    everywhere; ``from_meta``/``to_meta`` convert the ``norm`` dict a saved model carries.
+    """
+
+    mean: torch.Tensor  # (n_mels,) float32, per-band mean after the steps below
+    std: torch.Tensor  # (n_mels,) float32
+    level: bool = False  # each clip's level (:func:`clip_level`) removed first
+    per_clip: bool = False  # each clip's own per-band mean removed before standardising
+    speaker_default: torch.Tensor | None = None  # (n_mels,) the training speakers' average; None: no speaker norm
+
+    @property
+    def speaker(self) -> bool:
+        """Speaker-normalised: each clip loses its speaker's mean (``speaker_default`` when unknown)."""
+        return self.speaker_default is not None
+
+    @classmethod
+    def from_meta(cls, norm: Mapping[str, Any]) -> Normalizer:
+        """A saved model's ``meta["norm"]``: ``mean``, ``std`` and, when set, ``level``, ``per_clip``,
+        ``speaker`` with ``speaker_default`` (lists of numbers, flags 1.0)."""
+
+        def tensor(key: str) -> torch.Tensor:
+            return torch.tensor(norm[key], dtype=torch.float32)
+
+        if "speaker" in norm and "speaker_default" not in norm:
+            raise ValueError("norm has speaker set but no speaker_default to use for unknown speakers")
+        return cls(
+            mean=tensor("mean"),
+            std=tensor("std"),
+            level="level" in norm,
+            per_clip=bool(norm.get("per_clip", 0.0)),
+            speaker_default=tensor("speaker_default") if "speaker" in norm else None,
+        )
+
+    def to_meta(self) -> dict[str, Any]:
+        """The ``norm`` dict saved with the model, keys in the order training has always written them."""
+        norm: dict[str, Any] = {"mean": self.mean.tolist(), "std": self.std.tolist()}
+        if self.level:
+            norm["level"] = FLAG
+        if self.per_clip:
+            norm["per_clip"] = FLAG
+        if self.speaker_default is not None:
+            norm["speaker"] = FLAG
+            norm["speaker_default"] = self.speaker_default.tolist()
+        return norm
+
+    def apply(
+        self, x: torch.Tensor, lengths: torch.Tensor, device: torch.device, offsets: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, n_mels, T) log-mel dB and (B,) valid frames -> the model's input on ``device``.
+
+        ``offsets``: (B, n_mels) each clip's speaker mean, for a speaker-normalised model; None:
+        ``speaker_default`` for every clip (speakers unknown). Ignored by other models.
+        """
+        x = x.to(device, non_blocking=True)
+        lengths = lengths.to(device)
+        if self.level:
+            x = remove_level(x, lengths)
+        if self.speaker_default is not None:
+            offsets = self.speaker_default.expand(x.shape[0], -1) if offsets is None else offsets
+            x = x - offsets.to(device)[:, :, None]
+        return normalize_mel(x, self.mean.to(device), self.std.to(device), lengths if self.per_clip else None)
+
+
 def model_inputs(
     x: torch.Tensor,
     lengths: torch.Tensor,
     kind: str,
-    norm: dict[str, torch.Tensor],
+    normalizer: Normalizer | None,
     device: torch.device,
     offsets: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -200,19 +272,13 @@ def model_inputs(
     Args:
         x: (B, n_mels, T) log-mel dB (``kind="mel"``) or (B, S) waveform (``kind="wave"``).
         lengths: (B,) valid frames or samples.
-        norm: the saved statistics: ``mean``, ``std`` (n_mels,) and, when set, ``level``,
-            ``per_clip``, or ``speaker`` with ``speaker_default`` (n_mels,).
+        normalizer: the saved statistics of a log-mel model; waveforms need none (None).
         offsets: (B, n_mels) each clip's speaker mean, for a speaker-normalised model; None:
             ``speaker_default`` for every clip (speakers unknown).
     """
-    x = x.to(device, non_blocking=True)
-    lengths = lengths.to(device)
     if kind == "mel":
-        if "level" in norm:
-            x = remove_level(x, lengths)
-        if "speaker" in norm:
-            offsets = norm["speaker_default"].expand(x.shape[0], -1) if offsets is None else offsets
-            x = x - offsets.to(device)[:, :, None]
-        per_clip = bool(norm.get("per_clip", torch.tensor(0.0)).item())
-        return normalize_mel(x, norm["mean"].to(device), norm["std"].to(device), lengths if per_clip else None)
-    return normalize_wave(x, lengths)
+        if normalizer is None:
+            raise ValueError("a log-mel model needs its Normalizer (the training split's statistics)")
+        return normalizer.apply(x, lengths, device, offsets)
+    x = x.to(device, non_blocking=True)
+    return normalize_wave(x, lengths.to(device))

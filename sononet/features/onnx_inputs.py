@@ -20,13 +20,21 @@ from typing import Any
 
 import numpy as np
 
+from sononet.audio import AudioConfig
 from sononet.features.mel import FeatureConfig
+from sononet.jobs import from_dict
 
 
-def _config(config: FeatureConfig | Mapping[str, Any], input_kind: str | None) -> tuple[FeatureConfig, str]:
-    """export.json's content, a saved model's feature_config dict or a FeatureConfig -> (config, kind)."""
+def _config(
+    config: FeatureConfig | Mapping[str, Any], input_kind: str | None
+) -> tuple[FeatureConfig, str, AudioConfig]:
+    """export.json's content, a saved model's feature_config dict or a FeatureConfig -> (config, kind, audio).
+
+    The audio config is export.json's ``audio_config`` (the decoder settings the model was trained
+    with); without one, the defaults at the features' rate, as for a model saved before it existed.
+    """
     if isinstance(config, FeatureConfig):
-        return config, input_kind or "mel"
+        return config, input_kind or "mel", AudioConfig.recorded(None, config.sample_rate)
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be export.json's content or a FeatureConfig. Found: {type(config).__name__}")
     kind = input_kind or config.get("input_kind", "mel")
@@ -37,14 +45,26 @@ def _config(config: FeatureConfig | Mapping[str, Any], input_kind: str | None) -
     if not isinstance(fields, Mapping) or set(fields) - known:
         extra = sorted(set(fields) - known) if isinstance(fields, Mapping) else type(fields).__name__
         raise ValueError(f"feature_config must hold FeatureConfig's fields {sorted(known)}. Found: {extra}")
-    return FeatureConfig(**fields), kind
+    fc = FeatureConfig(**fields)
+    stored = config.get("audio_config")
+    if stored is None:
+        return fc, kind, AudioConfig.recorded(None, fc.sample_rate)
+    if not isinstance(stored, Mapping):
+        raise ValueError(f"audio_config must be a JSON object of AudioConfig's fields. Found: {stored!r}")
+    audio = from_dict(AudioConfig, dict(stored), "audio_config")
+    if audio.sample_rate != fc.sample_rate:
+        raise ValueError(
+            f"audio_config.sample_rate must equal feature_config.sample_rate ({fc.sample_rate}). "
+            f"Found: {audio.sample_rate}"
+        )
+    return fc, kind, audio
 
 
-def _decode(samples: Any, sample_rate: int, fc: FeatureConfig) -> np.ndarray:
+def _decode(samples: Any, sample_rate: int, audio: AudioConfig) -> np.ndarray:
     """(time,) or (channels, time) at any rate -> (n,) float32 mono at the model's rate; AudioError if unusable."""
-    from sononet.audio import AudioConfig, decode_array
+    from sononet.audio import decode_array
 
-    return decode_array(np.asarray(samples), sample_rate, AudioConfig(sample_rate=fc.sample_rate)).samples
+    return decode_array(np.asarray(samples), sample_rate, audio).samples
 
 
 def _inputs(clips: list[np.ndarray], fc: FeatureConfig, kind: str, length: int) -> dict[str, np.ndarray]:
@@ -74,10 +94,10 @@ def export_inputs(
     Raises:
         sononet.AudioError: a clip that cannot become one (silent, too short, non-finite...).
     """
-    fc, kind = _config(config, input_kind)
+    fc, kind, audio = _config(config, input_kind)
     if isinstance(clips, np.ndarray) and clips.ndim == 1:
         raise TypeError("clips is a list of waveforms: pass [samples] for one clip")
-    return _inputs([_decode(c, sample_rate, fc) for c in clips], fc, kind, fc.clip_samples)
+    return _inputs([_decode(c, sample_rate, audio) for c in clips], fc, kind, fc.clip_samples)
 
 
 def export_windows(
@@ -96,12 +116,12 @@ def export_windows(
     """
     from sononet.features.frontend import check_window, clip_span_s, slice_windows, window_samples
 
-    fc, kind = _config(config, input_kind)
+    fc, kind, audio = _config(config, input_kind)
     check_window(window_s, hop_s)  # before the defaults: a given 0 or NaN must not fall back to one
     window_s = fc.clip_samples / fc.sample_rate if window_s is None else window_s
     hop_s = window_s if hop_s is None else hop_s
     length, hop = window_samples(window_s, hop_s, fc.sample_rate)
-    mono = _decode(samples, sample_rate, fc)
+    mono = _decode(samples, sample_rate, audio)
     if mono.shape[0] <= round(clip_span_s(fc, window_s) * fc.sample_rate):
         windows = [(0, mono)]
     else:

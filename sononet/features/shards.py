@@ -125,7 +125,8 @@ def shard_name(index: int) -> str:
 class ShardWriter:
     """Write shards of one (config, corpus) fingerprint into ``out``, resumably."""
 
-    def __init__(self, out: str | Path, fingerprint: dict) -> None:
+    def __init__(self, out: str | Path, fingerprint: dict, legacy: dict | None = None) -> None:
+        """``legacy``: the value of each fingerprint key a manifest written before the key existed holds."""
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.fingerprint = fingerprint
@@ -137,6 +138,8 @@ class ShardWriter:
                     f"{self.out} holds shards of format {self.manifest.get('format')!r}, this SonoNet writes "
                     f"{FORMAT!r}; pass a new --out folder, or delete this one to rebuild (training still reads it)"
                 )
+            for key, value in (legacy or {}).items():
+                self.manifest.setdefault(key, value)
             old = {k: self.manifest.get(k) for k in fingerprint}
             if old != fingerprint:
                 changed = sorted(k for k in fingerprint if old.get(k) != fingerprint[k])

@@ -35,15 +35,15 @@ class EnsembleLabeller:
 
         def window(lab: Labeller) -> tuple:
             f = lab.features
-            return f.sample_rate, f.clip_samples, clip_span_s(f, f.clip_samples / f.sample_rate)
+            return f.sample_rate, f.clip_samples, clip_span_s(f, f.clip_samples / f.sample_rate), lab.audio
 
         differ = [str(f) for f, m in zip(folders, self.members, strict=True) if window(m) != window(lead)]
         if differ:
             raise UserError(
-                f"ensemble members must cut the same windows (sample rate, clip length, silence trimming): "
-                f"{folders[0]} and {differ[0]} differ"
+                f"ensemble members must decode and cut the same windows (audio config, clip length, silence "
+                f"trimming): {folders[0]} and {differ[0]} differ"
             )
-        self.labels, self.device, self.features = list(lead.labels), lead.device, lead.features
+        self.labels, self.device, self.features, self.audio = list(lead.labels), lead.device, lead.features, lead.audio
         self.kind = "ensemble"
         self.mel_backend = next((m.mel_backend for m in self.members if m.mel_backend), None)
         self.id = ensemble_id([m.id for m in self.members])
@@ -53,7 +53,7 @@ class EnsembleLabeller:
         speakers = [m for m in self.members if m.takes_speaker]
         self._speaker_lead = speakers[0] if speakers else None
         self._speaker_problem = None
-        logmel = [(m.features.hash(), "level" in m.norm) for m in speakers]  # what a speaker mean is taken over
+        logmel = [(m.features.hash(), m.level) for m in speakers]  # what a speaker mean is taken over
         mixed = [m for m, key in zip(speakers, logmel, strict=True) if key != logmel[0]]
         if mixed:
             self._speaker_problem = (
@@ -72,9 +72,9 @@ class EnsembleLabeller:
         return self._speaker_lead or self.members[0]
 
     @property
-    def norm(self) -> dict[str, Any]:
-        """The speaker-normalised members' statistics, for what a speaker mean is taken over."""
-        return self._lead().norm if self.takes_speaker else {}
+    def level(self) -> bool:
+        """The speaker-normalised members remove each clip's level: a speaker mean is taken the same way."""
+        return self._lead().level if self.takes_speaker else False
 
     def stored_features(self, clips: list[np.ndarray], length: int) -> tuple[Any, Any]:
         """The features speaker means are taken from: those of the speaker-normalised members."""

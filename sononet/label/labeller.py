@@ -43,35 +43,32 @@ class Labeller:
     """A saved model plus the exact feature path it was trained on: clips -> class probabilities."""
 
     def __init__(self, model_dir: str | Path, device: str, mel_backend: str) -> None:
-        import torch
-
         from sononet.device import resolve_device
-        from sononet.features.mel import FeatureConfig, LogMel, pick_backend
-        from sononet.models.saving import load_model
+        from sononet.features.mel import LogMel, pick_backend
+        from sononet.models.card import is_demo
+        from sononet.models.saved import SavedModel
 
         self.device = resolve_device(device)
-        model, doc = load_model(model_dir, map_location=self.device)
-        meta = doc.get("meta") or {}
-        missing = [k for k in ("labels", "feature_config", "input_kind") if k not in meta]
-        if missing:
-            raise ValueError(f"{model_dir}: saved meta lacks {missing}; cannot rebuild the training features")
-        self.model, self.labels, self.kind = model, list(meta["labels"]), meta["input_kind"]
-        from sononet.models.card import is_demo, provenance
-
-        self.doc, self.provenance = doc, provenance(doc)
-        self.features = FeatureConfig(**meta["feature_config"])
-        self.norm = {k: torch.tensor(v, dtype=torch.float32) for k, v in (meta.get("norm") or {}).items()}
+        self.saved = saved = SavedModel.load(model_dir, self.device)
+        self.model, self.labels, self.kind = saved.model, saved.labels, saved.kind
+        self.doc, self.provenance = saved.doc, saved.provenance
+        self.features, self.audio, self.normalizer = saved.features, saved.audio, saved.normalizer
         self.mel_backend = None
         if self.kind == "mel":
             self.mel_backend, _ = pick_backend(mel_backend, self.device, self.features)
             self.logmel = LogMel(self.features, self.mel_backend).to(self.device)
-        self.id = model_id(model_dir, doc)
+        self.id = model_id(model_dir, saved.doc)
         self.warning = DEMO_WARNING.format(id=self.id) if is_demo(self.provenance) else None
 
     @property
     def takes_speaker(self) -> bool:
         """A speaker-normalised log-mel model: it removes a speaker's mean (a group's, or the training default)."""
-        return self.kind == "mel" and "speaker" in self.norm
+        return self.normalizer is not None and self.normalizer.speaker
+
+    @property
+    def level(self) -> bool:
+        """Each clip's level is removed before anything else: a speaker mean must be taken the same way."""
+        return self.normalizer is not None and self.normalizer.level
 
     def embedding_dim(self) -> int:
         """D of the clip vectors: the input width of the model's emotion head."""
@@ -89,7 +86,7 @@ class Labeller:
         """A speaker mean for :meth:`predict`: (n_mels,) finite numbers, for a speaker-normalised model only."""
         if speaker is None:
             return None
-        if self.kind != "mel" or "speaker" not in self.norm:
+        if not self.takes_speaker:
             raise ValueError(f"{self.id} is not speaker-normalised: it takes no speaker= mean")
         x = speaker.detach().cpu().numpy() if hasattr(speaker, "detach") else np.asarray(speaker)
         if x.dtype.kind not in "iuf" or x.shape != (self.features.n_mels,) or not np.isfinite(x).all():
@@ -127,7 +124,7 @@ class Labeller:
         None when no clip has one (the model then uses its default itself)."""
         if all(m is None for m in means):
             return None
-        default = self.norm["speaker_default"].numpy()
+        default = self.normalizer.speaker_default.numpy()
         return np.stack([default if m is None else m for m in means]).astype(np.float32)
 
     def forward(
@@ -142,7 +139,7 @@ class Labeller:
         n = x.shape[0]
         offsets = None if speaker is None else torch.as_tensor(speaker, dtype=torch.float32).expand(n, -1)
         with torch.no_grad():
-            x = model_inputs(x, lengths, self.kind, self.norm, self.device, offsets)
+            x = model_inputs(x, lengths, self.kind, self.normalizer, self.device, offsets)
             pooled: list[torch.Tensor] = []
             hook = self.model.head.register_forward_pre_hook(lambda _m, args: pooled.append(args[0])) if embed else None
             try:

@@ -128,11 +128,10 @@ def label_files(
     """
     import pyarrow as pa
 
-    from sononet.audio import AudioConfig
     from sononet.errors import AudioError
 
     length, hop = window
-    audio = AudioConfig(sample_rate=lab.features.sample_rate)
+    audio = lab.audio
     whole_s = lab.clip_span_s(length / audio.sample_rate)
 
     keys, means = speakers or ([None] * len(files), {})

@@ -189,7 +189,7 @@ class MeanAccumulator:
 
         if self._pending:
             x, lengths = self.lab.stored_features([c for _, c in self._pending], self.length)  # (B, n_mels, T)
-            sums, counts = valid_frame_sums(x.cpu().numpy(), lengths.numpy(), level="level" in self.lab.norm)
+            sums, counts = valid_frame_sums(x.cpu().numpy(), lengths.numpy(), level=self.lab.level)
             for (token, _), s, c in zip(self._pending, sums, counts, strict=True):
                 if token in self._partial:  # dropped files' windows are skipped
                     self._partial[token][0] = self._partial[token][0] + s
@@ -229,7 +229,6 @@ def shard_group_means(
     it back instead of decoding every file again. Holds one batch of windows plus a sum per group."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from sononet.audio import AudioConfig
     from sononet.device import decode_workers
     from sononet.io import atomic_write_json, read_json
     from sononet.label.engine import windows_of
@@ -244,7 +243,7 @@ def shard_group_means(
             groups = doc["groups"].items()
             return {k: GroupMean(np.asarray(g["mean"], np.float32), g["files"], g["frames"]) for k, g in groups}
     length, hop = window
-    audio = AudioConfig(sample_rate=lab.features.sample_rate)
+    audio = lab.audio
     whole_s = lab.clip_span_s(length / audio.sample_rate)
     acc = MeanAccumulator(lab, length, batch_size)
     with ThreadPoolExecutor(max_workers=decode_workers(workers)) as pool:

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from sononet.audio import AudioConfig
 from sononet.features.mel import FeatureConfig
 from sononet.jobs import from_dict
 
@@ -82,11 +83,13 @@ def check_meta(meta: dict[str, Any], cfg: Any, input_kind: str, path: Path) -> N
         if input_kind == "mel" and features.n_mels != cfg.n_mels:
             rule = f"must equal model_config.n_mels = {cfg.n_mels}"
             raise ConfigError(path, "meta.feature_config.n_mels", rule, features.n_mels)
+    if "audio_config" in meta:
+        check_audio(meta["audio_config"], features, path)
     norm = meta.get("norm") or {}
     if not isinstance(norm, dict):
         raise ConfigError(path, "meta.norm", "must be a JSON object", norm)
     if input_kind == "mel" and (norm or "input_kind" in meta):  # a trained mel model carries its statistics
-        for key in ("mean", "std"):
+        for key in ("mean", "std", *(("speaker_default",) if "speaker" in norm else ())):
             values = norm.get(key)
             if not isinstance(values, list) or len(values) != cfg.n_mels:
                 rule = f"must be a list of {cfg.n_mels} numbers (one per mel band)"
@@ -94,6 +97,23 @@ def check_meta(meta: dict[str, Any], cfg: Any, input_kind: str, path: Path) -> N
             bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)]
             if bad or (key == "std" and min(values) <= 0):
                 raise ConfigError(path, f"meta.norm.{key}", "must hold finite numbers (std > 0)", _short(values))
+
+
+def check_audio(values: Any, features: FeatureConfig | None, path: Path) -> AudioConfig:
+    """``meta.audio_config``: the decoder settings the training clips were made with, at the features' rate."""
+    if not isinstance(values, dict):
+        raise ConfigError(path, "meta.audio_config", "must be a JSON object", values)
+    try:
+        audio = from_dict(AudioConfig, values, "meta.audio_config")
+    except ValueError as e:
+        raise ConfigError(path, "meta.audio_config", f"is not a valid audio config ({e})", values) from None
+    for name in ("min_duration_s", "long_duration_s"):
+        if not math.isfinite(getattr(audio, name)):
+            raise ConfigError(path, f"meta.audio_config.{name}", "must be a finite number of seconds", values[name])
+    if features is not None and audio.sample_rate != features.sample_rate:
+        rule = f"must equal meta.feature_config.sample_rate = {features.sample_rate}"
+        raise ConfigError(path, "meta.audio_config.sample_rate", rule, audio.sample_rate)
+    return audio
 
 
 def _short(value: Any) -> Any:

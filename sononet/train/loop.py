@@ -45,7 +45,7 @@ from tqdm import tqdm
 from sononet import stopping
 from sononet.device import seed_everything
 from sononet.features.mel import FeatureConfig
-from sononet.features.normalize import mel_band_stats, model_inputs, speaker_means
+from sononet.features.normalize import Normalizer, mel_band_stats, model_inputs, speaker_means
 from sononet.features.reader import INTENSITY_INDEX, ShardStream, load_metadata, split_speakers
 from sononet.features.shards import read_manifest
 from sononet.io import atomic_write_json
@@ -169,25 +169,20 @@ class _Trainer:
         n_mels = int(data.feature_config["n_mels"])
         return build_model(self.name, n_classes=len(data.labels), n_mels=n_mels, **overrides).to(self.device)
 
-    def _normalisation(self) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray] | None]:
-        """The saved statistics (``features.normalize.model_inputs``'s ``norm``) from the training clips,
-        and each train and val clip's speaker mean (None without speaker normalisation)."""
+    def _normalisation(self) -> tuple[Normalizer | None, dict[str, np.ndarray] | None]:
+        """The saved statistics (``features.normalize.Normalizer``) from the training clips, and each
+        train and val clip's speaker mean (None without speaker normalisation); waveforms need neither."""
         data, cfg = self.data, self.cfg
         if self.kind != "mel":
-            return {}, None
+            return None, None
         offsets = None  # clip_id -> its speaker's mean, for every train and val clip
         if cfg.speaker_norm:
             speakers = speaker_means(data.shards, [*data.train_ids, *data.val_ids], level=cfg.level_norm)
             offsets = speakers.offsets()
         mean, std = mel_band_stats(data.shards, data.train_ids, cfg.clip_norm, offsets, cfg.level_norm)
-        norm = {"mean": torch.from_numpy(mean), "std": torch.from_numpy(std)}
-        if cfg.level_norm:
-            norm["level"] = torch.tensor(1.0)
-        if cfg.clip_norm:
-            norm["per_clip"] = torch.tensor(1.0)
-        if cfg.speaker_norm:  # unknown speakers (label, the API) get the training speakers' average
-            norm["speaker"] = torch.tensor(1.0)
-            norm["speaker_default"] = torch.from_numpy(speakers.average(data.train_ids))
+        # unknown speakers (label, the API) get the training speakers' average
+        default = torch.from_numpy(speakers.average(data.train_ids)) if cfg.speaker_norm else None
+        norm = Normalizer(torch.from_numpy(mean), torch.from_numpy(std), cfg.level_norm, cfg.clip_norm, default)
         return norm, offsets
 
     def _augmenter(self) -> nn.Module:
@@ -290,7 +285,7 @@ class _Trainer:
             offsets = batch.offsets
             if offsets is not None and cfg.speaker_default_p > 0:  # these clips get the unknown-speaker offset
                 swap = torch.rand(offsets.shape[0]) < cfg.speaker_default_p  # (B,)
-                offsets = torch.where(swap[:, None], self.norm["speaker_default"], offsets)
+                offsets = torch.where(swap[:, None], self.norm.speaker_default, offsets)
             x = batch.x if self.noisy is None else self.noisy.train()(batch.x, batch.wave, batch.wave_lengths)
             x = model_inputs(x, batch.lengths, self.kind, self.norm, self.device, offsets)
             lengths = batch.lengths.to(self.device)
@@ -409,17 +404,23 @@ def train_model(
     """Train ``name`` on the ``train`` clips of ``splits``, early-stop on ``val``, save the best
     (with ``schedule``, one learning rate per epoch: that many epochs, no ``val``: see ``refit.refit_model``).
 
-    ``meta`` travels into the saved model, with the shards' own feature config (their manifest's),
-    which sets the model's input size and the augmentation's sample rate; a ``meta["feature_config"]``
-    that differs from it is refused. ``cfg.epochs`` must be set (``train.profiles`` resolves it).
+    ``meta`` travels into the saved model, with the shards' own feature and audio configs (their
+    manifest's); the first sets the model's input size and the augmentation's sample rate. A
+    ``meta["feature_config"]`` or ``meta["audio_config"]`` that differs from the shards' is refused.
+    ``cfg.epochs`` must be set (``train.profiles`` resolves it).
     """
     meta = dict(meta or {})
-    feature_config = read_manifest(shards)["feature_config"]
-    if meta.setdefault("feature_config", feature_config) != feature_config:
-        raise ValueError(
-            f"train_model({name!r}): meta['feature_config'] differs from the shards' own in {shards}: "
-            f"{meta['feature_config']} against {feature_config}"
-        )
+    manifest = read_manifest(shards)
+    feature_config = manifest["feature_config"]
+    # The decoder settings travel too (shards prepared before they were recorded: the model's readers
+    # assume the defaults), so inference decodes as the training clips were.
+    recorded = {k: manifest[k] for k in ("feature_config", "audio_config") if k in manifest}
+    for key, value in recorded.items():
+        if meta.setdefault(key, value) != value:
+            raise ValueError(
+                f"train_model({name!r}): meta[{key!r}] differs from the shards' own in {shards}: "
+                f"{meta[key]} against {value}"
+            )
     if cfg.epochs is None and schedule is None:
         raise ValueError(f"train_model({name!r}) needs train.epochs; resolve the profile first (train/profiles.py)")
     data = TrainData.of(Path(shards), splits, labels, feature_config, refit=schedule is not None)
@@ -430,7 +431,7 @@ def train_model(
     save_meta = {
         **meta,
         "labels": labels,
-        "norm": {k: v.tolist() for k, v in trainer.norm.items()},
+        "norm": trainer.norm.to_meta() if trainer.norm is not None else {},
         "input_kind": trainer.kind,
         "train_config": asdict(cfg),
         "speakers": split_speakers(shards, splits),  # so evaluate can tell a same-speaker test from a new one

@@ -12,7 +12,7 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
-from sononet.features.normalize import model_inputs
+from sononet.features.normalize import Normalizer, model_inputs
 from sononet.features.reader import ShardStream
 from sononet.stopping import TerminatedError
 
@@ -33,7 +33,7 @@ def recalibrate_batchnorm(
     model: nn.Module,
     stream: ShardStream,
     kind: str,
-    norm: dict,
+    norm: Normalizer | None,
     device: torch.device,
     amp: bool,
     stop: Callable[[], bool] | None = None,
@@ -71,7 +71,7 @@ def evaluate_loss(
     model: nn.Module,
     stream: ShardStream,
     kind: str,
-    norm: dict,
+    norm: Normalizer | None,
     device: torch.device,
     amp: bool,
     confusion: np.ndarray | None = None,

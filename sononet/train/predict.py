@@ -7,17 +7,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from sononet.features.normalize import model_inputs, speaker_means
 from sononet.features.reader import ShardStream
 from sononet.models.outputs import NonFiniteOutputError, is_distribution
+from sononet.models.saved import SavedModel
 
 
 @torch.no_grad()
 def predict(
-    model: nn.Module,
-    meta: dict,
+    saved: SavedModel,
     shards: str | Path,
     clip_ids: list[str],
     device: torch.device,
@@ -29,13 +28,11 @@ def predict(
     A speaker-normalised model gets each speaker's mean over its clips among ``clip_ids``; with
     ``known_speakers=False`` the training speakers' average instead, as ``sononet label`` does.
     """
-    labels = meta["labels"]
-    kind = meta["input_kind"]
-    norm = {k: torch.tensor(v) for k, v in meta.get("norm", {}).items()}
-    model.eval().to(device)
+    labels, kind, norm = saved.labels, saved.kind, saved.normalizer
+    model = saved.model.eval().to(device)
     offsets = None
-    if "speaker" in norm and known_speakers:
-        offsets = speaker_means(shards, clip_ids, level="level" in norm).offsets()
+    if norm is not None and norm.speaker and known_speakers:
+        offsets = speaker_means(shards, clip_ids, level=norm.level).offsets()
     stream = ShardStream(shards, clip_ids, labels, kind, batch_size, shuffle=False, offsets=offsets)
     rows = []
     for batch in stream:
