@@ -98,7 +98,7 @@ def plan_fold(groups: list[dict[str, str]], fold: int) -> tuple[set[str], set[st
 def nested_unit(unit: NestedUnit, shards: str, labels: list[str], scored_labels: list[str], cfg: Any,
                 device: str, resume: bool, meta: dict) -> dict:  # fmt: skip
     """Train A and B for one unit (or reuse them) and return their probabilities on V. Runs in a worker."""
-    from sononet.models.saving import load_model
+    from sononet.models.saved import SavedModel
     from sononet.train.loop import train_model
     from sononet.train.predict import predict
     from sononet.train.refit import refit_epochs, refit_model
@@ -112,8 +112,7 @@ def nested_unit(unit: NestedUnit, shards: str, labels: list[str], scored_labels:
                     a.history[:n], resume=resume, meta=meta, progress=False)  # fmt: skip
     out: dict[str, Any] = {"best_epoch": a.best_epoch, "epochs": n}
     for key, run in (("A", a), ("B", b)):
-        model, saved = load_model(run.model_dir)
-        p = predict(model, saved["meta"], shards, unit.scored, dev).set_index("clip_id").loc[unit.scored]
+        p = predict(SavedModel.load(run.model_dir), shards, unit.scored, dev).set_index("clip_id").loc[unit.scored]
         p = p[p["true"].isin(scored_labels)]  # classes trained beyond the scored ones are never scored
         out[key] = p[[f"prob_{c}" for c in scored_labels]].to_numpy()
         out["truth"] = p["true"].to_numpy()

@@ -136,7 +136,7 @@ def _measure(cfg: GroupSizeConfig, run: Path, rows: dict, x: Any, lengths: Any, 
             if not lab.takes_speaker:
                 raise UserError(f"{name} of {run} is not speaker-normalised: it has no speaker mean to measure")
             # A speaker's mean is taken as label takes it: after the clip's level, if the model removes it.
-            sums, counts = valid_frame_sums(x.numpy(), lengths.numpy(), level="level" in lab.norm)  # (N, n_mels), (N,)
+            sums, counts = valid_frame_sums(x.numpy(), lengths.numpy(), level=lab.level)  # (N, n_mels), (N,)
             held: dict[str, list[int]] = {}
             for cid, split in splits.items():
                 if split in ("val", "test") and cid in rows:
