@@ -51,7 +51,9 @@ def is_offline() -> bool:
 def tiny_wav2vec2_config() -> Wav2Vec2Config:
     """A random-init wav2vec2 small enough for unit tests and the offline demo; never pretrained.
 
-    Standard conv kernels/strides (20 ms frames). ``feat_extract_norm="layer"`` normalises each
+    Standard conv kernels/strides (20 ms frames), 16 channels: the conv front end on raw samples
+    is nearly all of its cost, and 16 channels train 2.5x faster than 32 on one thread (0.53 s
+    against 1.3 s per batch of 32 3-s clips). ``feat_extract_norm="layer"`` normalises each
     frame on its own, unlike wav2vec2-base's group norm over the whole clip, so padding cannot
     leak into valid frames.
     """
@@ -62,7 +64,7 @@ def tiny_wav2vec2_config() -> Wav2Vec2Config:
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
-        conv_dim=(32,) * 7,
+        conv_dim=(16,) * 7,
         conv_kernel=(10, 3, 3, 3, 3, 2, 2),
         conv_stride=(5, 2, 2, 2, 2, 2, 2),
         num_conv_pos_embeddings=16,

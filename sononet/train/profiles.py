@@ -1,7 +1,7 @@
 """Training profiles: every default that differs between the synthetic demo corpus and real speech.
 
-The demo profile only shows that the pipeline runs (about 5 CPU minutes on the generated corpus,
-whose clips have no silence to trim). The real profile is the recipe chosen on RAVDESS validation
+The demo profile only shows that the pipeline runs (about 2 minutes on 2 cores on the generated
+corpus, whose clips have no silence to trim). The real profile is the recipe chosen on RAVDESS validation
 folds (results/ravdess): the dataclass defaults plus what is written here. One rule picks the
 profile, :func:`corpus_profile`, from the corpus that is opened: the generated demo corpus gets
 ``demo``, any other corpus ``real``; ``sononet train-all``, ``sononet train`` and ``sononet-batch``
@@ -33,9 +33,9 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     # The demo stays short: 6 epochs, and no refit (it would double the training time).
-    # The random-init tiny wav2vec2 only shows that the waveform path runs: 2 epochs of its 6 times
-    # a log-mel model's cost per epoch keep the demo near 2 minutes on 2 cores.
-    "demo": Profile(epochs=6, refit=False, trim_silence_db=None, model_epochs={"wav2vec2": 2}),
+    # A pipeline check in 2 minutes on 2 cores: 4 epochs, 2 for the random-init tiny wav2vec2, which
+    # only shows that the waveform path runs (sononet bench: the demo row).
+    "demo": Profile(epochs=4, refit=False, trim_silence_db=None, model_epochs={"wav2vec2": 2}),
     "real": Profile(
         epochs=60,
         # Refit on train + val (results/ravdess, sixth round: nested inside the training actors,
