@@ -29,7 +29,7 @@ def test_card_with_metrics_protocol_and_licence(tmp_path: Path) -> None:
     (model_dir / "config.json").write_text(json.dumps(doc))
     metrics = json.loads((ROOT / "results" / "demo" / "metrics.json").read_text())
     card = write_card(model_dir, metrics).read_text()
-    assert "| test | 164 | 65.2 [57.9, 72.0] | 65.4 [58.3, 72.3] |" in card  # docs/recipe.md's demo CNN row
+    assert "| test | 164 | 65.9 [57.9, 72.6] | 66.0 [59.3, 72.3] |" in card  # docs/recipe.md's demo CNN row
     assert "corpus: **cremad** (English, acted" in card and "ODbL" in card
     assert "split protocol: speaker-disjoint" in card
     doc["describe"] = "random-init tiny, not pretrained"
