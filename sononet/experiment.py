@@ -30,7 +30,7 @@ from sononet.corpus.splits import SplitConfig, split_protocol
 from sononet.device import check_device, resolve_device, thread_budget, worker_pool
 from sononet.evaluate import write_evaluation
 from sononet.evaluate.predictions import ENSEMBLE, META_COLUMNS, ensemble_members
-from sononet.evaluate.robustness import RobustnessConfig
+from sononet.evaluate.robustness import RobustnessConfig, suite_clips, ua_rows
 from sononet.features.reader import load_metadata
 from sononet.features.shards import read_manifest
 from sononet.io import atomic_write, atomic_write_json, output_dir, read_json, remove_stale_temps
@@ -41,7 +41,7 @@ from sononet.models.ensemble import write_ensemble
 from sononet.models.registry import MODELS, model_names
 from sononet.models.saved import SavedModel
 from sononet.prepare import PrepareConfig, format_summary, prepare
-from sononet.robustness import run_suite
+from sononet.robustness import suite_probabilities
 from sononet.runinfo import RunRecord
 from sononet.train.config import TrainConfig
 from sononet.train.predict import predict
@@ -144,10 +144,14 @@ def train_unit(
 
 
 def _train_parallel(
-    units: list[TrainUnit], run_unit: Callable[..., float], jobs: int, record: RunRecord, progress: bool
-) -> None:
-    """``units`` in ``jobs`` worker processes (``device.worker_pool``).
+    units: list[TrainUnit], run_unit: Callable[..., float], jobs: int, record: RunRecord, progress: bool,
+    scoring: Callable[[TrainUnit], ScoreUnit], score: Callable[[ScoreUnit], Scored], trained: list[ScoreUnit],
+) -> list[Scored]:  # fmt: skip
+    """``units`` in ``jobs`` worker processes (``device.worker_pool``), each scored there as soon as it is trained.
 
+    A unit's scoring (``score(scoring(unit))``: its predictions and its robustness suite) joins the
+    queue behind the training still waiting, so it fills a worker the training no longer needs: the
+    last units train while the first ones are scored. ``trained`` are units a resumed run only scores.
     A worker's error stops the queue (running units finish or die with the pool) and is raised
     here; a rerun resumes, as every finished unit left its ``done.json``.
     """
@@ -163,9 +167,11 @@ def _train_parallel(
             for line in tail.lines():
                 log.info("%s: %s", name, line.removeprefix(f"{unit.name}: ").removeprefix(f"{unit.name} "))
 
+    scored: list[Scored] = []
     try:
-        futures = {pool.submit(run_unit, unit): unit for unit in units}
-        bar = tqdm(total=len(futures), desc="train", unit="model", disable=not progress)
+        futures: dict = {pool.submit(run_unit, unit): unit for unit in units}
+        futures |= {pool.submit(score, s): s for s in trained}
+        bar = tqdm(total=len(units), desc="train", unit="model", disable=not progress)
         pending = set(futures)
         with logging_redirect_tqdm() if progress else nullcontext():
             while pending:
@@ -173,12 +179,67 @@ def _train_parallel(
                 echo()
                 for future in done:
                     unit = futures[future]
+                    if isinstance(unit, ScoreUnit):
+                        scored.append(future.result())
+                        continue
                     record.add_stage(unit.stage, future.result())
                     bar.update(1)
                     bar.set_postfix_str(unit.stage.removeprefix("train/"))
+                    follow = scoring(unit)
+                    scoring_future = pool.submit(score, follow)
+                    futures[scoring_future] = follow
+                    pending.add(scoring_future)
         bar.close()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    return scored
+
+
+@dataclass(frozen=True)
+class ScoreUnit:
+    """One trained model of one fold to score: its predictions, and the robustness suite on ``suite``."""
+
+    name: str
+    fold: int
+    model_dir: str
+    splits: dict[str, str]
+    suite: pd.DataFrame | None  # the fold's suite clips (clip_id, source_path, speaker, label); None: no suite
+
+
+@dataclass
+class Scored:
+    """What :func:`score_unit` returns: its prediction rows, suite probabilities and the seconds of each."""
+
+    unit: ScoreUnit
+    predictions: pd.DataFrame
+    probs: dict | None
+    model_labels: list[str] | None
+    seconds: dict[str, float]
+
+
+def score_unit(
+    unit: ScoreUnit, shards: str, refit: bool, device: str, robustness: RobustnessConfig, folds: int
+) -> Scored:
+    """Predict the unit's val and test clips with the models that score them, then run the robustness
+    suite on its test model. Runs in this process or in a worker; the result is small (probabilities only)."""
+    suffix = f"/{unit.name}" + (f"/fold-{unit.fold}" if folds > 1 else "")
+    t = time.perf_counter()
+    frames = []
+    for scored_by, scored_splits in _scored_by(Path(unit.model_dir), refit).items():
+        ids = [c for c, s in unit.splits.items() if s in scored_splits]
+        preds = predict(SavedModel.load(scored_by), shards, ids, resolve_device(device))
+        preds["split"] = preds.clip_id.map(unit.splits)
+        preds["model"] = unit.name
+        preds["fold"] = unit.fold
+        frames.append(preds)
+    seconds = {f"predict{suffix}": time.perf_counter() - t}
+    probs = model_labels = None
+    if unit.suite is not None:
+        t = time.perf_counter()
+        test_model = _test_model(Path(unit.model_dir), refit)
+        probs, model_labels = suite_probabilities({unit.name: test_model}, unit.suite, robustness, device)
+        seconds[f"robustness{suffix}"] = time.perf_counter() - t
+    return Scored(unit, pd.concat(frames, ignore_index=True), probs, model_labels, seconds)
 
 
 def _ensembles(preds: pd.DataFrame, labels: list[str], models: list[str]) -> pd.DataFrame:
@@ -237,19 +298,36 @@ def _run(cfg: ExperimentConfig, out: Path, record: RunRecord, progress: bool) ->
     train_meta = {"feature_config": manifest["feature_config"], "protocol": protocol.to_dict()}
     folds = max(1, cfg.split.folds)
     units = []  # (fold, model, splits, model dir) still to train
+    trained = []  # models a resumed run only scores
     fold_splits = {}
+    refit = bool(train_cfg.refit)
+    suite = None  # every clip's source file, speaker and class, for the robustness suite
+    if cfg.robustness.perturb:
+        suite = load_metadata(cfg.prepare.out, ["clip_id", "source_path", "speaker", "label"]).to_pandas()
     for fold in range(folds):
         fold_splits[fold] = splits = shard_splits(meta, cfg.split, fold)
         fold_dir = out / (f"fold-{fold}" if folds > 1 else ".")
         fold_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(fold_dir / "splits.json", splits)
         for name in cfg.models:
-            if not (cfg.resume and _unit_done(fold_dir / name, bool(train_cfg.refit))):
-                units.append(TrainUnit(name, fold if folds > 1 else None, splits, str(fold_dir / name)))
+            unit = TrainUnit(name, fold if folds > 1 else None, splits, str(fold_dir / name))
+            (trained if cfg.resume and _unit_done(fold_dir / name, refit) else units).append(unit)
     run_unit = partial(logged, partial(  # each unit's epoch lines also go to <model>/train.log
         train_unit, shards=cfg.prepare.out, labels=labels, cfg=train_cfg, device=str(device), resume=cfg.resume,
         meta=train_meta,
     ))  # fmt: skip
+    score = partial(
+        score_unit, shards=cfg.prepare.out, refit=refit, device=str(device), robustness=cfg.robustness, folds=folds
+    )
+
+    def scoring(unit: TrainUnit) -> ScoreUnit:
+        fold = unit.fold or 0
+        clips = None  # the fold's test clips, at most robustness.max_clips of them (whole speakers)
+        if suite is not None:
+            test = suite[suite.clip_id.map(fold_splits[fold]) == "test"]
+            clips = suite_clips(test, cfg.robustness.max_clips, cfg.robustness.seed)
+        return ScoreUnit(unit.name, fold, unit.model_dir, fold_splits[fold], clips)
+
     # Waveform models (wav2vec2) first: each takes several times a log-mel model's time, and a
     # pool that starts the longest units first finishes soonest.
     units.sort(key=lambda u: MODELS[u.name].input_kind != "wave")
@@ -257,62 +335,44 @@ def _run(cfg: ExperimentConfig, out: Path, record: RunRecord, progress: bool) ->
     if jobs <= 1:
         for unit in units:
             record.add_stage(unit.stage, run_unit(unit, progress=progress))
+        scored = [score(scoring(unit)) for unit in units + trained]
     else:
-        _train_parallel(units, run_unit, jobs, record, progress)
+        scored = _train_parallel(units, run_unit, jobs, record, progress, scoring, score, list(map(scoring, trained)))
+    by_unit = {(s.unit.fold, s.unit.name): s for s in scored}
+    for s in scored:
+        for stage, seconds in s.seconds.items():
+            record.add_stage(stage, seconds)
     all_preds = []
     histories: dict[str, list[dict]] = {}
+    robust_rows = []
     for fold in range(folds):
-        splits = fold_splits[fold]
         fold_dir = out / (f"fold-{fold}" if folds > 1 else ".")
+        probs: dict = {}
         for name in cfg.models:
-            model_dir = fold_dir / name
-            histories[name if folds == 1 else f"{name}/fold-{fold}"] = read_json(model_dir / "history.json")
-            for scored_by, scored_splits in _scored_by(model_dir, bool(train_cfg.refit)).items():
-                ids = [c for c, s in splits.items() if s in scored_splits]
-                preds = predict(SavedModel.load(scored_by), cfg.prepare.out, ids, device)
-                preds["split"] = preds.clip_id.map(splits)
-                preds["model"] = name
-                preds["fold"] = fold
-                all_preds.append(preds)
+            histories[name if folds == 1 else f"{name}/fold-{fold}"] = read_json(fold_dir / name / "history.json")
+            all_preds.append(by_unit[fold, name].predictions)
+            probs |= by_unit[fold, name].probs or {}
+        if suite is not None:
+            first = by_unit[fold, cfg.models[0]]
+            rows = ua_rows(probs, first.unit.suite, labels, first.model_labels, list(cfg.models))
+            robust_rows.append(rows.assign(fold=fold))
     predictions = pd.concat(all_preds, ignore_index=True).merge(meta[list(META_COLUMNS)], on="clip_id", how="left")
     predictions = pd.concat([predictions, _ensembles(predictions, labels, list(cfg.models))], ignore_index=True)
     atomic_write(out / "predictions.parquet", lambda tmp: predictions.to_parquet(tmp, index=False))
-    robustness = None
-    if cfg.robustness.perturb:
-        with record.stage("robustness"):
-            robustness = _robustness(cfg, out, fold_splits, labels, progress)
+    robustness = pd.concat(robust_rows, ignore_index=True) if robust_rows else None  # the suite ran with scoring
     with record.stage("evaluate"):
         metrics = write_evaluation(out, predictions, labels, protocol, histories, robustness=robustness)
     for fold, name in ((f, m) for f in range(folds) for m in cfg.models):  # model cards get the metrics
         model_dir = out / (f"fold-{fold}" if folds > 1 else ".") / name
-        for scored_by, scored_splits in _scored_by(model_dir, bool(train_cfg.refit)).items():
+        for scored_by, scored_splits in _scored_by(model_dir, refit).items():
             write_card(scored_by, metrics, fold, splits=scored_splits)
     if len(cfg.models) > 1:  # the ensemble rows as a folder users load: the models that scored the test split
-        refit = bool(train_cfg.refit)
         for fold in range(folds):
             fold_dir = out / (f"fold-{fold}" if folds > 1 else ".")
             members = [_test_model(fold_dir / name, refit) for name in cfg.models]
             splits = ("test",) if refit else ("test", "val")  # with refit, val rows came from other models
             write_ensemble(fold_dir / ENSEMBLE, members, metrics, fold, splits, name=ENSEMBLE)
     return protocol.to_dict(), metrics
-
-
-def _robustness(
-    cfg: ExperimentConfig, out: Path, fold_splits: dict[int, dict[str, str]], labels: list[str], progress: bool
-) -> pd.DataFrame:
-    """The robustness suite on each fold's test clips, scored by the models that scored them in the headline."""
-    clips = load_metadata(cfg.prepare.out, ["clip_id", "source_path", "speaker", "label"]).to_pandas()
-    folds = len(fold_splits)
-    rows = []
-    for fold, splits in fold_splits.items():
-        fold_dir = out / (f"fold-{fold}" if folds > 1 else ".")
-        dirs = {}
-        for name in cfg.models:
-            dirs[name] = _test_model(fold_dir / name, bool(cfg.train.refit))
-        test = clips[clips.clip_id.map(splits) == "test"]
-        part = run_suite(dirs, test, labels, cfg.robustness, cfg.device, progress)
-        rows.append(part.assign(fold=fold))
-    return pd.concat(rows, ignore_index=True)
 
 
 def _unit_done(model_dir: Path, refit: bool) -> bool:

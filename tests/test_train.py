@@ -243,7 +243,8 @@ def test_speaker_norm_and_clip_norm_are_refused_together() -> None:
 
 def test_parallel_jobs_train_the_same_models_as_one_job(shards: Path, tmp_path: Path, caplog) -> None:
     """--jobs 2 trains folds in two spawned single-threaded processes: the same weights, hence the
-    same predictions, as training them one after the other here, and run.json times every unit.
+    same predictions and robustness rows, as training them one after the other here, and run.json
+    times every unit and its scoring (done in the workers, each model as soon as it is trained).
     Each unit logs its epochs to <model>/train.log, and the parent echoes the workers' lines."""
     import logging
 
@@ -258,10 +259,13 @@ def test_parallel_jobs_train_the_same_models_as_one_job(shards: Path, tmp_path: 
         )  # fmt: skip
         run_experiment(cfg, progress=False)
         stages = json.loads((tmp_path / out / "run.json").read_text())["stages_s"]
-        assert {f"train/cnn/fold-{k}" for k in range(3)} <= set(stages)
+        for stage in ("train", "predict", "robustness"):
+            assert {f"{stage}/cnn/fold-{k}" for k in range(3)} <= set(stages)
         return pd.read_parquet(tmp_path / out / "predictions.parquet").sort_values(["fold", "clip_id"])
 
     serial, parallel = run(1, "serial"), run(2, "parallel")
+    robust = [pd.read_csv(tmp_path / out / "tables" / "robustness_folds.csv") for out in ("serial", "parallel")]
+    pd.testing.assert_frame_equal(*robust)
     probs = [c for c in serial.columns if c.startswith("prob_")]
     np.testing.assert_array_equal(parallel[probs].to_numpy(), serial[probs].to_numpy())
     echoed = [r.getMessage() for r in caplog.records if r.name == "sononet.experiment"]

@@ -32,9 +32,9 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    # The demo stays short: 6 epochs, and no refit (it would double the training time).
     # A pipeline check in 2 minutes on 2 cores: 4 epochs, 2 for the random-init tiny wav2vec2, which
-    # only shows that the waveform path runs (sononet bench: the demo row).
+    # only shows that the waveform path runs (sononet bench: the demo row); no refit (it would double
+    # the training time).
     "demo": Profile(epochs=4, refit=False, trim_silence_db=None, model_epochs={"wav2vec2": 2}),
     "real": Profile(
         epochs=60,
