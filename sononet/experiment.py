@@ -24,6 +24,7 @@ import pandas as pd
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from sononet import stopping
 from sononet.corpus import corpus_label, is_synthetic
 from sononet.corpus.protocol import Protocol
 from sononet.corpus.splits import SplitConfig, split_protocol
@@ -222,6 +223,7 @@ def score_unit(
 ) -> Scored:
     """Predict the unit's val and test clips with the models that score them, then run the robustness
     suite on its test model. Runs in this process or in a worker; the result is small (probabilities only)."""
+    stopping.check()  # queued behind training that a stop ended: do not start
     suffix = f"/{unit.name}" + (f"/fold-{unit.fold}" if folds > 1 else "")
     t = time.perf_counter()
     frames = []

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from sononet import stopping
 from sononet.evaluate.robustness import CLEAN, RobustnessConfig, suite_clips, ua_rows
 from sononet.perturb import Perturbation, select
 
@@ -115,6 +116,7 @@ def _score_group(
     # score this one (waiting on the pool was a quarter of the suite's time).
     queued = [[pool.submit(perturbed, pert, c) for c in ids] for pert in perts]
     for pert, futures in zip(perts, queued, strict=True):
+        stopping.check()  # a stop asked for (SIGTERM to a train-all worker) ends the suite within seconds
         windows = [f.result() for f in futures]  # per clip: its window clips
         owner = np.repeat(np.arange(len(ids)), [len(w) for w in windows])  # (n_windows,) clip index
         flat = [c for w in windows for c in w]

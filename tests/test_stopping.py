@@ -223,3 +223,17 @@ def test_sononet_train_handles_sigterm_itself(monkeypatch: pytest.MonkeyPatch, t
         assert seen == [stopping._on_sigterm] and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_scoring_queued_behind_a_stop_does_not_start(tmp_path: Path) -> None:
+    """A model's scoring (predictions, robustness suite) waits in train-all's worker queue behind
+    training; once a stop was asked for it raises at once instead of running past the grace period."""
+    from sononet.evaluate.robustness import RobustnessConfig
+    from sononet.experiment import ScoreUnit, score_unit
+
+    unit = ScoreUnit("cnn", 0, str(tmp_path / "never-trained"), {"a": "test"}, None)
+    with stopping.handling():
+        stopping.request()
+        with pytest.raises(TerminatedError):
+            score_unit(unit, str(tmp_path), refit=False, device="cpu", robustness=RobustnessConfig(), folds=1)
+    assert not stopping.requested()
