@@ -82,14 +82,19 @@ def rebase_paths(cfg: Any, root: Path) -> Any:
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
             changes[f.name] = rebase_paths(value, root)
-        elif (
-            isinstance(value, str)
-            and value
-            and not Path(value).is_absolute()
-            and (f.name in OUTPUT_FIELDS or (f.name in INPUT_FIELDS and (root / value).exists()))
-        ):
-            changes[f.name] = str(root / value)
+        elif isinstance(value, str):
+            changes[f.name] = _rebase(f.name, value, root)
+        elif isinstance(value, tuple) and f.name in INPUT_FIELDS:  # several inputs: an ensemble's model folders
+            changes[f.name] = tuple(_rebase(f.name, v, root) if isinstance(v, str) else v for v in value)
     return dataclasses.replace(cfg, **changes)
+
+
+def _rebase(field: str, value: str, root: Path) -> str:
+    """``value`` under ``root`` where the rule above says so, else unchanged."""
+    relative = bool(value) and not Path(value).is_absolute()
+    if relative and (field in OUTPUT_FIELDS or (field in INPUT_FIELDS and (root / value).exists())):
+        return str(root / value)
+    return value
 
 
 def resolve_job(spec: str, overrides: list[str], root: Path) -> tuple[str, Any]:

@@ -278,3 +278,28 @@ def test_train_all_writes_an_ensemble_of_the_models_that_scored_the_test_split(t
     clips = sorted(str(p) for p in (tmp_path / "data").glob("*.wav"))[:4]
     members = [load(run / m / "refit" / "model").predict_proba(clips) for m in ("cnn", "bigru")]
     np.testing.assert_allclose(load(run / "ensemble").predict_proba(clips), np.mean(members, axis=0), atol=1e-6)
+
+
+def test_label_folder_job_takes_a_list_of_models(members, audio: Path, tmp_path: Path) -> None:
+    """A job spec names an ensemble as a list of model folders (relative ones under the workdir):
+    the same probabilities as the ensemble folder through `sononet label`."""
+    import shutil
+
+    from sononet.cli.batch import cli
+
+    cnn, bigru, ens = members
+    for member in (cnn, bigru):
+        shutil.copytree(member, tmp_path / "models" / member.parent.name)
+    cols = [f"prob_{lab}" for lab in LABELS]
+    result = CliRunner().invoke(cli, [
+        "label-folder", "--set", 'model=["models/cnn", "models/bigru"]', "--set", f"input={audio}",
+        "--set", "mel_backend=torchaudio", "--set", "device=cpu", "--out", str(tmp_path),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    job = pd.read_parquet(next((tmp_path / "labels").glob("*.parquet"))).sort_values(["path", "window_index"])
+    folder = tmp_path / "ens.parquet"
+    args = ["label", str(audio), "--model", str(ens), "--out", str(folder), "--device", "cpu"]
+    assert CliRunner().invoke(main, [*args, "--mel-backend", "torchaudio"]).exit_code == 0
+    ref = pd.read_parquet(folder).sort_values(["path", "window_index"])
+    np.testing.assert_array_equal(job[cols].to_numpy(), ref[cols].to_numpy())
+    assert (job.model_id.to_numpy() == ref.model_id.to_numpy()).all()
