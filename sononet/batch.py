@@ -85,7 +85,7 @@ def rebase_paths(cfg: Any, root: Path) -> Any:
         elif isinstance(value, str):
             changes[f.name] = _rebase(f.name, value, root)
         elif isinstance(value, tuple) and f.name in INPUT_FIELDS:  # several inputs: an ensemble's model folders
-            changes[f.name] = tuple(_rebase(f.name, v, root) if isinstance(v, str) else v for v in value)
+            changes[f.name] = tuple(_rebase(f.name, v, root) for v in value)
     return dataclasses.replace(cfg, **changes)
 
 

@@ -302,12 +302,17 @@ def _run(cfg: ExperimentConfig, out: Path, record: RunRecord, progress: bool) ->
     units = []  # (fold, model, splits, model dir) still to train
     trained = []  # models a resumed run only scores
     fold_splits = {}
+    suites: dict[int, pd.DataFrame | None] = {}  # per fold: its test clips for the robustness suite, if it runs
     refit = bool(train_cfg.refit)
     suite = None  # every clip's source file, speaker and class, for the robustness suite
     if cfg.robustness.perturb:
         suite = load_metadata(cfg.prepare.out, ["clip_id", "source_path", "speaker", "label"]).to_pandas()
     for fold in range(folds):
         fold_splits[fold] = splits = shard_splits(meta, cfg.split, fold)
+        suites[fold] = None  # at most robustness.max_clips of the test clips (whole speakers)
+        if suite is not None:
+            test = suite[suite.clip_id.map(splits) == "test"]
+            suites[fold] = suite_clips(test, cfg.robustness.max_clips, cfg.robustness.seed)
         fold_dir = out / (f"fold-{fold}" if folds > 1 else ".")
         fold_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(fold_dir / "splits.json", splits)
@@ -324,11 +329,7 @@ def _run(cfg: ExperimentConfig, out: Path, record: RunRecord, progress: bool) ->
 
     def scoring(unit: TrainUnit) -> ScoreUnit:
         fold = unit.fold or 0
-        clips = None  # the fold's test clips, at most robustness.max_clips of them (whole speakers)
-        if suite is not None:
-            test = suite[suite.clip_id.map(fold_splits[fold]) == "test"]
-            clips = suite_clips(test, cfg.robustness.max_clips, cfg.robustness.seed)
-        return ScoreUnit(unit.name, fold, unit.model_dir, fold_splits[fold], clips)
+        return ScoreUnit(unit.name, fold, unit.model_dir, fold_splits[fold], suites[fold])
 
     # Waveform models (wav2vec2) first: each takes several times a log-mel model's time, and a
     # pool that starts the longest units first finishes soonest.
@@ -354,9 +355,9 @@ def _run(cfg: ExperimentConfig, out: Path, record: RunRecord, progress: bool) ->
             histories[name if folds == 1 else f"{name}/fold-{fold}"] = read_json(fold_dir / name / "history.json")
             all_preds.append(by_unit[fold, name].predictions)
             probs |= by_unit[fold, name].probs or {}
-        if suite is not None:
+        if suites[fold] is not None:
             first = by_unit[fold, cfg.models[0]]
-            rows = ua_rows(probs, first.unit.suite, labels, first.model_labels, list(cfg.models))
+            rows = ua_rows(probs, suites[fold], labels, first.model_labels, list(cfg.models))
             robust_rows.append(rows.assign(fold=fold))
     predictions = pd.concat(all_preds, ignore_index=True).merge(meta[list(META_COLUMNS)], on="clip_id", how="left")
     predictions = pd.concat([predictions, _ensembles(predictions, labels, list(cfg.models))], ignore_index=True)
