@@ -13,9 +13,16 @@ settings (``--set train.batch_size=16``) is a comparison on validation speakers 
 classes of their own, scored on the six CREMA-D classes): validation inside R and V keep only
 those classes, and V is scored on their probability columns.
 
+With ``robustness.perturb`` (``--perturb noise``) the B models and their ensemble are also
+scored on V under those perturbations (the suite of :mod:`sononet.robustness`, speakers known and
+unknown), so a recipe meant for noisy or re-levelled audio is chosen on validation speakers too.
+Off by default: nesting is run to compare recipes, and the suite costs (1 + perturbations) x V's
+front end.
+
 Outputs in ``out``: ``nested.jsonl`` (one line per outer fold), ``nested.md`` and
 ``nested.csv`` (UA per fold, mean and std), ``spec.toml`` (the resolved spec: rerunning it
-reuses every finished model, so a new refit window retrains only B).
+reuses every finished model, so a new refit window retrains only B); with the suite,
+``robustness.md`` and ``robustness.csv`` (B and ensemble UA per perturbation over the folds).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import pandas as pd
 from sononet.corpus.splits import SplitConfig
 from sononet.device import resolve_device, worker_pool
 from sononet.errors import UserError
+from sononet.evaluate.robustness import RobustnessConfig
 from sononet.experiment import ExperimentConfig, resolve_experiment
 from sononet.io import atomic_write_bytes, atomic_write_json, output_dir
 from sononet.jobs import write_spec
@@ -49,6 +57,7 @@ class NestedConfig(ExperimentConfig):
     split: SplitConfig = field(default_factory=lambda: SplitConfig(folds=6))  # the protocol that chose the recipe
     outer_folds: tuple[int, ...] = ()  # outer folds to run; empty: every fold
     score_labels: tuple[str, ...] = ()  # classes scored on V; empty: every trained class
+    robustness: RobustnessConfig = field(default_factory=lambda: RobustnessConfig(perturb=()))  # off: see above
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -110,7 +119,7 @@ def nested_unit(unit: NestedUnit, shards: str, labels: list[str], scored_labels:
     n = refit_epochs(a.history, cfg.select_on, cfg.refit_window)
     b = refit_model(unit.name, shards, list(unit.inner), labels, cfg, root / f"B-w{cfg.refit_window}", dev,
                     a.history[:n], resume=resume, meta=meta, progress=False)  # fmt: skip
-    out: dict[str, Any] = {"best_epoch": a.best_epoch, "epochs": n}
+    out: dict[str, Any] = {"best_epoch": a.best_epoch, "epochs": n, "B_dir": str(b.model_dir)}
     for key, run in (("A", a), ("B", b)):
         p = predict(SavedModel.load(run.model_dir), shards, unit.scored, dev).set_index("clip_id").loc[unit.scored]
         p = p[p["true"].isin(scored_labels)]  # classes trained beyond the scored ones are never scored
@@ -134,6 +143,8 @@ def run_nested(cfg: NestedConfig, progress: bool = True) -> dict:
         atomic_write_bytes(out / "nested.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
         summary.to_csv(out / "nested.csv", index=False)
         atomic_write_bytes(out / "nested.md", report(cfg, summary).encode())
+        if cfg.robustness.perturb:
+            write_robustness_summary(rows, out)
     return {"rows": rows, "summary": summary.to_dict(orient="records"), "out": str(out)}
 
 
@@ -150,7 +161,7 @@ def _run(cfg: NestedConfig, out: Path, progress: bool) -> list[dict]:
     prepare(cfg.prepare, progress=progress)
     shards = cfg.prepare.out
     manifest = read_manifest(shards)
-    meta = load_metadata(shards, [*META_COLUMNS, "label"]).to_pandas()
+    meta = load_metadata(shards, [*META_COLUMNS, "label", "source_path"]).to_pandas()
     labels = shard_labels(manifest, meta)
     scored_labels = list(cfg.score_labels) or labels
     unknown = sorted(set(scored_labels) - set(labels))
@@ -184,10 +195,44 @@ def _run(cfg: NestedConfig, out: Path, progress: bool) -> list[dict]:
                 probs[f"ensemble_{key}"] = np.mean([probs[f"{m}_{key}"] for m in cfg.models], axis=0)
         for key, prob in probs.items():
             row[f"{key}_ua"] = round(100 * unweighted_recall(truth, np.array(scored_labels)[prob.argmax(1)]), 2)
+        if cfg.robustness.perturb:
+            b_dirs = {u.name: results[(f, u.name)]["B_dir"] for u in units if u.fold == f}
+            row["robustness"] = fold_robustness(b_dirs, meta, plans[f]["scored_on"], scored_labels, cfg, progress)
         log.info("nested fold %d: %s", f, ", ".join(f"{k[:-3]} {v}" for k, v in row.items() if k.endswith("_ua")))
         atomic_write_json(out / f"fold-{f}" / "nested.json", row)
         rows.append(row)
     return rows
+
+
+def fold_robustness(b_dirs: dict[str, str], meta: pd.DataFrame, speakers: list[str], labels: list[str],
+                    cfg: NestedConfig, progress: bool) -> list[dict]:  # fmt: skip
+    """The suite's rows (perturbation, speakers, model, n, ua in %) for the B models on V's clips of ``labels``."""
+    from sononet.evaluate.robustness import suite_clips
+    from sononet.robustness import run_suite
+
+    clips = meta[meta.speaker.isin(speakers) & meta.label.isin(labels)]
+    clips = suite_clips(clips[["clip_id", "source_path", "speaker", "label"]], cfg.robustness.max_clips,
+                        cfg.robustness.seed)  # fmt: skip
+    table = run_suite(b_dirs, clips, labels, cfg.robustness, str(resolve_device(cfg.device)), progress)
+    table["ua"] = (100 * table.ua.astype(float)).round(2)
+    return table.to_dict(orient="records")
+
+
+def write_robustness_summary(rows: list[dict], out: Path) -> None:
+    """robustness.csv / .md: each B model's and ensemble's UA per perturbation and its drop from clean, over folds."""
+    from sononet.evaluate.robustness import robustness_tables
+    from sononet.evaluate.tables import markdown_table
+
+    long = pd.DataFrame([{**r, "fold": row["fold"], "ua": r["ua"] / 100} for row in rows for r in row["robustness"]])
+    numeric, shown = robustness_tables(long)
+    numeric.to_csv(out / "robustness.csv", index=False)
+    text = (
+        "# Nested validation: robustness of the refit models (B) on validation speakers\n\n"
+        f"Outer folds {', '.join(str(r['fold']) for r in rows)}; UA % mean ± std over folds, Δ: minus clean. "
+        "Speakers known: each validation speaker's own mean removed; unknown: the training speakers' default.\n\n"
+        + markdown_table(shown)
+    )
+    atomic_write_bytes(out / "robustness.md", text.encode())
 
 
 def _train_all(units: list[NestedUnit], args: tuple, jobs: int, progress: bool, tqdm: Any) -> dict:

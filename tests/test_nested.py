@@ -12,6 +12,7 @@ from conftest import write_cremad_like
 
 from sononet.cli import main
 from sononet.corpus.splits import SplitConfig, speaker_folds
+from sononet.evaluate.robustness import RobustnessConfig
 from sononet.nested import NestedConfig, plan_fold, run_nested
 from sononet.prepare import PrepareConfig
 from sononet.train.config import TrainConfig
@@ -104,13 +105,36 @@ def test_unknown_score_label_is_one_line(nested_run: tuple[Path, dict], tmp_path
 
 @pytest.mark.parametrize(
     "args",
-    [["--folds", "3"], ["--outer-folds", "x"], ["--outer-folds", "9"], ["--folds", "nan"], ["--epochs", "-1"]],
+    [["--folds", "3"], ["--outer-folds", "x"], ["--outer-folds", "9"], ["--folds", "nan"], ["--epochs", "-1"],
+     ["--perturb", "bogus"], ["--perturb", "noise;rm -rf /"], ["--perturb", "gain-20,nan"]],
 )
 def test_bad_options_exit_2_in_one_line(tmp_path: Path, args: list[str]) -> None:
     r = CliRunner().invoke(main, ["nested", "--out", str(tmp_path / "n"), "--models", "cnn", *args])
     assert r.exit_code == 2, r.output
     assert "Traceback" not in r.output and r.output.strip().splitlines()[-1].startswith(("Error", "error"))
     assert not (tmp_path / "n" / "nested.jsonl").exists()
+
+
+def test_perturb_scores_the_refit_models_on_validation_speakers(nested_run: tuple[Path, dict]) -> None:
+    root, first = nested_run
+    cfg = _config(root, outer_folds=(0, 2), score_labels=("ANG", "HAP", "NEU", "SAD"),
+                  robustness=RobustnessConfig(perturb=("gain-20", "noise20")))  # fmt: skip
+    weights = root / "nested" / "fold-2" / "cnn" / "B-w1" / "model" / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    result = run_nested(cfg, False)
+    assert weights.stat().st_mtime_ns == before  # the suite scores the finished models, trains nothing
+    for row, old in zip(result["rows"], first["rows"], strict=True):
+        assert {k: v for k, v in row.items() if k != "robustness"} == old
+        table = pd.DataFrame(row["robustness"])
+        assert set(table.perturbation) == {"clean", "gain-20", "noise20"}
+        assert set(table.model) == {"cnn", "bigru", "ensemble"} and set(table.speakers) == {"known", "unknown"}
+        assert (table.n == table.n.iloc[0]).all() and table.ua.between(0, 100).all()
+        # V's clips of the scored classes only (2 sentences x 4 classes per actor), never a test speaker's.
+        assert table.n.iloc[0] == 2 * 4 * len(row["scored_on"])
+    md = (root / "nested" / "robustness.md").read_text()
+    assert "noise20" in md and "ensemble UA %" in md
+    csv = pd.read_csv(root / "nested" / "robustness.csv")
+    assert set(csv.n_folds) == {2}
 
 
 def test_print_spec_resolves_and_runs_nothing(tmp_path: Path) -> None:

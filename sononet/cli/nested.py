@@ -7,10 +7,11 @@ from pathlib import Path
 
 import click
 
+from sononet.cli.options import robustness_config
 from sononet.cli.train import experiment_config, experiment_options
 
 # train-all options that mean nothing here: nesting always trains A and its refit B, scores them
-# on validation speakers (no robustness suite), and has no test split to evaluate.
+# on validation speakers (the robustness suite only when --perturb names it), and has no test split.
 NOT_NESTED = ("refit", "perturb", "no_perturb", "split", "out", "folds")
 
 
@@ -38,8 +39,16 @@ def _folds(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
 @click.option("--score-labels", default=None, metavar="A,B,...",
               help="Classes scored on the validation speakers; other --labels train but are not scored "
               "[default: every class].")  # fmt: skip
+@click.option("--perturb", default=None, metavar="NAMES",
+              help="Also score the refit models on the validation speakers under these perturbations "
+              "(docs/robustness.md), e.g. noise,gain [default: none].")  # fmt: skip
 def nested_command(
-    print_spec: bool, folds: int | None, outer_folds: tuple[int, ...] | None, score_labels: str | None, **kw
+    print_spec: bool,
+    folds: int | None,
+    outer_folds: tuple[int, ...] | None,
+    score_labels: str | None,
+    perturb: str | None,
+    **kw,
 ) -> None:
     """Score a recipe on validation speakers only: per outer fold, A (epoch chosen on an inner
     validation group) and its refit B, both scored on the fold's validation speakers; test
@@ -49,6 +58,8 @@ def nested_command(
     sononet nested --data ../shared/data/ravdess --labels ANG,DIS,FEA,HAP,NEU,SAD --folds 6 --models cnn,bigru
     sononet nested --data ../shared/data/ravdess --labels ANG,DIS,FEA,HAP,NEU,SAD --folds 6 --batch-size 16 \\
         --out runs/nested-bs16
+    sononet nested --data ../shared/data/ravdess --labels ANG,DIS,FEA,HAP,NEU,SAD --outer-folds 0,1 \\
+        --perturb noise,gain --out runs/nested-robust   # also the suite on the validation speakers
     sononet nested --folds 4 --models cnn --epochs 2 --outer-folds 0   # the demo corpus, a pipeline check
     """
     from sononet.jobs import spec_text
@@ -63,6 +74,7 @@ def nested_command(
     }
     given = {f.name: getattr(base, f.name) for f in fields(base)}
     given["split"] = replace(base.split, folds=folds if folds is not None else NestedConfig().split.folds)
+    given["robustness"] = robustness_config(NestedConfig().robustness, perturb, None)  # off unless asked
     cfg = NestedConfig(**given, **extra)
     if print_spec:
         click.echo(spec_text(resolve_nested(cfg), "nested"), nl=False)
