@@ -140,3 +140,25 @@ def test_noisy_mel_needs_the_waveforms_and_checks_its_options() -> None:
                 {"noise_snr": (0.0, float("inf"))}):  # fmt: skip
         with pytest.raises(ValueError):
             AugmentConfig(**bad)
+
+
+@pytest.mark.parametrize("command", ["train-all", "nested"])
+def test_noise_p_option_reaches_the_spec(command: str, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from sononet.cli import main
+
+    r = CliRunner().invoke(main, [command, "--out", str(tmp_path / "r"), "--noise-p", "0.5", "--print-spec"])
+    assert r.exit_code == 0 and "noise_p = 0.5" in r.output, r.output
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "-0.1", "1.5", "inf", "x", "", "1e309"])
+def test_noise_p_option_refuses_bad_values_in_one_line(value: str, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from sononet.cli import main
+
+    r = CliRunner().invoke(main, ["train-all", "--out", str(tmp_path / "r"), "--noise-p", value, "--print-spec"])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert "noise" in r.output.strip().splitlines()[-1] and not (tmp_path / "r").exists()

@@ -77,6 +77,10 @@ def experiment_options(*skip: str):
         click.option("--vtlp", type=float, default=None,
                      help="Log-mel models: warp each training clip's frequency axis by a factor in [1 - v, 1 + v], "
                      "as if spoken by a longer or shorter vocal tract (0.1 = up to 10 %); 0 = off."),
+        click.option("--noise-p", type=click.FloatRange(0, 1), default=None, metavar="P",
+                     help="Log-mel models: the share of training clips heard in noise (a random colour, white to "
+                     "brown, at 0-30 dB SNR; docs/robustness.md): far better under noise, a few points lower "
+                     "on clean audio; 0 = off [default: 0]."),
         click.option("--speed-perturb", is_flag=True, default=None, help="wav2vec2: 0.9/1.0/1.1 speed perturbation."),
         click.option("--tempo-perturb", is_flag=True, default=None, help="wav2vec2: 0.9/1.0/1.1 time stretch."),
         click.option("--pitch-perturb", is_flag=True, default=None, help="wav2vec2: pitch x0.9/1.0/1.1."),
@@ -141,6 +145,7 @@ def experiment_config(**kw):
     augment = given(
         base.train.augment, speed_perturb=kw.get("speed_perturb"), tempo_perturb=kw.get("tempo_perturb"),
         pitch_perturb=kw.get("pitch_perturb"), mixup_alpha=kw.get("mixup_alpha"), vtlp=kw.get("vtlp"),
+        noise_p=kw.get("noise_p"),
     )  # fmt: skip
     train = given(
         base.train, epochs=kw.get("epochs"), batch_size=kw.get("batch_size"), seed=kw.get("seed"),
