@@ -105,8 +105,16 @@ def test_unknown_score_label_is_one_line(nested_run: tuple[Path, dict], tmp_path
 
 @pytest.mark.parametrize(
     "args",
-    [["--folds", "3"], ["--outer-folds", "x"], ["--outer-folds", "9"], ["--folds", "nan"], ["--epochs", "-1"],
-     ["--perturb", "bogus"], ["--perturb", "noise;rm -rf /"], ["--perturb", "gain-20,nan"]],
+    [
+        ["--folds", "3"],
+        ["--outer-folds", "x"],
+        ["--outer-folds", "9"],
+        ["--folds", "nan"],
+        ["--epochs", "-1"],
+        ["--perturb", "bogus"],
+        ["--perturb", "noise;rm -rf /"],
+        ["--perturb", "gain-20,nan"],
+    ],
 )
 def test_bad_options_exit_2_in_one_line(tmp_path: Path, args: list[str]) -> None:
     r = CliRunner().invoke(main, ["nested", "--out", str(tmp_path / "n"), "--models", "cnn", *args])
