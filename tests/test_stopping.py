@@ -237,3 +237,25 @@ def test_scoring_queued_behind_a_stop_does_not_start(tmp_path: Path) -> None:
         with pytest.raises(TerminatedError):
             score_unit(unit, str(tmp_path), refit=False, device="cpu", robustness=RobustnessConfig(), folds=1)
     assert not stopping.requested()
+
+
+@pytest.mark.parametrize("command", [["train-all"], ["nested", "--outer-folds", "0"]])
+def test_sononet_commands_end_a_sigterm_in_one_line_with_exit_143(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without sononet-batch around it, a stopped `sononet train-all` says what to do, not a traceback."""
+    from click.testing import CliRunner
+
+    import sononet.experiment
+    import sononet.nested
+    from sononet.cli import main
+
+    def stopped(*a, **k):
+        raise stopping.TerminatedError
+
+    monkeypatch.setattr(sononet.experiment, "run_experiment", stopped)
+    monkeypatch.setattr(sononet.nested, "run_nested", stopped)
+    r = CliRunner().invoke(main, [*command, "--out", str(tmp_path / "run"), "--device", "cpu"])
+    assert r.exit_code == 143, r.output
+    assert r.output.strip().splitlines()[-1] == "error: terminated (SIGTERM); rerun the same command to resume"
+    assert "Traceback" not in r.output

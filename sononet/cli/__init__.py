@@ -13,7 +13,8 @@ Examples::
 Errors are handled once, here on the root group: a :class:`~sononet.errors.UserError` or a
 ``ValueError`` (a config value out of range) is one ``error:`` line and exit code 2 (``-v`` adds
 the traceback), and so is the file system refusing a path the user named (permission denied, a
-read-only mount); a full disk is one line and exit 1; anything else is a bug and keeps its
+read-only mount); a full disk is one line and exit 1; SIGTERM (training stops at a clean point
+with its checkpoints, :mod:`sononet.stopping`) is one line and exit 143; anything else is a bug and keeps its
 traceback. ``tests/hostile/test_cli_errors.py`` enumerates every exception class the package
 defines and holds each to this. Commands therefore raise, never catch. Heavy imports (torch, transformers) happen
 inside the commands so ``--help`` is instant. ``sononet-batch`` is :mod:`sononet.cli.batch`.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import signal
 import sys
 import traceback
 from typing import NoReturn
@@ -55,9 +57,12 @@ class _Main(click.Group):
 
     def invoke(self, ctx: click.Context) -> object:
         from sononet.errors import DiskFullError, is_disk_full
+        from sononet.stopping import TerminatedError
 
         try:
             return super().invoke(ctx)
+        except TerminatedError:  # `docker stop`, a preempted node: training has written its checkpoints
+            _fail(ctx, "terminated (SIGTERM); rerun the same command to resume", 128 + signal.SIGTERM)
         except (UserError, ValueError) as e:
             _fail(ctx, str(e), 2)
         except OSError as e:
