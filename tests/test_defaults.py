@@ -27,6 +27,7 @@ OTHER_QUANTITIES = {
     ("sononet/perturb.py", 48_000, "libopus"): "Opus encodes at 48 kHz whatever the input",
     ("sononet/perturb.py", 16_000, "libopus"): "the Opus round trip's bitrate, 16 kbit/s",
     ("sononet/cli/batch.py", 128, "SIGTERM"): "the shell's exit status for a signal, 128 + signo",
+    ("sononet/cli/__init__.py", 128, "SIGTERM"): "the shell's exit status for a signal, 128 + signo",
     ("sononet/models/cnn.py", 128, "channels"): "the CNN's last block's width",
     ("sononet/train/augment.py", 512, "def _stretch"): "the tempo perturbation's phase-vocoder STFT",
     ("sononet/train/augment.py", 128, "def _stretch"): "the tempo perturbation's phase-vocoder hop",
