@@ -41,6 +41,11 @@ class TerminatedError(Interrupted):
     it, and ``run.json`` records the run as interrupted."""
 
 
+# What every command (sononet, sononet-batch) says and returns when SIGTERM stopped it.
+STOPPED_MESSAGE = "terminated (SIGTERM); rerun the same command to resume"
+STOPPED_EXIT = 128 + signal.SIGTERM  # the shell's status for a signal, 128 + signo
+
+
 _request: threading.Event | ProcessEvent = threading.Event()
 _cooperative = 0  # depth of cooperative() blocks in this process
 _worker = False  # this process is a worker_pool worker: the handler never raises

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import signal
 import sys
 import traceback
 from typing import NoReturn
@@ -57,12 +56,12 @@ class _Main(click.Group):
 
     def invoke(self, ctx: click.Context) -> object:
         from sononet.errors import DiskFullError, is_disk_full
-        from sononet.stopping import TerminatedError
+        from sononet.stopping import STOPPED_EXIT, STOPPED_MESSAGE, TerminatedError
 
         try:
             return super().invoke(ctx)
         except TerminatedError:  # `docker stop`, a preempted node: training has written its checkpoints
-            _fail(ctx, "terminated (SIGTERM); rerun the same command to resume", 128 + signal.SIGTERM)
+            _fail(ctx, STOPPED_MESSAGE, STOPPED_EXIT)
         except (UserError, ValueError) as e:
             _fail(ctx, str(e), 2)
         except OSError as e:

@@ -8,7 +8,6 @@ interrupted, 143 terminated (SIGTERM: training finishes its step and checkpoints
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import time
 import traceback
@@ -115,10 +114,10 @@ def cli(
             sys.exit(130)
         except TerminatedError:  # a preempted node or `kubectl delete`: say so before going
             data = {"error": "terminated (SIGTERM)", "type": "SIGTERM", "seconds": round(time.perf_counter() - t0, 1)}
-            message = "terminated (SIGTERM); rerun the same command to resume"
+            message = stopping.STOPPED_MESSAGE
             log.error(message, extra={"event": "failed", "data": data})
             click.echo(f"sononet-batch: {message}", err=True)
-            sys.exit(128 + signal.SIGTERM)
+            sys.exit(stopping.STOPPED_EXIT)
         except Exception as exc:  # the one place a job's failure becomes an exit status
             from sononet.errors import DiskFullError, is_disk_full
 
