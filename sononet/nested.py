@@ -196,7 +196,7 @@ def _run(cfg: NestedConfig, out: Path, progress: bool) -> list[dict]:
         for key, prob in probs.items():
             row[f"{key}_ua"] = round(100 * unweighted_recall(truth, np.array(scored_labels)[prob.argmax(1)]), 2)
         if cfg.robustness.perturb:
-            b_dirs = {u.name: results[(f, u.name)]["B_dir"] for u in units if u.fold == f}
+            b_dirs = {m: results[(f, m)]["B_dir"] for m in cfg.models}
             row["robustness"] = fold_robustness(b_dirs, meta, plans[f]["scored_on"], scored_labels, cfg, progress)
         log.info("nested fold %d: %s", f, ", ".join(f"{k[:-3]} {v}" for k, v in row.items() if k.endswith("_ua")))
         atomic_write_json(out / f"fold-{f}" / "nested.json", row)
